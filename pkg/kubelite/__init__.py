@@ -1,0 +1,1 @@
+"""kubelite: a container orchestrator for Docker hosts, built the way Kubernetes is built."""
