@@ -1,0 +1,1 @@
+"""Per-kind behaviour of the API server (Kubernetes' registry strategies)."""

@@ -1,0 +1,158 @@
+"""Wires the API server together and runs it until cancelled.
+
+``run(config)`` is what the thin entry point calls: open storage, build one
+store and watch cache per registered kind, create the namespaces the system
+needs, then serve gRPC (the API) and HTTP (health, metrics). Shutdown stops
+accepting requests, ends watches and closes storage, in that order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from aiohttp import web
+from google.protobuf.message import Message
+
+from kubelite.api.service.v1 import service_pb2_grpc as pb_grpc
+from kubelite.apiserver import http
+from kubelite.apiserver.config import APIServerConfig
+from kubelite.apiserver.pipeline import SYSTEM, Admission, Attributes, NamespaceLifecycle, Pipeline
+from kubelite.apiserver.registry.all import build_strategies
+from kubelite.apiserver.service import DiscoveryServicer, Registry, ResourceServicer
+from kubelite.apiserver.store import ResourceStore
+from kubelite.apiserver.watchcache import WatchCache
+from kubelite.machinery import errors
+from kubelite.machinery.kinds import SCHEME
+from kubelite.storage.etcd import EtcdStorage
+from kubelite.storage.interface import Storage
+
+log = logging.getLogger(__name__)
+
+BOOTSTRAP_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+@dataclass
+class APIServer:
+    """A running API server; ``stop()`` shuts it down."""
+
+    config: APIServerConfig
+    storage: Storage
+    registry: Registry
+    grpc_server: grpc.aio.Server
+    http_runner: web.AppRunner
+    grpc_port: int
+    http_port: int
+
+    async def stop(self, grace: float = 1.0) -> None:
+        await self.grpc_server.stop(grace)
+        await self.http_runner.cleanup()
+        for store in self.registry.stores.values():
+            await store.cache.stop()
+        await self.storage.close()
+
+
+def build_registry(config: APIServerConfig, storage: Storage) -> Registry:
+    lo, _, hi = config.service_node_port_range.partition("-")
+    strategies = build_strategies(SCHEME, service_cidr=config.service_cluster_ip_range,
+                                  node_port_range=(int(lo), int(hi)))
+    stores: dict[tuple[str, str], ResourceStore] = {}
+
+    async def namespace_lookup(name: str) -> Message | None:
+        ns_store = stores[("", "namespaces")]
+        cached = ns_store.cache.get(ns_store.key("", name))
+        if cached is not None:
+            return cached.obj
+        # The cache may lag a namespace created a moment ago: ask etcd.
+        try:
+            return await ns_store.get("", name)
+        except errors.StatusError as exc:
+            if exc.reason == "NotFound":
+                return None
+            raise
+
+    admission = Admission([NamespaceLifecycle(namespace_lookup)])
+
+    def cache_factory(store: ResourceStore) -> WatchCache:
+        return WatchCache(store.strategy, storage, store.prefix, store.decode,
+                          history_size=config.watch_cache_size, bookmark_interval=config.bookmark_interval)
+
+    for rt in SCHEME:
+        stores[(rt.group, rt.resource)] = ResourceStore(strategies[(rt.group, rt.resource)], storage, admission,
+                                                        cache_factory)
+    return Registry(stores)
+
+
+async def bootstrap(registry: Registry) -> None:
+    """Creates the namespaces every cluster has; existing ones are left alone."""
+    ns_store = registry.stores[("", "namespaces")]
+    for name in BOOTSTRAP_NAMESPACES:
+        ns = ns_store.rt.new()
+        ns.metadata.name = name  # type: ignore[attr-defined]
+        try:
+            await ns_store.create(Attributes(SYSTEM, "create", ns_store.rt, "", name), ns)
+            log.info("created namespace %s", name)
+        except errors.StatusError as exc:
+            if exc.reason != "AlreadyExists":
+                raise
+
+
+async def start(config: APIServerConfig, storage_factory: Callable[[APIServerConfig], Storage] | None = None,
+                ) -> APIServer:
+    """Starts everything and returns once the server answers requests."""
+    storage = storage_factory(config) if storage_factory else EtcdStorage(config.etcd_servers)
+    await _maybe_start(storage)
+    registry = build_registry(config, storage)
+    for store in registry.stores.values():
+        await store.cache.start()
+    await bootstrap(registry)
+
+    options = [
+        ("grpc.max_receive_message_length", config.max_request_bytes),
+        ("grpc.max_send_message_length", 512 * 1024 * 1024),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+    server = grpc.aio.server(options=options)
+    pipeline = Pipeline(admission=next(iter(registry.stores.values())).admission)
+    pb_grpc.add_ResourceServiceServicer_to_server(ResourceServicer(registry, pipeline), server)
+    pb_grpc.add_DiscoveryServiceServicer_to_server(DiscoveryServicer(registry), server)
+    grpc_port = server.add_insecure_port(f"{_host(config.bind_address)}:{config.secure_port}")
+    if grpc_port == 0:
+        raise OSError(f"cannot listen on {config.bind_address}:{config.secure_port}")
+    await server.start()
+
+    checks = {f"watch-cache:{s.rt.group_resource}": (lambda s=s: s.cache.ready) for s in registry.stores.values()}
+    runner = web.AppRunner(http.make_app(checks), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.http_bind_address, config.http_port)
+    await site.start()
+    http_port = runner.addresses[0][1] if runner.addresses else config.http_port
+    log.info("serving the API on %s:%d (gRPC), health and metrics on %s:%d", config.bind_address, grpc_port,
+             config.http_bind_address, http_port)
+    return APIServer(config, storage, registry, server, runner, grpc_port, http_port)
+
+
+async def _maybe_start(storage: Storage) -> None:
+    opener = getattr(storage, "start", None) or getattr(storage, "open", None)
+    if opener is not None:
+        await opener()
+
+
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+async def run(config: APIServerConfig) -> None:
+    """Runs until cancelled (SIGINT/SIGTERM from the entry point)."""
+    server = await start(config)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await server.stop()

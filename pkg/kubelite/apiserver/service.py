@@ -1,0 +1,238 @@
+"""gRPC handlers: translate requests into store calls and errors into statuses.
+
+The handlers are thin: resolve the resource, run the pipeline's security
+stages, call the store, pack the answer. Every failure leaves as a gRPC code
+plus a serialized Status in the trailing metadata, so that clients rebuild the
+same StatusError the server raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+from kubelite.api.service.v1 import service_pb2 as pb
+from kubelite.api.service.v1 import service_pb2_grpc as pb_grpc
+from kubelite.apiserver import metrics
+from kubelite.apiserver.pipeline import Attributes, Pipeline, UserInfo
+from kubelite.apiserver.store import ResourceStore
+from kubelite.machinery import errors
+
+log = logging.getLogger(__name__)
+
+VERSION = "v0.1.0"
+TYPE_URL_PREFIX = "type.googleapis.com/"
+
+T = TypeVar("T")
+
+
+def pack(store: ResourceStore, wire: bytes) -> any_pb2.Any:
+    return any_pb2.Any(type_url=TYPE_URL_PREFIX + store.rt.message_name, value=wire)
+
+
+def pack_message(obj: Message) -> any_pb2.Any:
+    return any_pb2.Any(type_url=TYPE_URL_PREFIX + obj.DESCRIPTOR.full_name, value=obj.SerializeToString())
+
+
+class Registry:
+    """The stores by (group, resource)."""
+
+    def __init__(self, stores: Mapping[tuple[str, str], ResourceStore]) -> None:
+        self.stores = dict(stores)
+
+    def store(self, ref: pb.ResourceRef) -> ResourceStore:
+        s = self.stores.get((ref.group, ref.resource))
+        if s is None or (ref.version and ref.version != s.rt.version):
+            name = f"{ref.resource}.{ref.group}" if ref.group else ref.resource
+            raise errors.StatusError("NotFound", f'the server could not find the requested resource ({name})')
+        return s
+
+
+class ResourceServicer(pb_grpc.ResourceServiceServicer):
+    def __init__(self, registry: Registry, pipeline: Pipeline) -> None:
+        self.registry = registry
+        self.pipeline = pipeline
+
+    # --- plumbing ----------------------------------------------------------
+
+    def _attrs(self, context: grpc.aio.ServicerContext[Any, Any], verb: str, store: ResourceStore,
+               ref: pb.ResourceRef, dry_run: bool = False, subresource: str = "") -> Attributes:
+        namespace = ref.namespace if store.rt.namespaced else ""
+
+        def make(user: UserInfo) -> Attributes:
+            return Attributes(user, verb, store.rt, namespace, ref.name, subresource=subresource, dry_run=dry_run)
+
+        return self.pipeline.check(tuple(context.invocation_metadata() or ()), make)
+
+    async def _handle(self, context: grpc.aio.ServicerContext[Any, Any], verb: str, ref: pb.ResourceRef,
+                      call: Callable[[ResourceStore], Awaitable[T]]) -> T:
+        started = time.perf_counter()
+        group, resource, code = ref.group, ref.resource, "200"
+        try:
+            store = self.registry.store(ref)
+            return await call(store)
+        except errors.StatusError as exc:
+            code = str(exc.code)
+            await _abort(context, exc)
+            raise AssertionError("unreachable") from None
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            code = "500"
+            log.exception("%s %s: unexpected failure", verb, resource)
+            await _abort(context, errors.internal(f"{type(exc).__name__}: {exc}"))
+            raise AssertionError("unreachable") from None
+        finally:
+            metrics.REQUESTS.labels(verb, group, resource, code).inc()
+            metrics.LATENCY.labels(verb, group, resource).observe(time.perf_counter() - started)
+
+    def _unpack(self, store: ResourceStore, obj: any_pb2.Any) -> Message:
+        if not obj.type_url:
+            raise errors.bad_request("the request carries no object")
+        expected = TYPE_URL_PREFIX + store.rt.message_name
+        if obj.type_url != expected:
+            raise errors.bad_request(f"the object is a {obj.type_url.removeprefix(TYPE_URL_PREFIX)}, but the "
+                                     f"resource {store.rt.group_resource} holds {store.rt.message_name}")
+        msg = store.rt.message()
+        if not obj.Unpack(msg):
+            raise errors.bad_request("the object cannot be decoded")
+        return msg
+
+    # --- verbs -------------------------------------------------------------
+
+    async def Create(self, request: pb.CreateRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.ObjectResponse:
+        async def call(store: ResourceStore) -> pb.ObjectResponse:
+            obj = self._unpack(store, request.object)
+            ref = pb.ResourceRef()
+            ref.CopyFrom(request.ref)
+            ref.name = obj.metadata.name  # type: ignore[attr-defined]
+            if store.rt.namespaced and not ref.namespace:
+                ref.namespace = obj.metadata.namespace  # type: ignore[attr-defined]
+            attrs = self._attrs(context, "create", store, ref, request.dry_run)
+            return pb.ObjectResponse(object=pack_message(await store.create(attrs, obj)))
+        return await self._handle(context, "create", request.ref, call)
+
+    async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.ObjectResponse:
+        async def call(store: ResourceStore) -> pb.ObjectResponse:
+            attrs = self._attrs(context, "get", store, request.ref)
+            return pb.ObjectResponse(object=pack_message(await store.get(attrs.namespace, attrs.name)))
+        return await self._handle(context, "get", request.ref, call)
+
+    async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.ListResponse:
+        async def call(store: ResourceStore) -> pb.ListResponse:
+            attrs = self._attrs(context, "list", store, request.ref)
+            items, revision, token = await store.list(attrs.namespace, request.label_selector,
+                                                      request.field_selector, request.resource_version,
+                                                      request.limit, request.continue_token)
+            resp = pb.ListResponse(items=[pack(store, wire) for wire in items])
+            resp.metadata.resource_version = str(revision)
+            resp.metadata.continue_token = token
+            return resp
+        return await self._handle(context, "list", request.ref, call)
+
+    async def _update(self, request: pb.UpdateRequest, context: grpc.aio.ServicerContext[Any, Any],
+                      status: bool) -> pb.ObjectResponse:
+        async def call(store: ResourceStore) -> pb.ObjectResponse:
+            obj = self._unpack(store, request.object)
+            ref = pb.ResourceRef()
+            ref.CopyFrom(request.ref)
+            ref.name = ref.name or obj.metadata.name  # type: ignore[attr-defined]
+            if store.rt.namespaced and not ref.namespace:
+                ref.namespace = obj.metadata.namespace  # type: ignore[attr-defined]
+            attrs = self._attrs(context, "update", store, ref, request.dry_run, "status" if status else "")
+            return pb.ObjectResponse(object=pack_message(await store.update(attrs, obj, status=status)))
+        return await self._handle(context, "update", request.ref, call)
+
+    async def Update(self, request: pb.UpdateRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.ObjectResponse:
+        return await self._update(request, context, False)
+
+    async def UpdateStatus(self, request: pb.UpdateRequest,
+                           context: grpc.aio.ServicerContext[Any, Any]) -> pb.ObjectResponse:
+        return await self._update(request, context, True)
+
+    async def Patch(self, request: pb.PatchRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.ObjectResponse:
+        async def call(store: ResourceStore) -> pb.ObjectResponse:
+            attrs = self._attrs(context, "patch", store, request.ref, request.dry_run, request.subresource)
+            obj = await store.patch(attrs, request.patch_type, request.patch, request.subresource)
+            return pb.ObjectResponse(object=pack_message(obj))
+        return await self._handle(context, "patch", request.ref, call)
+
+    async def Delete(self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.DeleteResponse:
+        async def call(store: ResourceStore) -> pb.DeleteResponse:
+            attrs = self._attrs(context, "delete", store, request.ref, request.dry_run)
+            grace = request.grace_period_seconds if request.HasField("grace_period_seconds") else None
+            obj, deleted = await store.delete(
+                attrs, propagation_policy=request.propagation_policy, uid=request.preconditions.uid,
+                resource_version=request.preconditions.resource_version, grace_period=grace)
+            return pb.DeleteResponse(object=pack_message(obj), deleted=deleted)
+        return await self._handle(context, "delete", request.ref, call)
+
+    async def Bind(self, request: pb.BindRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.ObjectResponse:
+        ref = pb.ResourceRef(group="", version="v1", resource="pods", namespace=request.namespace,
+                             name=request.name)
+
+        async def call(store: ResourceStore) -> pb.ObjectResponse:
+            attrs = self._attrs(context, "create", store, ref, subresource="binding")
+            bind = getattr(store.strategy, "bind", None)
+            if bind is None:
+                raise errors.method_not_supported("", "pods", "bind")
+            return pb.ObjectResponse(object=pack_message(await bind(store, attrs, request.node_name, request.uid)))
+        return await self._handle(context, "bind", ref, call)
+
+    async def Watch(self, request: pb.WatchRequest,
+                    context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[pb.WatchResponse]:
+        ref = request.ref
+        try:
+            store = self.registry.store(ref)
+            attrs = self._attrs(context, "watch", store, ref)
+        except errors.StatusError as exc:
+            await _abort(context, exc)
+            return
+        gauge = metrics.WATCHERS.labels(store.rt.group, store.rt.resource)
+        gauge.inc()
+        metrics.REQUESTS.labels("watch", ref.group, ref.resource, "200").inc()
+        try:
+            async for item in store.watch(attrs.namespace, request.label_selector, request.field_selector,
+                                          request.resource_version, request.allow_watch_bookmarks):
+                if isinstance(item, int):
+                    yield pb.WatchResponse(events=[pb.WatchEvent(type="BOOKMARK",
+                                                                 object=pack(store, store.bookmark(item)))])
+                else:
+                    yield pb.WatchResponse(events=[pb.WatchEvent(type=t, object=pack(store, wire))
+                                                   for t, wire in item])
+        except errors.StatusError as exc:
+            await _abort(context, exc)
+        finally:
+            gauge.dec()
+
+
+class DiscoveryServicer(pb_grpc.DiscoveryServiceServicer):
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    async def ServerResources(self, request: pb.ServerResourcesRequest,
+                              context: grpc.aio.ServicerContext[Any, Any]) -> pb.APIResourceList:
+        out = pb.APIResourceList()
+        for store in self.registry.stores.values():
+            rt = store.rt
+            out.resources.add(name=rt.resource, singular_name=rt.singular, namespaced=rt.namespaced, group=rt.group,
+                              version=rt.version, kind=rt.kind, verbs=list(rt.verbs),
+                              short_names=list(rt.short_names), message_type=rt.message_name)
+        return out
+
+    async def Version(self, request: pb.VersionRequest,
+                      context: grpc.aio.ServicerContext[Any, Any]) -> pb.VersionInfo:
+        return pb.VersionInfo(git_version=VERSION, platform=f"{sys.platform}/{platform.machine()}",
+                              python_version=platform.python_version())
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: errors.StatusError) -> None:
+    await context.abort(exc.grpc_code, exc.message, trailing_metadata=exc.to_grpc_metadata())

@@ -1,0 +1,590 @@
+"""The generic registry store: the semantics of every verb, for every kind.
+
+One class implements create, get, list, update, status update, patch, delete
+and watch on top of storage and the watch cache; what differs per kind comes
+from its Strategy. This is where Kubernetes' object rules live: uid and
+creationTimestamp at create, generateName, resourceVersion as the etcd
+revision with compare-and-swap, generation bumped only when the spec changes,
+status written through its own call, deletionTimestamp with finalizers and
+grace periods, dry runs, and the size limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError, Message
+
+from kubelite.apiserver.pipeline import Admission, Attributes
+from kubelite.apiserver.registry.strategy import Strategy, meta_of
+from kubelite.apiserver.watchcache import CachedObject, Filter, OutOfWindow, WatchCache, rv_suffix
+from kubelite.machinery import codec, errors, patch, selectors
+from kubelite.machinery.errors import FieldError
+from kubelite.storage.interface import (
+    ClaimTakenError,
+    CompactedError,
+    ConflictError,
+    KeyExistsError,
+    KeyNotFoundError,
+    Storage,
+    StorageError,
+    UnavailableError,
+)
+
+log = logging.getLogger(__name__)
+
+# etcd refuses values over 1.5 MiB (its default --max-request-bytes).
+MAX_OBJECT_BYTES = 1_572_864
+# Unconditional updates and patches retry this often on a conflicting write.
+MAX_CONFLICT_RETRIES = 16
+_NAME_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+PATCH_TYPES = {
+    "application/merge-patch+json": "merge",
+    "application/strategic-merge-patch+json": "strategic",
+    "application/json-patch+json": "json",
+}
+
+
+def translate(exc: StorageError, store: ResourceStore, name: str) -> errors.StatusError:
+    """Maps a storage failure to the Kubernetes reason a client expects."""
+    g, r = store.rt.group, store.rt.resource
+    if isinstance(exc, KeyNotFoundError):
+        return errors.not_found(g, r, name)
+    if isinstance(exc, KeyExistsError):
+        return errors.already_exists(g, r, name)
+    if isinstance(exc, ConflictError):
+        return errors.conflict(g, r, name, "the object has been modified; please apply your changes to the "
+                                           "latest version and try again")
+    if isinstance(exc, ClaimTakenError):
+        return errors.StatusError("Conflict", f"{exc}", name=name, group=g, kind=r)
+    if isinstance(exc, CompactedError):
+        return errors.expired(f"too old resource version: {exc.requested_revision} ({exc.compact_revision})")
+    if isinstance(exc, UnavailableError):
+        return errors.unavailable(f"storage is unavailable: {exc}")
+    return errors.internal(str(exc))
+
+
+def now_seconds() -> int:
+    return int(time.time())
+
+
+# What a watch yields: the (type, wire bytes) events of one revision, or a bookmark revision.
+WatchChunk = list[tuple[str, bytes]] | int
+# A page of a list: wire bytes of the objects, the revision, the continue token.
+ListPage = tuple[list[bytes], int, str]
+
+
+@dataclass(frozen=True)
+class Stored:
+    """An object read from storage, decoded, with its revision."""
+
+    obj: Message
+    raw: bytes
+    revision: int
+
+
+class ResourceStore:
+    """All verbs for one resource."""
+
+    def __init__(self, strategy: Strategy, storage: Storage, admission: Admission,
+                 cache_factory: Callable[[ResourceStore], WatchCache]) -> None:
+        self.strategy = strategy
+        self.rt = strategy.rt
+        self.storage = storage
+        self.admission = admission
+        self.prefix = f"/registry/{self.rt.resource}/"
+        self.cache = cache_factory(self)
+
+    # --- keys and encoding -----------------------------------------------
+
+    def key(self, namespace: str, name: str) -> str:
+        return f"{self.prefix}{namespace}/{name}" if self.rt.namespaced else f"{self.prefix}{name}"
+
+    def decode(self, raw: bytes) -> Message:
+        try:
+            return self.rt.message.FromString(raw)
+        except DecodeError as exc:
+            raise errors.internal(f"stored {self.rt.kind} cannot be decoded: {exc}") from exc
+
+    def _encode_for_storage(self, obj: Message) -> bytes:
+        """Serialized without resourceVersion (the revision is etcd's to give)."""
+        meta_of(obj).resource_version = ""
+        raw = obj.SerializeToString(deterministic=True)
+        if len(raw) > MAX_OBJECT_BYTES:
+            raise errors.too_large(
+                f'{self.rt.kind} "{meta_of(obj).name}" is too large: {len(raw)} bytes, the limit is '
+                f"{MAX_OBJECT_BYTES} bytes")
+        return raw
+
+    def _with_revision(self, raw: bytes, revision: int) -> Message:
+        return self.decode(raw + rv_suffix(self.rt.message, revision))
+
+    async def _read(self, namespace: str, name: str) -> Stored:
+        try:
+            kv = await self.storage.get(self.key(namespace, name))
+        except StorageError as exc:
+            raise translate(exc, self, name) from exc
+        return Stored(self._with_revision(kv.value, kv.mod_revision), kv.value, kv.mod_revision)
+
+    # --- helpers ---------------------------------------------------------
+
+    def _check_kind(self, obj: Message) -> None:
+        if obj.DESCRIPTOR.full_name != self.rt.message_name:
+            raise errors.bad_request(
+                f"the body of the request was of type {obj.DESCRIPTOR.full_name}, expected {self.rt.message_name}")
+        obj.api_version = self.rt.api_version  # type: ignore[attr-defined]
+        obj.kind = self.rt.kind  # type: ignore[attr-defined]
+
+    def _check_namespace(self, obj: Message, namespace: str) -> None:
+        meta = meta_of(obj)
+        if not self.rt.namespaced:
+            if meta.namespace:
+                raise errors.bad_request(f"{self.rt.kind} is cluster-scoped: metadata.namespace must be empty")
+            return
+        if not namespace:
+            raise errors.bad_request("the namespace of the object is required")
+        if meta.namespace and meta.namespace != namespace:
+            raise errors.bad_request("the namespace of the provided object does not match the namespace sent on "
+                                     "the request")
+        meta.namespace = namespace
+
+    def _invalid(self, obj: Message, causes: list[FieldError]) -> errors.StatusError:
+        return errors.invalid(self.rt.group, self.rt.kind, meta_of(obj).name or meta_of(obj).generate_name, causes)
+
+    # --- create ----------------------------------------------------------
+
+    async def create(self, attrs: Attributes, obj: Message) -> Message:
+        self._check_kind(obj)
+        self._check_namespace(obj, attrs.namespace)
+        meta = meta_of(obj)
+        if meta.resource_version:
+            raise errors.bad_request("resourceVersion should not be set on objects to be created")
+        generated = not meta.name and bool(meta.generate_name)
+        for _attempt in range(8 if generated else 1):
+            candidate = type(obj)()
+            candidate.CopyFrom(obj)
+            cmeta = meta_of(candidate)
+            if generated:
+                cmeta.name = cmeta.generate_name + "".join(secrets.choice(_NAME_SUFFIX_ALPHABET) for _ in range(5))
+            try:
+                return await self._create_one(attrs, candidate)
+            except errors.StatusError as exc:
+                if not (generated and exc.reason == "AlreadyExists"):
+                    raise
+        raise errors.StatusError("AlreadyExists", "could not generate a unique name; try again")
+
+    async def _create_one(self, attrs: Attributes, obj: Message) -> Message:
+        meta = meta_of(obj)
+        attrs = Attributes(attrs.user, "create", self.rt, attrs.namespace, meta.name, dry_run=attrs.dry_run)
+        self.strategy.prepare_for_create(obj)
+        meta.uid = str(uuid.uuid4())
+        meta.creation_timestamp.seconds = now_seconds()
+        meta.creation_timestamp.nanos = 0
+        meta.ClearField("deletion_timestamp")
+        meta.ClearField("deletion_grace_period_seconds")
+        meta.generation = 1 if self.strategy.spec_of(obj) is not None else 0
+        self.strategy.default(obj)
+        await self.admission.admit(attrs, obj, None)
+        causes = self.strategy.validate(obj)
+        if causes:
+            raise self._invalid(obj, causes)
+        await self.admission.validate(attrs, obj, None)
+        raw = self._encode_for_storage(obj)
+        if attrs.dry_run:
+            return obj
+        for _attempt in range(MAX_CONFLICT_RETRIES):
+            try:
+                revision = await self.storage.create(self.key(attrs.namespace, meta.name), raw,
+                                                     claims=self.strategy.claims_for_create(obj))
+                break
+            except ClaimTakenError as exc:
+                # An allocation raced with another writer: let the strategy pick again.
+                if not self.strategy.on_claim_taken(obj, exc.key):
+                    raise translate(exc, self, meta.name) from exc
+                raw = self._encode_for_storage(obj)
+            except StorageError as exc:
+                raise translate(exc, self, meta.name) from exc
+        else:
+            raise errors.StatusError("Conflict", "could not allocate; try again")
+        meta.resource_version = str(revision)
+        return obj
+
+    # --- get / list --------------------------------------------------------
+
+    async def get(self, namespace: str, name: str) -> Message:
+        return (await self._read(namespace, name)).obj
+
+    def make_filter(self, namespace: str, label_selector: str, field_selector: str) -> Filter:
+        labels = selectors.parse_label_selector(label_selector) if label_selector else None
+        fields = selectors.parse_field_selector(field_selector) if field_selector else None
+        if fields is not None:
+            bad = fields.unsupported(self.strategy.selectable_fields())
+            if bad:
+                raise errors.bad_request(f'field label not supported: {bad[0]}')
+        return Filter(namespace if self.rt.namespaced else "", labels, fields)
+
+    async def _wait_cache(self, resource_version: str) -> None:
+        """Brings the cache up to the revision the caller asked for.
+
+        "" means the latest state: read the current revision from etcd (a
+        quorum read) and wait until the cache has seen it — Kubernetes'
+        consistent reads from cache. "0" accepts whatever the cache holds.
+        """
+        await self.cache.wait_ready()
+        if resource_version == "0":
+            return
+        if resource_version:
+            target = parse_rv(resource_version)
+        else:
+            try:
+                target = await self.storage.current_revision()
+            except StorageError as exc:
+                raise translate(exc, self, "") from exc
+        await self.cache.wait_for_revision(target)
+
+    async def list(self, namespace: str, label_selector: str = "", field_selector: str = "",
+                   resource_version: str = "", limit: int = 0,
+                   continue_token: str = "") -> ListPage:
+        """Matching objects (wire bytes, sorted by key), the list's revision and a continue token.
+
+        Without a limit the list comes from the watch cache. With a limit (or
+        a continue token) pages are read from etcd at one pinned revision, so
+        that every page shows the same moment, as in Kubernetes.
+        """
+        flt = self.make_filter(namespace, label_selector, field_selector)
+        if limit < 0:
+            raise errors.bad_request("limit must not be negative")
+        if limit or continue_token:
+            return await self._list_pages(flt, limit, continue_token)
+        await self._wait_cache(resource_version)
+        items, revision = self.cache.list(flt)
+        return [co.wire for co in items], revision, ""
+
+    async def _list_pages(self, flt: Filter, limit: int, continue_token: str) -> ListPage:
+        revision, after = 0, ""
+        if continue_token:
+            try:
+                token = json.loads(base64.urlsafe_b64decode(continue_token.encode()))
+                revision, after = int(token["rv"]), str(token["start"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise errors.bad_request("the continue token is not valid") from exc
+        prefix = self.prefix + (f"{flt.namespace}/" if flt.namespace and self.rt.namespaced else "")
+        try:
+            kvs, read_at = await self.storage.list(prefix, revision=revision)
+        except CompactedError as exc:
+            raise errors.expired("The provided continue parameter is too old to display a consistent list "
+                                 "result. You can start a new list without the continue parameter.") from exc
+        except StorageError as exc:
+            raise translate(exc, self, "") from exc
+        revision = revision or read_at
+        out: list[bytes] = []
+        out_keys: list[str] = []
+        for kv in kvs:
+            if kv.key <= after:
+                continue
+            co = self.cache._make(kv.key, kv.value, kv.mod_revision)
+            if not flt.matches(co):
+                continue
+            if limit and len(out) == limit:
+                last = out_keys[-1]
+                token_doc = json.dumps({"rv": revision, "start": last}).encode()
+                return out, revision, base64.urlsafe_b64encode(token_doc).decode()
+            out.append(co.wire)
+            out_keys.append(kv.key)
+        return out, revision, ""
+
+    # --- update ----------------------------------------------------------
+
+    async def update(self, attrs: Attributes, obj: Message, *, status: bool = False) -> Message:
+        self._check_kind(obj)
+        self._check_namespace(obj, attrs.namespace)
+        meta = meta_of(obj)
+        if status and not self.rt.has_status:
+            raise errors.method_not_supported(self.rt.group, self.rt.resource, "update status")
+        if attrs.name and meta.name and meta.name != attrs.name:
+            raise errors.bad_request("the name of the object does not match the name on the URL")
+        name = meta.name or attrs.name
+        precondition = parse_rv(meta.resource_version) if meta.resource_version else 0
+
+        async def mutate(current: Stored) -> Message:
+            new = type(obj)()
+            new.CopyFrom(obj)
+            return new
+
+        return await self.guaranteed_update(attrs, name, mutate, precondition=precondition, status=status)
+
+    async def guaranteed_update(
+        self,
+        attrs: Attributes,
+        name: str,
+        mutate: Callable[[Stored], Awaitable[Message]],
+        *,
+        precondition: int = 0,
+        status: bool = False,
+    ) -> Message:
+        """Read, change, compare-and-swap; retried on conflicts unless the caller pinned a revision."""
+        namespace = attrs.namespace
+        verb_attrs = Attributes(attrs.user, attrs.verb, self.rt, namespace, name,
+                                subresource="status" if status else attrs.subresource, dry_run=attrs.dry_run)
+        for _attempt in range(MAX_CONFLICT_RETRIES):
+            current = await self._read(namespace, name)
+            if precondition and precondition != current.revision:
+                raise errors.conflict(self.rt.group, self.rt.resource, name,
+                                      "the object has been modified; please apply your changes to the latest "
+                                      "version and try again")
+            new = await mutate(current)
+            self._check_kind(new)
+            self._check_namespace(new, namespace)
+            old = current.obj
+            if status:
+                self.strategy.prepare_for_status_update(new, old)
+            else:
+                self.strategy.prepare_for_update(new, old)
+            self._keep_system_meta(new, old)
+            if not status:
+                self.strategy.default(new)
+            await self.admission.admit(verb_attrs, new, old)
+            causes = (self.strategy.validate_status_update(new, old) if status
+                      else self.strategy.validate_update(new, old))
+            if causes:
+                raise self._invalid(new, causes)
+            await self.admission.validate(verb_attrs, new, old)
+            raw = self._encode_for_storage(new)
+            if raw == current.raw:
+                return old  # nothing changed: no write, resourceVersion stays
+            if attrs.dry_run:
+                meta_of(new).resource_version = str(current.revision)
+                return new
+            nmeta = meta_of(new)
+            if nmeta.deletion_timestamp.seconds and not nmeta.finalizers and \
+                    nmeta.deletion_timestamp.seconds <= now_seconds() and not self.strategy.delete_blocked(new):
+                # The last finalizer is gone from an object being deleted: remove it.
+                return await self._remove(name, namespace, new, current.revision)
+            try:
+                revision = await self.storage.update(self.key(namespace, name), raw,
+                                                     expected_revision=current.revision)
+            except ConflictError:
+                if precondition:
+                    raise errors.conflict(self.rt.group, self.rt.resource, name,
+                                          "the object has been modified; please apply your changes to the "
+                                          "latest version and try again") from None
+                continue
+            except StorageError as exc:
+                raise translate(exc, self, name) from exc
+            nmeta.resource_version = str(revision)
+            return new
+        raise errors.conflict(self.rt.group, self.rt.resource, name, "too many concurrent updates; try again")
+
+    def _keep_system_meta(self, new: Message, old: Message) -> None:
+        """Fields only the server sets survive any update; generation follows the spec."""
+        nm, om = meta_of(new), meta_of(old)
+        nm.uid = om.uid
+        nm.creation_timestamp.CopyFrom(om.creation_timestamp)
+        if om.HasField("deletion_timestamp"):
+            nm.deletion_timestamp.CopyFrom(om.deletion_timestamp)
+        else:
+            nm.ClearField("deletion_timestamp")
+        if om.HasField("deletion_grace_period_seconds"):
+            nm.deletion_grace_period_seconds = om.deletion_grace_period_seconds
+        else:
+            nm.ClearField("deletion_grace_period_seconds")
+        if not nm.generate_name:
+            nm.generate_name = om.generate_name
+        nm.generation = om.generation
+        if self.strategy.spec_of(new) != self.strategy.spec_of(old):
+            nm.generation = om.generation + 1
+
+    # --- patch -----------------------------------------------------------
+
+    async def patch(self, attrs: Attributes, patch_type: str, body: bytes, subresource: str = "") -> Message:
+        kind = PATCH_TYPES.get(patch_type)
+        if kind is None:
+            raise errors.StatusError("UnsupportedMediaType", f'the patch type "{patch_type}" is not supported; use '
+                                     + ", ".join(PATCH_TYPES))
+        if subresource not in ("", "status"):
+            raise errors.bad_request(f'the subresource "{subresource}" does not support patching')
+        try:
+            doc = json.loads(body)
+        except ValueError as exc:
+            raise errors.bad_request(f"the patch is not valid JSON: {exc}") from exc
+        if kind == "json":
+            if not isinstance(doc, list):
+                raise errors.bad_request("a JSON patch must be a list of operations")
+        elif not isinstance(doc, dict):
+            raise errors.bad_request("a merge patch must be a JSON object")
+        precondition = 0
+        if isinstance(doc, dict):
+            rv = doc.get("metadata", {}).get("resourceVersion") if isinstance(doc.get("metadata"), dict) else None
+            if isinstance(rv, str) and rv:
+                precondition = parse_rv(rv)
+
+        async def mutate(current: Stored) -> Message:
+            target = codec.encode(current.obj)
+            if kind == "merge":
+                result = patch.json_merge_patch(target, doc)
+            elif kind == "strategic":
+                result = patch.strategic_merge_patch(target, doc, self.rt.message)
+            else:
+                result = patch.json_patch(target, doc)
+            if not isinstance(result, dict):
+                raise errors.bad_request("the patched object is not a JSON object")
+            return codec.decode_into(result, self.rt.message)
+
+        return await self.guaranteed_update(attrs, attrs.name, mutate, precondition=precondition,
+                                             status=subresource == "status")
+
+    # --- delete ----------------------------------------------------------
+
+    async def delete(self, attrs: Attributes, *, propagation_policy: str = "", uid: str = "",
+                     resource_version: str = "", grace_period: int | None = None) -> tuple[Message, bool]:
+        if propagation_policy not in ("", "Background", "Foreground", "Orphan"):
+            raise errors.bad_request(f'unsupported propagationPolicy "{propagation_policy}": use Background, '
+                                     "Foreground or Orphan")
+        if grace_period is not None and grace_period < 0:
+            raise errors.invalid(self.rt.group, self.rt.kind, attrs.name, [
+                FieldError("FieldValueInvalid", "gracePeriodSeconds", "must be >= 0", grace_period)])
+        name, namespace = attrs.name, attrs.namespace
+        for _attempt in range(MAX_CONFLICT_RETRIES):
+            current = await self._read(namespace, name)
+            meta = meta_of(current.obj)
+            if uid and uid != meta.uid:
+                raise errors.conflict(self.rt.group, self.rt.resource, name,
+                                      f"Precondition failed: UID in precondition: {uid}, UID in object meta: "
+                                      f"{meta.uid}")
+            if resource_version and parse_rv(resource_version) != current.revision:
+                raise errors.conflict(self.rt.group, self.rt.resource, name,
+                                      f"Precondition failed: ResourceVersion in precondition: {resource_version}, "
+                                      f"ResourceVersion in object meta: {current.revision}")
+            await self.admission.validate(attrs, None, current.obj)
+            new = type(current.obj)()
+            new.CopyFrom(current.obj)
+            nmeta = meta_of(new)
+            if propagation_policy == "Orphan" and "orphan" not in nmeta.finalizers:
+                nmeta.finalizers.append("orphan")
+            elif propagation_policy == "Foreground" and "foregroundDeletion" not in nmeta.finalizers:
+                nmeta.finalizers.append("foregroundDeletion")
+            grace = self.strategy.grace_period(current.obj, grace_period)
+            if not nmeta.finalizers and grace == 0 and not self.strategy.delete_blocked(new):
+                if attrs.dry_run:
+                    return current.obj, True
+                try:
+                    return await self._remove(name, namespace, current.obj, current.revision), True
+                except ConflictError:
+                    continue
+            # Graceful: mark the object; finalizers' owners (or the kubelet) finish the job.
+            deadline = now_seconds() + grace
+            if nmeta.HasField("deletion_timestamp"):
+                if nmeta.deletion_timestamp.seconds <= deadline and list(nmeta.finalizers) == list(meta.finalizers):
+                    return current.obj, False
+            nmeta.deletion_timestamp.seconds = deadline
+            nmeta.deletion_timestamp.nanos = 0
+            nmeta.deletion_grace_period_seconds = grace
+            nmeta.generation = meta.generation + 1
+            self.strategy.on_graceful_delete(new)
+            if attrs.dry_run:
+                return new, False
+            raw = self._encode_for_storage(new)
+            try:
+                revision = await self.storage.update(self.key(namespace, name), raw,
+                                                     expected_revision=current.revision)
+            except ConflictError:
+                continue
+            except StorageError as exc:
+                raise translate(exc, self, name) from exc
+            nmeta.resource_version = str(revision)
+            return new, False
+        raise errors.conflict(self.rt.group, self.rt.resource, name, "too many concurrent updates; try again")
+
+    async def _remove(self, name: str, namespace: str, obj: Message, revision: int) -> Message:
+        """Deletes the key if it is still at ``revision``; raises ConflictError otherwise."""
+        try:
+            kv = await self.storage.delete(self.key(namespace, name), expected_revision=revision,
+                                           releases=self.strategy.releases_for_delete(obj))
+        except ConflictError:
+            raise
+        except StorageError as exc:
+            raise translate(exc, self, name) from exc
+        gone = type(obj)()
+        gone.CopyFrom(obj)
+        meta_of(gone).resource_version = str(kv.mod_revision)
+        return gone
+
+    # --- watch -----------------------------------------------------------
+
+    async def watch(self, namespace: str, label_selector: str, field_selector: str, resource_version: str,
+                    allow_bookmarks: bool) -> AsyncIterator[WatchChunk]:
+        """Yields the (type, wire bytes) events of one revision at a time, or a bookmark revision."""
+        flt = self.make_filter(namespace, label_selector, field_selector)
+        await self.cache.wait_ready()
+        start: int | None = None
+        if resource_version not in ("", "0"):
+            start = parse_rv(resource_version)
+            await self.cache.wait_for_revision(start)
+        try:
+            w = self.cache.watch(start, flt, allow_bookmarks)
+        except OutOfWindow:
+            assert start is not None
+            async for chunk in self._watch_storage(start, flt):
+                yield chunk
+            return
+        try:
+            while True:
+                item = await w.queue.get()
+                if item is None:
+                    return
+                if isinstance(item, int):
+                    yield item
+                else:
+                    yield [(t, co.wire) for t, co in item]
+        finally:
+            self.cache.unwatch(w)
+
+    async def _watch_storage(self, start: int, flt: Filter) -> AsyncIterator[WatchChunk]:
+        """Serves a watch older than the cache's history straight from etcd's history."""
+        stream = self.storage.watch(self.prefix, start_revision=start + 1)
+        try:
+            async for batch in stream:
+                out: list[tuple[str, bytes]] = []
+                for ev in batch.events:
+                    co = self.cache._make(ev.key, ev.value, ev.revision)
+                    prev = self.cache._make(ev.key, ev.prev_value, ev.revision) if ev.prev_value else None
+                    matches = flt.matches(co)
+                    if ev.type == "DELETE":
+                        if matches:
+                            out.append(("DELETED", co.wire))
+                        continue
+                    old = prev is not None and flt.matches(prev)
+                    if matches and old:
+                        out.append(("MODIFIED", co.wire))
+                    elif matches:
+                        out.append(("ADDED", co.wire))
+                    elif old:
+                        out.append(("DELETED", co.wire))
+                if out:
+                    yield out
+        except CompactedError as exc:
+            raise errors.expired(f"too old resource version: {start} ({exc.compact_revision})") from exc
+        finally:
+            await stream.close()
+
+    def bookmark(self, revision: int) -> bytes:
+        return rv_suffix(self.rt.message, revision)
+
+
+def parse_rv(value: str) -> int:
+    try:
+        rv = int(value)
+    except ValueError:
+        raise errors.bad_request(f'invalid resource version "{value}": must be a decimal number') from None
+    if rv < 0:
+        raise errors.bad_request(f'invalid resource version "{value}"')
+    return rv
+

@@ -1,0 +1,375 @@
+"""The watch cache: one etcd watch per resource, fanned out from memory.
+
+Kubernetes' cacher, in small: the cache lists a resource once, then follows a
+single etcd watch on its key prefix. Every API watch on the resource is served
+from here, so 500 watchers cost one etcd stream, and lists can be served from
+memory. A bounded history of recent revisions lets a watcher resume from a
+resourceVersion without a gap; older starting points are answered by the
+store from etcd directly (``OutOfWindow``), so a client survives an API server
+restart (whose fresh cache has no history) without relisting.
+
+Objects are kept decoded (for selectors) and as the bytes etcd holds, which
+lack ``metadata.resourceVersion``. The wire form appends a tiny serialized
+message carrying only the resourceVersion: protobuf parsing merges
+concatenated messages, so an object is sent without being re-encoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.message import Message
+
+from kubelite.apiserver.registry.strategy import Strategy
+from kubelite.machinery import errors
+from kubelite.machinery.selectors import FieldSelector, LabelSelector
+from kubelite.storage.interface import CompactedError, EventBatch, Storage, StorageError, WatchStream
+
+log = logging.getLogger(__name__)
+
+# A watcher that falls this many responses behind is closed; its client
+# resumes from the last resourceVersion it saw (as Kubernetes' cacher does).
+WATCHER_QUEUE_LIMIT = 10_000
+# Initial ADDED events are sent in chunks of this many objects.
+INITIAL_CHUNK = 1_000
+
+
+def rv_suffix(rt_message: type[Message], revision: int) -> bytes:
+    """Serialized ``{metadata: {resourceVersion: "<revision>"}}`` for the kind."""
+    msg = rt_message()
+    msg.metadata.resource_version = str(revision)  # type: ignore[attr-defined]
+    return msg.SerializeToString()
+
+
+@dataclass(frozen=True, slots=True)
+class CachedObject:
+    key: str
+    obj: Message  # read-only: shared by every reader
+    raw: bytes  # as stored in etcd (no resourceVersion)
+    wire: bytes  # raw + the resourceVersion suffix
+    revision: int
+    namespace: str
+    labels: Mapping[str, str]
+    fields: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEvent:
+    type: str  # ADDED, MODIFIED, DELETED
+    obj: CachedObject  # for DELETED: the last state, at the deletion's revision
+    prev: CachedObject | None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheBatch:
+    revision: int
+    events: tuple[CacheEvent, ...]
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which objects a list or watch wants: namespace, labels, fields."""
+
+    namespace: str = ""
+    labels: LabelSelector | None = None
+    fields: FieldSelector | None = None
+
+    def matches(self, co: CachedObject) -> bool:
+        if self.namespace and co.namespace != self.namespace:
+            return False
+        if self.labels is not None and not self.labels.matches(co.labels):
+            return False
+        return self.fields is None or self.fields.matches(co.fields)
+
+
+class OutOfWindow(Exception):
+    """The requested revision is older than the cache's history."""
+
+
+# One item on a watcher's queue: the (type, object) pairs of one revision, a
+# bookmark revision, or the end of the stream (None).
+WatchItem = list[tuple[str, CachedObject]] | int | None
+
+
+@dataclass(eq=False)
+class CacheWatcher:
+    filter: Filter
+    allow_bookmarks: bool
+    sent_revision: int
+    # Unbounded so that a history replay always fits; live delivery checks
+    # the limit itself (``offer``).
+    queue: asyncio.Queue[WatchItem] = field(default_factory=asyncio.Queue)
+    closed: bool = False
+
+    def offer(self, item: WatchItem) -> bool:
+        if self.queue.qsize() >= WATCHER_QUEUE_LIMIT:
+            return False
+        self.queue.put_nowait(item)
+        return True
+
+    def convert(self, batch: CacheBatch) -> list[tuple[str, CachedObject]]:
+        """The events of a batch as this watcher sees them.
+
+        An object that starts or stops matching the filter appears to the
+        watcher as ADDED or DELETED, as in Kubernetes.
+        """
+        out: list[tuple[str, CachedObject]] = []
+        f = self.filter
+        for ev in batch.events:
+            cur = f.matches(ev.obj)
+            if ev.type == "MODIFIED":
+                old = ev.prev is not None and f.matches(ev.prev)
+                if cur and old:
+                    out.append(("MODIFIED", ev.obj))
+                elif cur:
+                    out.append(("ADDED", ev.obj))
+                elif old:
+                    out.append(("DELETED", ev.obj))
+            elif cur:
+                out.append((ev.type, ev.obj))
+        return out
+
+
+class WatchCache:
+    """Cache of one resource: current objects, recent history, live watchers."""
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        storage: Storage,
+        prefix: str,
+        decode: Callable[[bytes], Message],
+        *,
+        history_size: int = 10_000,
+        bookmark_interval: float = 30.0,
+    ) -> None:
+        self.strategy = strategy
+        self.rt = strategy.rt
+        self._storage = storage
+        self._prefix = prefix
+        self._decode = decode
+        self._objects: dict[str, CachedObject] = {}
+        self._history: collections.deque[CacheBatch] = collections.deque(maxlen=history_size)
+        # Every event with a revision above this is in the history.
+        self._oldest = 0
+        self.revision = 0
+        self._watchers: set[CacheWatcher] = set()
+        self._stream: WatchStream | None = None
+        self._advanced = asyncio.Condition()
+        self._ready = asyncio.Event()
+        self._bookmark_interval = bookmark_interval
+        self._task: asyncio.Task[None] | None = None
+        self._bookmark_task: asyncio.Task[None] | None = None
+
+    # --- lifecycle -------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._relist()
+        self._task = asyncio.create_task(self._follow(), name=f"watchcache:{self.rt.group_resource}")
+        self._bookmark_task = asyncio.create_task(self._bookmarks(), name=f"bookmarks:{self.rt.group_resource}")
+
+    async def stop(self) -> None:
+        for task in (self._task, self._bookmark_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._stream is not None:
+            await self._stream.close()
+        for w in list(self._watchers):
+            self._close_watcher(w)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    @property
+    def watcher_count(self) -> int:
+        return len(self._watchers)
+
+    def _make(self, key: str, raw: bytes, revision: int) -> CachedObject:
+        obj = self._decode(raw + rv_suffix(self.rt.message, revision))
+        meta: Any = obj.metadata  # type: ignore[attr-defined]
+        return CachedObject(
+            key=key, obj=obj, raw=raw, wire=raw + rv_suffix(self.rt.message, revision), revision=revision,
+            namespace=meta.namespace, labels=dict(meta.labels), fields=self.strategy.field_set(obj),
+        )
+
+    async def _relist(self) -> None:
+        items, revision = await self._storage.list(self._prefix)
+        self._objects = {kv.key: self._make(kv.key, kv.value, kv.mod_revision) for kv in items}
+        self._history.clear()
+        self._oldest = revision
+        self.revision = revision
+        # Watchers cannot be told what they missed across a relist: end their
+        # streams so that they resume (or get Expired) from their own revision.
+        for w in list(self._watchers):
+            self._close_watcher(w)
+        self._ready.set()
+
+    async def _follow(self) -> None:
+        """Applies the etcd watch to the cache, forever; relists after compaction."""
+        while True:
+            try:
+                self._stream = self._storage.watch(self._prefix, start_revision=self.revision + 1)
+                async for batch in self._stream:
+                    await self._apply(batch)
+            except asyncio.CancelledError:
+                raise
+            except CompactedError:
+                log.warning("watch cache %s: revision %d compacted, relisting", self.rt.group_resource,
+                            self.revision + 1)
+                await self._relist_with_retry()
+            except StorageError as exc:
+                log.warning("watch cache %s: watch failed (%s), resuming", self.rt.group_resource, exc)
+                await asyncio.sleep(0.5)
+            except Exception:
+                log.exception("watch cache %s: unexpected failure, relisting", self.rt.group_resource)
+                await asyncio.sleep(0.5)
+                await self._relist_with_retry()
+            finally:
+                if self._stream is not None:
+                    with contextlib.suppress(Exception):
+                        await self._stream.close()
+                    self._stream = None
+
+    async def _relist_with_retry(self) -> None:
+        while True:
+            try:
+                await self._relist()
+                return
+            except StorageError as exc:
+                log.warning("watch cache %s: relist failed: %s", self.rt.group_resource, exc)
+                await asyncio.sleep(1.0)
+
+    async def _bookmarks(self) -> None:
+        """Keeps idle resources' revision fresh and tells bookmark-aware watchers about it."""
+        while True:
+            await asyncio.sleep(self._bookmark_interval)
+            if self._stream is not None:
+                with contextlib.suppress(StorageError):
+                    await self._stream.request_progress()
+            for w in list(self._watchers):
+                if w.allow_bookmarks and w.sent_revision < self.revision:
+                    w.sent_revision = self.revision
+                    if not w.offer(self.revision):
+                        self._close_watcher(w)
+
+    # --- applying changes ------------------------------------------------
+
+    async def _apply(self, batch: EventBatch) -> None:
+        if batch.events:
+            events: list[CacheEvent] = []
+            for ev in batch.events:
+                prev = self._objects.get(ev.key)
+                if ev.type == "PUT":
+                    co = self._make(ev.key, ev.value, ev.revision)
+                    self._objects[ev.key] = co
+                    events.append(CacheEvent("MODIFIED" if prev is not None else "ADDED", co, prev))
+                else:
+                    co = self._make(ev.key, ev.value, ev.revision)
+                    self._objects.pop(ev.key, None)
+                    events.append(CacheEvent("DELETED", co, prev))
+            cb = CacheBatch(batch.revision, tuple(events))
+            if len(self._history) == self._history.maxlen:
+                self._oldest = self._history[0].revision
+            self._history.append(cb)
+            self._dispatch(cb)
+        if batch.revision > self.revision:
+            self.revision = batch.revision
+            async with self._advanced:
+                self._advanced.notify_all()
+
+    def _dispatch(self, cb: CacheBatch) -> None:
+        for w in list(self._watchers):
+            out = w.convert(cb)
+            if not out:
+                continue
+            w.sent_revision = cb.revision
+            if not w.offer(out):
+                log.info("watch cache %s: closing a watcher that fell behind", self.rt.group_resource)
+                self._close_watcher(w)
+
+    def _close_watcher(self, w: CacheWatcher) -> None:
+        if w.closed:
+            return
+        w.closed = True
+        self._watchers.discard(w)
+        w.queue.put_nowait(None)
+
+    # --- reading ---------------------------------------------------------
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    async def wait_for_revision(self, revision: int, timeout: float = 3.0) -> None:
+        """Waits until the cache has seen ``revision``; asks etcd for progress to get there."""
+        if self.revision >= revision:
+            return
+        if self._stream is not None:
+            with contextlib.suppress(StorageError):
+                await self._stream.request_progress()
+
+        async def advanced() -> None:
+            async with self._advanced:
+                await self._advanced.wait_for(lambda: self.revision >= revision)
+
+        try:
+            await asyncio.wait_for(advanced(), timeout)
+        except TimeoutError:
+            raise errors.StatusError(
+                "Timeout", f"Too large resource version: {revision}, current: {self.revision}",
+                retry_after_seconds=1,
+            ) from None
+
+    def get(self, key: str) -> CachedObject | None:
+        return self._objects.get(key)
+
+    def list(self, flt: Filter) -> tuple[list[CachedObject], int]:
+        """Matching objects sorted by key, and the revision they reflect."""
+        prefix = f"{self._prefix}{flt.namespace}/" if flt.namespace and self.rt.namespaced else self._prefix
+        items = [co for key, co in self._objects.items() if key.startswith(prefix) and flt.matches(co)]
+        items.sort(key=lambda co: co.key)
+        return items, self.revision
+
+    def watch(self, revision: int | None, flt: Filter, allow_bookmarks: bool) -> CacheWatcher:
+        """Registers a watcher. ``None`` = current state as ADDED events, then changes.
+
+        Runs without awaiting, so that nothing can slip between the snapshot
+        or history replay and the live events.
+        """
+        if revision is None:
+            start = self.revision
+            snapshot = [("ADDED", co) for co in self.list(flt)[0]]
+            initial: Iterable[list[tuple[str, CachedObject]]] = (
+                snapshot[i:i + INITIAL_CHUNK] for i in range(0, len(snapshot), INITIAL_CHUNK))
+        else:
+            if revision < self._oldest:
+                raise OutOfWindow(revision)
+            if revision > self.revision:
+                raise ValueError("wait_for_revision first")
+            start = revision
+            initial = []
+        w = CacheWatcher(flt, allow_bookmarks, start)
+        if revision is not None:
+            for cb in self._history:
+                if cb.revision > revision:
+                    out = w.convert(cb)
+                    if out:
+                        w.sent_revision = cb.revision
+                        w.queue.put_nowait(out)
+        else:
+            for chunk in initial:
+                w.queue.put_nowait(chunk)
+        self._watchers.add(w)
+        return w
+
+    def unwatch(self, w: CacheWatcher) -> None:
+        self._watchers.discard(w)
+        w.closed = True
