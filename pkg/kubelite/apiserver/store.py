@@ -24,7 +24,7 @@ from google.protobuf.message import DecodeError, Message
 
 from kubelite.apiserver.pipeline import Admission, Attributes
 from kubelite.apiserver.registry.strategy import Strategy, meta_of
-from kubelite.apiserver.watchcache import CachedObject, Filter, OutOfWindow, WatchCache, rv_suffix
+from kubelite.apiserver.watchcache import Filter, OutOfWindow, WatchCache, rv_suffix
 from kubelite.machinery import codec, errors, patch, selectors
 from kubelite.machinery.errors import FieldError
 from kubelite.storage.interface import (

@@ -1,0 +1,500 @@
+"""The async client every component uses to talk to the API server.
+
+The API server speaks one generic gRPC service over every kind, with objects
+packed in ``google.protobuf.Any``. This module hides that: callers pass and
+receive typed messages (``Pod``, ``ConfigMap``, ...), the scheme says which
+resource a message type belongs to, and every gRPC failure is translated here,
+at the boundary, into a Kubernetes-style ``StatusError`` so that no caller ever
+sees ``grpc.aio.AioRpcError``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import grpc
+from google.protobuf import any_pb2, descriptor_pool, message_factory
+from google.protobuf.message import Message
+
+from kubelite.api.service.v1 import service_pb2 as svc
+from kubelite.api.service.v1 import service_pb2_grpc as svc_grpc
+from kubelite.machinery.errors import STATUS_METADATA_KEY, StatusError
+from kubelite.machinery.scheme import ResourceType, Scheme, UnknownKindError
+
+if TYPE_CHECKING:
+    from kubelite.client.kubeconfig import KubeConfig
+
+M = TypeVar("M", bound=Message)
+
+DEFAULT_PORT = 6443
+
+# A list of 10,000 pods is a few tens of MiB; leave ample headroom so that large
+# clusters fail on memory long before they fail on a message-size limit.
+MAX_RECEIVE_MESSAGE_BYTES = 256 * 1024 * 1024
+MAX_SEND_MESSAGE_BYTES = 64 * 1024 * 1024
+
+# Long watches are idle for minutes; keepalive pings detect a half-open TCP
+# connection (server host gone, NAT state dropped) within ~a minute instead of
+# the kernel's hours. The API server must accept pings this often (see
+# SERVER_KEEPALIVE_OPTIONS), or it answers with GOAWAY "too_many_pings".
+KEEPALIVE_TIME_MS = 30_000
+KEEPALIVE_TIMEOUT_MS = 10_000
+
+CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_SEND_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    # Reconnect quickly after an API server restart; RetryWatcher and informers
+    # add their own backoff on top.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+)
+
+# What a gRPC server needs so that clients using CHANNEL_OPTIONS are not cut off
+# for pinging "too often" on idle watch streams. Exported for the API server.
+SERVER_KEEPALIVE_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.max_receive_message_length", MAX_SEND_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_RECEIVE_MESSAGE_BYTES),
+    # On a server this string is gRPC core's *receive* ping policy.
+    ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_ping_strikes", 0),
+)
+
+_PATCH_TYPES = {
+    "merge": "application/merge-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+    "json": "application/json-patch+json",
+}
+
+
+@dataclass(frozen=True)
+class ObjectList(Generic[M]):
+    """One page of a list; ``resource_version`` is where a watch continues from."""
+
+    items: list[M]
+    resource_version: str
+    continue_token: str = ""
+
+
+@dataclass(frozen=True)
+class WatchEvent(Generic[M]):
+    """ADDED, MODIFIED, DELETED or BOOKMARK, with the object as of that event.
+
+    A BOOKMARK carries an empty object whose only meaningful field is
+    ``metadata.resource_version``.
+    """
+
+    type: str
+    object: M
+
+    @property
+    def resource_version(self) -> str:
+        return str(self.object.metadata.resource_version)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class DeleteResult(Generic[M]):
+    """The deleted object; ``deleted`` is False when finalizers or a grace period keep it."""
+
+    object: M
+    deleted: bool
+
+
+def parse_target(target: str) -> tuple[str, bool]:
+    """Turns a kubeconfig ``server`` into a gRPC target and whether to use TLS.
+
+    ``http://`` (and ``grpc://`` or no scheme) means plaintext gRPC, ``https://``
+    means TLS; a path is ignored and a missing port is the API server's 6443.
+    """
+    text = target.strip()
+    secure = False
+    for prefix, is_secure in (("https://", True), ("http://", False), ("grpcs://", True), ("grpc://", False)):
+        if text.lower().startswith(prefix):
+            text = text[len(prefix):]
+            secure = is_secure
+            break
+    host = text.split("/", 1)[0]
+    if not host:
+        raise ValueError(f"invalid server address {target!r}")
+    if host.startswith("["):  # [::1] or [::1]:6443
+        return (host if "]:" in host else f"{host}:{DEFAULT_PORT}"), secure
+    if host.count(":") > 1:  # a bare IPv6 address has no room for a port
+        return f"[{host}]:{DEFAULT_PORT}", secure
+    if ":" not in host:
+        host = f"{host}:{DEFAULT_PORT}"
+    return host, secure
+
+
+def _default_scheme() -> Scheme:
+    # Imported lazily: the kinds module pulls in every API group, and tests (or
+    # tools) with their own scheme should not pay for or depend on it.
+    from kubelite.machinery.kinds import SCHEME
+
+    scheme: Scheme = SCHEME
+    return scheme
+
+
+class Client:
+    """An async API client over one gRPC channel.
+
+    One Client is meant to be shared by a whole component: the channel
+    multiplexes every call and watch over a single HTTP/2 connection. Use it as
+    an async context manager, or call ``close()``.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        scheme: Scheme | None = None,
+        timeout: float = 30.0,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self._server = target
+        self._target, secure = parse_target(target)
+        self._scheme = scheme
+        self._timeout = timeout
+        self._secure = secure
+        merged = dict(CHANNEL_OPTIONS)
+        merged.update(dict(options))
+        self._options = list(merged.items())
+        # Opened on first use: a grpc.aio channel binds to the running event
+        # loop, and a CLI builds its client before asyncio.run() starts one.
+        self._channel: grpc.aio.Channel | None = None
+        self._resource_stub: svc_grpc.ResourceServiceAsyncStub | None = None
+        self._discovery_stub: svc_grpc.DiscoveryServiceAsyncStub | None = None
+
+    def _open(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            if self._secure:
+                creds = grpc.ssl_channel_credentials()
+                self._channel = grpc.aio.secure_channel(self._target, creds, options=self._options)
+            else:
+                self._channel = grpc.aio.insecure_channel(self._target, options=self._options)
+            self._resource_stub = svc_grpc.ResourceServiceStub(self._channel)
+            self._discovery_stub = svc_grpc.DiscoveryServiceStub(self._channel)
+        return self._channel
+
+    @property
+    def _resources(self) -> svc_grpc.ResourceServiceAsyncStub:
+        self._open()
+        assert self._resource_stub is not None
+        return self._resource_stub
+
+    @property
+    def _discovery(self) -> svc_grpc.DiscoveryServiceAsyncStub:
+        self._open()
+        assert self._discovery_stub is not None
+        return self._discovery_stub
+
+    @classmethod
+    def from_kubeconfig(
+        cls,
+        config: KubeConfig,
+        *,
+        scheme: Scheme | None = None,
+        timeout: float = 30.0,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> Client:
+        return cls(config.server, scheme=scheme, timeout=timeout, options=options)
+
+    @property
+    def scheme(self) -> Scheme:
+        if self._scheme is None:
+            self._scheme = _default_scheme()
+        return self._scheme
+
+    @property
+    def target(self) -> str:
+        """``host:port`` as dialled."""
+        return self._target
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            channel, self._channel = self._channel, None
+            await channel.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- objects ---------------------------------------------------------------
+
+    async def create(self, obj: M, *, dry_run: bool = False) -> M:
+        rt = self.scheme.for_message(obj)
+        req = svc.CreateRequest(ref=self._ref(rt, _namespace_of(obj)), object=_pack(obj), dry_run=dry_run)
+        try:
+            resp = await self._resources.Create(req, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise self._translate(exc) from exc
+        return self._unpack_as(resp.object, type(obj))
+
+    async def get(self, kind: type[M], name: str, namespace: str = "") -> M:
+        rt = self.scheme.for_message(kind)
+        req = svc.GetRequest(ref=self._ref(rt, namespace, name))
+        try:
+            resp = await self._resources.Get(req, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise self._translate(exc) from exc
+        return self._unpack_as(resp.object, kind)
+
+    async def list(
+        self,
+        kind: type[M],
+        namespace: str = "",
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+        resource_version: str = "",
+        limit: int = 0,
+        continue_token: str = "",
+    ) -> ObjectList[M]:
+        """Lists one page (all of it unless ``limit``); empty namespace = all namespaces."""
+        rt = self.scheme.for_message(kind)
+        req = svc.ListRequest(
+            ref=self._ref(rt, namespace),
+            label_selector=label_selector,
+            field_selector=field_selector,
+            resource_version=resource_version,
+            limit=limit,
+            continue_token=continue_token,
+        )
+        try:
+            resp = await self._resources.List(req, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise self._translate(exc) from exc
+        return ObjectList(
+            items=[self._unpack_as(item, kind) for item in resp.items],
+            resource_version=resp.metadata.resource_version,
+            continue_token=resp.metadata.continue_token,
+        )
+
+    async def update(self, obj: M, *, dry_run: bool = False) -> M:
+        """Replaces spec and metadata; a set metadata.resourceVersion is a precondition."""
+        rt = self.scheme.for_message(obj)
+        req = svc.UpdateRequest(ref=self._ref(rt, _namespace_of(obj), _name_of(obj)), object=_pack(obj),
+                                dry_run=dry_run)
+        try:
+            resp = await self._resources.Update(req, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise self._translate(exc) from exc
+        return self._unpack_as(resp.object, type(obj))
+
+    async def update_status(self, obj: M) -> M:
+        """Replaces the status subresource only."""
+        rt = self.scheme.for_message(obj)
+        req = svc.UpdateRequest(ref=self._ref(rt, _namespace_of(obj), _name_of(obj)), object=_pack(obj))
+        try:
+            resp = await self._resources.UpdateStatus(req, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise self._translate(exc) from exc
+        return self._unpack_as(resp.object, type(obj))
+
+    async def patch(
+        self,
+        kind: type[M],
+        name: str,
+        namespace: str,
+        patch: bytes | str | dict[str, Any] | builtins.list[Any],
+        *,
+        patch_type: str = "application/merge-patch+json",
+        subresource: str = "",
+        dry_run: bool = False,
+    ) -> M:
+        """Patches one object; ``patch_type`` also accepts "merge", "strategic" and "json"."""
+        rt = self.scheme.for_message(kind)
+        if isinstance(patch, (dict, builtins.list)):
+            body = json.dumps(patch).encode()
+        elif isinstance(patch, str):
+            body = patch.encode()
+        else:
+            body = patch
+        req = svc.PatchRequest(
+            ref=self._ref(rt, namespace, name),
+            patch_type=_PATCH_TYPES.get(patch_type, patch_type),
+            patch=body,
+            subresource=subresource,
+            dry_run=dry_run,
+        )
+        try:
+            resp = await self._resources.Patch(req, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise self._translate(exc) from exc
+        return self._unpack_as(resp.object, kind)
+
+    async def delete(
+        self,
+        kind: type[M],
+        name: str,
+        namespace: str = "",
+        *,
+        propagation_policy: str = "",
+        uid: str = "",
+        resource_version: str = "",
+        grace_period_seconds: int | None = None,
+        dry_run: bool = False,
+    ) -> DeleteResult[M]:
+        rt = self.scheme.for_message(kind)
+        req = svc.DeleteRequest(ref=self._ref(rt, namespace, name), propagation_policy=propagation_policy,
+                                dry_run=dry_run)
+        if uid or resource_version:
+            req.preconditions.uid = uid
+            req.preconditions.resource_version = resource_version
+        if grace_period_seconds is not None:
+            req.grace_period_seconds = grace_period_seconds
+        try:
+            resp = await self._resources.Delete(req, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise self._translate(exc) from exc
+        return DeleteResult(object=self._unpack_as(resp.object, kind), deleted=resp.deleted)
+
+    async def watch(
+        self,
+        kind: type[M],
+        namespace: str = "",
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+        resource_version: str = "",
+        allow_bookmarks: bool = False,
+    ) -> AsyncGenerator[WatchEvent[M], None]:
+        """One watch stream, flattened to single events in server order.
+
+        Every server message holds the events of one etcd revision; all of
+        them are yielded, in order, before the next message is read, so a
+        broken stream always breaks between revisions and resuming from the
+        last resourceVersion seen loses nothing (see RetryWatcher). The stream
+        has no deadline: it ends when the server closes it, and failures raise
+        StatusError. Close the generator (``contextlib.aclosing``) to cancel
+        the stream promptly rather than at garbage collection.
+        """
+        rt = self.scheme.for_message(kind)
+        req = svc.WatchRequest(
+            ref=self._ref(rt, namespace),
+            label_selector=label_selector,
+            field_selector=field_selector,
+            resource_version=resource_version,
+            allow_watch_bookmarks=allow_bookmarks,
+        )
+        call = self._resources.Watch(req)
+        try:
+            while True:
+                try:
+                    resp = await call.read()
+                except grpc.aio.AioRpcError as exc:
+                    raise self._translate(exc) from exc
+                if resp is grpc.aio.EOF:
+                    return
+                assert isinstance(resp, svc.WatchResponse)
+                for event in resp.events:
+                    yield WatchEvent(type=event.type, object=self._unpack_as(event.object, kind))
+        finally:
+            call.cancel()
+
+    async def bind(self, namespace: str, name: str, node_name: str, *, uid: str = "") -> Message:
+        """Assigns a pod to a node; returns the bound pod as the server sent it."""
+        req = svc.BindRequest(namespace=namespace, name=name, node_name=node_name, uid=uid)
+        try:
+            resp = await self._resources.Bind(req, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise self._translate(exc) from exc
+        return self.unpack(resp.object)
+
+    # -- discovery -------------------------------------------------------------
+
+    async def server_resources(self) -> builtins.list[svc.APIResource]:
+        try:
+            resp = await self._discovery.ServerResources(svc.ServerResourcesRequest(), timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise self._translate(exc) from exc
+        return builtins.list(resp.resources)
+
+    async def version(self) -> svc.VersionInfo:
+        try:
+            return await self._discovery.Version(svc.VersionRequest(), timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise self._translate(exc) from exc
+
+    # -- helpers ---------------------------------------------------------------
+
+    def unpack(self, packed: any_pb2.Any) -> Message:
+        """Unpacks an Any into the class the scheme registers for its type URL.
+
+        Types outside the scheme (Status, say) fall back to the protobuf
+        default pool, so a server answering with a kind this client does not
+        register still yields a usable message rather than an error.
+        """
+        full_name = packed.type_url.rpartition("/")[2]
+        try:
+            cls: type[Message] = self.scheme.for_message_name(full_name).message
+        except UnknownKindError:
+            try:
+                descriptor = descriptor_pool.Default().FindMessageTypeByName(full_name)
+            except KeyError:
+                message = f"the server sent an object of unknown type {full_name!r}"
+                raise StatusError("InternalError", message) from None
+            cls = message_factory.GetMessageClass(descriptor)
+        obj = cls()
+        if not packed.Unpack(obj):
+            raise StatusError("InternalError", f"cannot unpack {packed.type_url!r}")
+        return obj
+
+    def _unpack_as(self, packed: any_pb2.Any, kind: type[M]) -> M:
+        obj = kind()
+        if not packed.Unpack(obj):
+            raise StatusError(
+                "InternalError",
+                f"expected a {kind.DESCRIPTOR.full_name} from the server, got {packed.type_url!r}",
+            )
+        return obj
+
+    def _ref(self, rt: ResourceType, namespace: str = "", name: str = "") -> svc.ResourceRef:
+        # Cluster-scoped kinds ignore a namespace, as kubectl does for `-n x get nodes`.
+        return svc.ResourceRef(group=rt.group, version=rt.version, resource=rt.resource,
+                               namespace=namespace if rt.namespaced else "", name=name)
+
+    def _translate(self, exc: grpc.aio.AioRpcError) -> StatusError:
+        return translate_grpc_error(exc, self._target)
+
+
+def translate_grpc_error(exc: grpc.RpcError, target: str) -> StatusError:
+    """The StatusError for a failed call; transport failures get kubectl's wording."""
+    trailing: Any = getattr(exc, "trailing_metadata", lambda: None)()
+    has_status = any(key == STATUS_METADATA_KEY for key, _ in (trailing or ()))
+    code = exc.code() if hasattr(exc, "code") else None
+    if not has_status and code == grpc.StatusCode.UNAVAILABLE:
+        details = (exc.details() if hasattr(exc, "details") else "") or ""
+        lowered = details.lower()
+        if "connection refused" in lowered or "failed to connect" in lowered:
+            message = (f"The connection to the server {target} was refused - "
+                       "did you specify the right host or port?")
+        else:
+            message = f"Unable to connect to the server {target}: {details or 'unavailable'}"
+        return StatusError("ServiceUnavailable", message)
+    if not has_status and code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return StatusError("Timeout", f"the server {target} did not answer in time")
+    return StatusError.from_grpc_error(exc)
+
+
+def _pack(obj: Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(obj)
+    return packed
+
+
+def _namespace_of(obj: Message) -> str:
+    return str(obj.metadata.namespace)  # type: ignore[attr-defined]
+
+
+def _name_of(obj: Message) -> str:
+    return str(obj.metadata.name)  # type: ignore[attr-defined]
