@@ -75,13 +75,13 @@ def _watcher_proc(address: str, ns: str, count: int, expect: int, rv: str, out: 
     async def main() -> None:
         client = Client(address)
         received: list[tuple[str, float]] = []
-        ready = 0
+        # Each watcher calls in once its stream is open; the writer starts after all have.
+        opened = asyncio.Semaphore(0)
 
         async def one() -> None:
-            nonlocal ready
             got = 0
             stream = client.watch(core.ConfigMap, ns, resource_version=rv)
-            ready += 1
+            opened.release()
             async for ev in stream:
                 received.append((ev.object.metadata.name, time.time()))
                 got += 1
@@ -89,8 +89,8 @@ def _watcher_proc(address: str, ns: str, count: int, expect: int, rv: str, out: 
                     return
 
         tasks = [asyncio.create_task(one()) for _ in range(count)]
-        while ready < count:
-            await asyncio.sleep(0.05)
+        for _ in range(count):
+            await opened.acquire()
         out.put(("ready", count))
         await asyncio.wait_for(asyncio.gather(*tasks), 300)
         out.put(("done", received))
@@ -146,7 +146,7 @@ async def bench(quick: bool) -> None:
                 await asyncio.sleep(0.05)
             delays: list[float] = []
             for _ in procs:
-                kind, received = q.get(timeout=300)
+                _kind, received = q.get(timeout=300)
                 delays += [max(0.0, t - acked[name]) * 1000 for name, t in received]
             for p in procs:
                 p.join(10)

@@ -295,8 +295,9 @@ async def test_watch_expired_after_compaction(client: Client, ns: str, etcd_clus
     last = await client.create(configmap("e0", ns))
     env = {**os.environ, "ETCDCTL_API": "3"}
     endpoints = ",".join(etcd_cluster.endpoints)  # type: ignore[attr-defined]
-    subprocess.run(["etcdctl", f"--endpoints={endpoints}", "compact", last.metadata.resource_version],
-                   check=True, env=env, capture_output=True)
+    await asyncio.to_thread(subprocess.run, ["etcdctl", f"--endpoints={endpoints}", "compact",
+                                             last.metadata.resource_version], check=True, env=env,
+                            capture_output=True)
     with pytest.raises(StatusError) as err:
         async for _ in client.watch(core.ConfigMap, ns, resource_version="1"):
             pass
