@@ -23,9 +23,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 # Reinstall only when the dependency list changed.
-if [ ! -f "$stamp" ] || ! cmp -s pyproject.toml "$stamp"; then
+if [ ! -f "$stamp" ] || ! cat pyproject.toml setup.py | cmp -s - "$stamp"; then
   echo "deps: installing the virtualenv ($VENV)" >&2
   "$VENV/bin/pip" install -q --upgrade pip >/dev/null
   "$VENV/bin/pip" install -q -e '.[test]'
-  cp pyproject.toml "$stamp"
+  cat pyproject.toml setup.py > "$stamp"
 fi

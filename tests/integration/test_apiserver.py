@@ -155,17 +155,28 @@ async def test_generate_name_namespaces_and_errors(client: Client, ns: str) -> N
 
 
 async def test_oversized_object_is_refused_and_not_stored(client: Client, ns: str) -> None:
-    big = configmap("big", ns, blob="x" * (2 * 1024 * 1024))
+    # Past the request size limit (3 MiB): refused at the transport.
     with pytest.raises(StatusError) as err:
-        await client.create(big)
+        await client.create(configmap("big", ns, blob="x" * (4 * 1024 * 1024)))
     assert err.value.reason == "RequestEntityTooLarge"
-    tooBig = configmap("big", ns, blob="x" * (1024 * 1024 + 600 * 1024))
+    # A ConfigMap's data may hold 1 MiB: validation names the limit.
     with pytest.raises(StatusError) as err:
-        await client.create(tooBig)
-    assert err.value.reason == "RequestEntityTooLarge"
+        await client.create(configmap("big", ns, blob="x" * (2 * 1024 * 1024)))
+    assert err.value.reason == "Invalid" and "1048576" in str(err.value)
+    # A pod that validates but exceeds what etcd stores (1.5 MiB).
+    pod = core.Pod(api_version="v1", kind="Pod")
+    pod.metadata.name = "big"
+    pod.metadata.namespace = ns
+    c = pod.spec.containers.add(name="c", image="busybox:local")
+    for i in range(4):
+        c.env.add(name=f"V{i}", value="x" * (450 * 1024))
     with pytest.raises(StatusError) as err:
-        await client.get(core.ConfigMap, "big", ns)
-    assert err.value.reason == "NotFound"
+        await client.create(pod)
+    assert err.value.reason == "RequestEntityTooLarge" and "1572864" in str(err.value)
+    for kind in (core.ConfigMap, core.Pod):
+        with pytest.raises(StatusError) as err:
+            await client.get(kind, "big", ns)
+        assert err.value.reason == "NotFound"
 
 
 async def test_selectors_on_list(client: Client, ns: str) -> None:
@@ -290,20 +301,31 @@ async def test_graceful_pod_deletion(client: Client, ns: str) -> None:
     assert res.deleted
 
 
-async def test_watch_expired_after_compaction(client: Client, ns: str, etcd_cluster: object) -> None:
+async def test_watch_expired_after_compaction(client: Client, ns: str, etcd_cluster: object,
+                                              apiserver: object) -> None:
     """A start older than the watch cache's window is served from etcd; compacted there -> Expired."""
-    last = await client.create(configmap("e0", ns))
+    first = await client.create(configmap("e0", ns))
+    await client.create(configmap("e1", ns))
+    last = await client.create(configmap("e2", ns))
     env = {**os.environ, "ETCDCTL_API": "3"}
     endpoints = ",".join(etcd_cluster.endpoints)  # type: ignore[attr-defined]
     await asyncio.to_thread(subprocess.run, ["etcdctl", f"--endpoints={endpoints}", "compact",
                                              last.metadata.resource_version], check=True, env=env,
                             capture_output=True)
+    # A restarted API server's cache starts at the current revision, so an
+    # older start goes to etcd, whose history is compacted.
+    await asyncio.to_thread(apiserver.restart)  # type: ignore[attr-defined]
     with pytest.raises(StatusError) as err:
-        async for _ in client.watch(core.ConfigMap, ns, resource_version="1"):
+        async for _ in client.watch(core.ConfigMap, ns, resource_version=first.metadata.resource_version):
             pass
     assert err.value.reason == "Expired"
-    # A list is unaffected, and a watch from a recent revision still works.
-    assert [o.metadata.name for o in (await client.list(core.ConfigMap, ns)).items] == ["e0"]
+    # Lists are unaffected, and a watch from the compaction point onwards works.
+    assert [o.metadata.name for o in (await client.list(core.ConfigMap, ns)).items] == ["e0", "e1", "e2"]
+    later = await client.create(configmap("e3", ns))
+    async for ev in client.watch(core.ConfigMap, ns, resource_version=last.metadata.resource_version):
+        assert (ev.type, ev.object.metadata.name) == ("ADDED", "e3")
+        assert ev.object.metadata.resource_version == later.metadata.resource_version
+        break
 
 
 async def test_dry_run_stores_nothing(client: Client, ns: str) -> None:

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+
 from kubelite.api.apps.v1 import generated_pb2 as apps_v1
 from kubelite.api.core.v1 import generated_pb2 as core_v1
 from kubelite.api.meta.v1 import generated_pb2 as metav1

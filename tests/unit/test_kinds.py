@@ -12,6 +12,7 @@ import yaml
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, FileDescriptor
 from google.protobuf.message import Message
+
 from kubelite.api.apps.v1 import generated_pb2 as apps_v1
 from kubelite.api.coordination.v1 import generated_pb2 as coordination_v1
 from kubelite.api.core.v1 import generated_pb2 as core_v1

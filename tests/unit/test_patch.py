@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+
 from kubelite.api.apps.v1 import generated_pb2 as apps_v1
 from kubelite.api.core.v1 import generated_pb2 as core_v1
 from kubelite.machinery import codec, patch

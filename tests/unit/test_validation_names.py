@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from kubelite.api.meta.v1 import generated_pb2 as metav1
 from kubelite.machinery import validation as v
 from kubelite.machinery.errors import FieldError

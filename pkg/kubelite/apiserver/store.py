@@ -31,10 +31,12 @@ from kubelite.storage.interface import (
     ClaimTakenError,
     CompactedError,
     ConflictError,
+    FutureRevisionError,
     KeyExistsError,
     KeyNotFoundError,
     Storage,
     StorageError,
+    TooLargeError,
     UnavailableError,
 )
 
@@ -67,6 +69,11 @@ def translate(exc: StorageError, store: ResourceStore, name: str) -> errors.Stat
         return errors.StatusError("Conflict", f"{exc}", name=name, group=g, kind=r)
     if isinstance(exc, CompactedError):
         return errors.expired(f"too old resource version: {exc.requested_revision} ({exc.compact_revision})")
+    if isinstance(exc, TooLargeError):
+        return errors.too_large(f"{exc}")
+    if isinstance(exc, FutureRevisionError):
+        return errors.StatusError("Timeout", f"Too large resource version: {exc.requested_revision}",
+                                  retry_after_seconds=1)
     if isinstance(exc, UnavailableError):
         return errors.unavailable(f"storage is unavailable: {exc}")
     return errors.internal(str(exc))
@@ -156,6 +163,10 @@ class ResourceStore:
                                      "the request")
         meta.namespace = namespace
 
+    def _claim_error(self, obj: Message, exc: ClaimTakenError) -> errors.StatusError:
+        causes = self.strategy.claim_taken_causes(obj, exc.key)
+        return self._invalid(obj, causes) if causes else translate(exc, self, meta_of(obj).name)
+
     def _invalid(self, obj: Message, causes: list[FieldError]) -> errors.StatusError:
         return errors.invalid(self.rt.group, self.rt.kind, meta_of(obj).name or meta_of(obj).generate_name, causes)
 
@@ -208,7 +219,7 @@ class ResourceStore:
             except ClaimTakenError as exc:
                 # An allocation raced with another writer: let the strategy pick again.
                 if not self.strategy.on_claim_taken(obj, exc.key):
-                    raise translate(exc, self, meta.name) from exc
+                    raise self._claim_error(obj, exc) from exc
                 raw = self._encode_for_storage(obj)
             except StorageError as exc:
                 raise translate(exc, self, meta.name) from exc
@@ -369,8 +380,14 @@ class ResourceStore:
                 # The last finalizer is gone from an object being deleted: remove it.
                 return await self._remove(name, namespace, new, current.revision)
             try:
-                revision = await self.storage.update(self.key(namespace, name), raw,
-                                                     expected_revision=current.revision)
+                revision = await self.storage.update(
+                    self.key(namespace, name), raw, expected_revision=current.revision,
+                    claims=self.strategy.claims_for_update(new, old),
+                    releases=self.strategy.releases_for_update(new, old))
+            except ClaimTakenError as exc:
+                if self.strategy.on_claim_taken(new, exc.key):
+                    continue
+                raise self._claim_error(new, exc) from exc
             except ConflictError:
                 if precondition:
                     raise errors.conflict(self.rt.group, self.rt.resource, name,

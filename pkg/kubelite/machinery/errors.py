@@ -70,6 +70,7 @@ class FieldError:
     def __str__(self) -> str:
         text = {
             "FieldValueRequired": "Required value",
+            "FieldValueNotFound": "Not found",
             "FieldValueInvalid": "Invalid value",
             "FieldValueNotSupported": "Unsupported value",
             "FieldValueDuplicate": "Duplicate value",
@@ -78,7 +79,7 @@ class FieldError:
             "FieldValueTypeInvalid": "Invalid type",
             "UnknownField": "unknown field",
         }.get(self.type, self.type)
-        if self.value is not None and self.type in ("FieldValueInvalid", "FieldValueNotSupported",
+        if self.value is not None and self.type in ("FieldValueInvalid", "FieldValueNotSupported", "FieldValueNotFound",
                                                      "FieldValueDuplicate", "FieldValueTypeInvalid"):
             text = f"{text}: {_quote(self.value)}"
         if self.detail:

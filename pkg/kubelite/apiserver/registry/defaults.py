@@ -87,9 +87,9 @@ def default_container(c: core_v1.Container, host_network: bool) -> None:
         if env.HasField("value_from") and env.value_from.HasField("field_ref") \
                 and not env.value_from.field_ref.api_version:
             env.value_from.field_ref.api_version = "v1"
-    for probe in (c.liveness_probe, c.readiness_probe, c.startup_probe):
-        if probe.ListFields():
-            _default_probe(probe)
+    for probe in ("liveness_probe", "readiness_probe", "startup_probe"):
+        if c.HasField(probe):
+            _default_probe(getattr(c, probe))
     if c.HasField("lifecycle"):
         for handler in (c.lifecycle.post_start, c.lifecycle.pre_stop):
             if handler.HasField("http_get"):
@@ -102,8 +102,9 @@ def _default_volume(v: core_v1.Volume) -> None:
     if not any(v.HasField(s) for s in sources):
         # A volume with no source is scratch space, as in Kubernetes.
         v.empty_dir.SetInParent()
-    for src in (v.secret, v.config_map, v.downward_api, v.projected):
-        if src.ListFields() and not src.HasField("default_mode"):
+    for field in ("secret", "config_map", "downward_api", "projected"):
+        src = getattr(v, field)
+        if v.HasField(field) and not src.HasField("default_mode"):
             src.default_mode = DEFAULT_VOLUME_MODE
 
 

@@ -93,6 +93,18 @@ class Strategy:
         """A claim lost a race. Return True after choosing another value (auto-allocation) to retry."""
         return False
 
+    def claim_taken_causes(self, obj: Message, key: str) -> list[FieldError]:
+        """Field errors for a value the user asked for that is already allocated."""
+        return []
+
+    def claims_for_update(self, new: Message, old: Message) -> Sequence[Claim]:
+        """Keys newly needed by an update (a Service gaining NodePorts)."""
+        return ()
+
+    def releases_for_update(self, new: Message, old: Message) -> Sequence[str]:
+        """Keys an update no longer needs."""
+        return ()
+
     def releases_for_delete(self, obj: Message) -> Sequence[str]:
         """Keys freed in the same transaction that deletes the object."""
         return ()

@@ -19,9 +19,9 @@ from typing import Any
 from google.protobuf.message import Message
 
 from kubelite.api.core.v1 import generated_pb2 as core_v1
-from kubelite.apiserver.registry.quantity import QUANTITY_FORMAT_ERROR, QuantityError, parse_quantity
 from kubelite.machinery import validation as names
 from kubelite.machinery.errors import FieldError
+from kubelite.machinery.quantity import QUANTITY_FORMAT_ERROR, QuantityError, parse_quantity
 
 Errs = list[FieldError]
 
