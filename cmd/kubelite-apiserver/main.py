@@ -7,6 +7,7 @@ import logging
 import signal
 
 import click
+
 from kubelite.apiserver.config import APIServerConfig
 from kubelite.apiserver.server import run
 
