@@ -21,9 +21,12 @@ from kubelite.apiserver.server import run
 @click.option("--service-cluster-ip-range", default="10.96.0.0/16")
 @click.option("--service-node-port-range", default="30000-32767")
 @click.option("--watch-cache-size", default=10_000, type=int, help="Revisions of history kept per resource.")
+@click.option("--watch-bookmark-interval", default=30.0, type=float,
+              help="Seconds between bookmarks to watchers that allow them.")
 @click.option("-v", "--v", "verbosity", default=0, type=int, help="Log verbosity (0: info, 4+: debug).")
 def main(etcd_servers: str, bind_address: str, secure_port: int, http_bind_address: str, http_port: int,
-         service_cluster_ip_range: str, service_node_port_range: str, watch_cache_size: int, verbosity: int) -> None:
+         service_cluster_ip_range: str, service_node_port_range: str, watch_cache_size: int,
+         watch_bookmark_interval: float, verbosity: int) -> None:
     """The kubelite API server: the only component that talks to etcd."""
     logging.basicConfig(level=logging.DEBUG if verbosity >= 4 else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -32,7 +35,8 @@ def main(etcd_servers: str, bind_address: str, secure_port: int, http_bind_addre
             etcd_servers=tuple(s.strip() for s in etcd_servers.split(",") if s.strip()),
             bind_address=bind_address, secure_port=secure_port, http_bind_address=http_bind_address,
             http_port=http_port, service_cluster_ip_range=service_cluster_ip_range,
-            service_node_port_range=service_node_port_range, watch_cache_size=watch_cache_size)
+            service_node_port_range=service_node_port_range, watch_cache_size=watch_cache_size,
+            bookmark_interval=watch_bookmark_interval)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     asyncio.run(_serve(config))

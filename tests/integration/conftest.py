@@ -59,7 +59,8 @@ async def storage(etcd_cluster: EtcdCluster) -> AsyncIterator[EtcdStorage]:
 def apiserver(etcd_cluster: EtcdCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[APIServerProcess]:
     """A real kubelite-apiserver process on the session's etcd cluster."""
     log = tmp_path_factory.mktemp("apiserver") / "apiserver.log"
-    with APIServerProcess(etcd_cluster.endpoints, log) as api:
+    # Short bookmark interval so that tests see bookmarks within a second.
+    with APIServerProcess(etcd_cluster.endpoints, log, extra_args=["--watch-bookmark-interval=0.5"]) as api:
         yield api
 
 

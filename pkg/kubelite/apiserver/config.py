@@ -29,6 +29,8 @@ class APIServerConfig:
         for port in (self.secure_port, self.http_port):
             if not 0 <= port <= 65535:
                 raise ValueError(f"port {port} is out of range")
+        if self.bookmark_interval <= 0:
+            raise ValueError("--watch-bookmark-interval must be positive")
         ipaddress.ip_network(self.service_cluster_ip_range)
         lo, _, hi = self.service_node_port_range.partition("-")
         if not (lo.isdigit() and hi.isdigit() and int(lo) < int(hi)):

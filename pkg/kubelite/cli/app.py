@@ -1,0 +1,549 @@
+"""The ``kubelite`` command group: kubectl's verbs, flags, messages and exit codes.
+
+click is only the front: each command turns its flags into an options
+dataclass and hands a ``run_*`` coroutine to ``run_command``; those functions
+never see click, so tests can drive them directly or through CliRunner with
+a fake client (pass ``CliDeps`` as ``obj``).
+
+Two kubectl habits need help from the parser:
+- global flags (``-n``, ``--server``, ...) work before or after the verb, so
+  every command also accepts them and they override the group's values;
+- boolean flags take ``--flag`` or ``--flag=false`` and some value flags have
+  a bare form (``--dry-run`` = client, ``--cascade`` = background), as in
+  pflag. ``normalize_args`` spells the bare forms out before click parses, so
+  a bare flag never swallows the next argument.
+Usage errors are reported as ``error: ...`` with exit code 1, like kubectl.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import click
+
+from kubelite.cli import apply as apply_mod
+from kubelite.cli import delete as delete_mod
+from kubelite.cli import describe as describe_mod
+from kubelite.cli import discovery, patchcmd
+from kubelite.cli import edit as edit_mod
+from kubelite.cli import get as get_mod
+from kubelite.cli import label as label_mod
+from kubelite.cli.clientset import (
+    ClientFactory,
+    ConnectionOptions,
+    Session,
+    Streams,
+    WatchFactory,
+    default_client_factory,
+    default_watch_factory,
+)
+from kubelite.cli.errors import CliError
+from kubelite.cli.resources import default_scheme
+from kubelite.cli.runner import run_command
+from kubelite.machinery.scheme import Scheme
+
+# Bare boolean flags (and short aliases) → explicit form, so ``--flag=false`` can share one option.
+BOOL_FLAGS: dict[str, str] = {
+    "-A": "--all-namespaces",
+    "--all-namespaces": "--all-namespaces",
+    "-w": "--watch",
+    "--watch": "--watch",
+    "--watch-only": "--watch-only",
+    "-R": "--recursive",
+    "--recursive": "--recursive",
+    "--show-labels": "--show-labels",
+    "--no-headers": "--no-headers",
+    "--all": "--all",
+    "--overwrite": "--overwrite",
+    "--ignore-not-found": "--ignore-not-found",
+    "--wait": "--wait",
+    "--now": "--now",
+    "--force": "--force",
+    "--save-config": "--save-config",
+    "--show-events": "--show-events",
+    "--namespaced": "--namespaced",
+    "--client": "--client",
+}
+# Value flags whose bare form means a default value, as in kubectl.
+OPTIONAL_VALUES: dict[str, str] = {
+    "--dry-run": "client",
+    "--cascade": "background",
+}
+
+
+def normalize_args(args: Sequence[str]) -> list[str]:
+    """Spells out bare boolean and optional-value flags (see module docstring); stops at ``--``."""
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            out.extend(args[i:])
+            break
+        if arg in BOOL_FLAGS:
+            out.append(f"{BOOL_FLAGS[arg]}=true")
+        elif arg in OPTIONAL_VALUES:
+            out.append(f"{arg}={OPTIONAL_VALUES[arg]}")
+        elif arg.startswith("-o="):  # pflag accepts -o=yaml
+            out.append("-o" + arg[3:])
+        else:
+            out.append(arg)
+    return out
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+
+
+def parse_duration(text: str, flag: str) -> float:
+    """``30s``, ``1m30s``, ``500ms``, ``2h`` or bare seconds → seconds."""
+    text = text.strip()
+    if not text:
+        return 0.0
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        value = float(m.group(1))
+        total += value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+        pos = m.end()
+    if pos != len(text):
+        raise CliError(f'invalid argument "{text}" for "{flag}" flag: must be a duration such as 30s, 5m or 1h')
+    return total
+
+
+_ERROR_PREFIXES = ("error:", "Error from server", "The connection to the server", "Unable to connect")
+
+
+def echo_err(line: str) -> None:
+    """stderr, with errors in red when a person is watching (a TTY, NO_COLOR unset); plain when piped."""
+    stream = sys.stderr
+    if line.startswith(_ERROR_PREFIXES) and stream.isatty() and not os.environ.get("NO_COLOR"):
+        from rich.console import Console
+        from rich.text import Text
+
+        Console(file=stream, highlight=False, soft_wrap=True).print(Text(line, style="red"))
+        return
+    click.echo(line, err=True)
+
+
+@dataclass
+class CliDeps:
+    """What tests replace: the client (and watch) factories, the scheme, stdin and the editor."""
+
+    client_factory: ClientFactory = default_client_factory
+    watch_factory: WatchFactory = default_watch_factory
+    scheme_factory: Callable[[], Scheme] = default_scheme
+    stdin: Callable[[], str] | None = None
+    editor: edit_mod.Editor | None = None
+
+
+@dataclass
+class CliState:
+    deps: CliDeps
+    options: ConnectionOptions = field(default_factory=ConnectionOptions)
+    request_timeout: str = ""
+    verbosity: int = 0
+
+    def session(self) -> Session:
+        streams = Streams(out=click.echo, err=echo_err)
+        options = self.options
+        if self.request_timeout:
+            options = replace(options, request_timeout=parse_duration(self.request_timeout, "--request-timeout"))
+        return Session(options=options, streams=streams, client_factory=self.deps.client_factory,
+                       watch_factory=self.deps.watch_factory)
+
+    @property
+    def scheme(self) -> Scheme:
+        return self.deps.scheme_factory()
+
+
+def _state() -> CliState:
+    ctx = click.get_current_context()
+    state = ctx.find_object(CliState)
+    assert state is not None
+    return state
+
+
+def execute(body: Callable[[Session, CliState], Any]) -> None:
+    """Runs a command body in its own event loop and exits with its code (see runner)."""
+    state = _state()
+    # Building the session parses --request-timeout; a bad value is a client error like any other.
+    streams = Streams(out=click.echo, err=echo_err)
+    try:
+        session = state.session()
+    except CliError as exc:
+        streams.err(f"error: {exc}")
+        click.get_current_context().exit(1)
+    code = run_command(session, lambda s: body(s, state))
+    click.get_current_context().exit(code)
+
+
+# --- global flags (accepted before and after the verb) ----------------------------------------------------
+
+
+def _set_option(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is None or value == "" or value == ():
+            return
+        state = ctx.find_object(CliState)
+        if state is None:
+            return
+        if name == "request_timeout":
+            state.request_timeout = str(value)
+        elif name == "verbosity":
+            state.verbosity = int(value)
+            _configure_logging(state.verbosity)
+        else:
+            state.options = replace(state.options, **{name: value})
+
+    return callback
+
+
+def global_options(hidden: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    specs = [
+        click.option("--kubeconfig", default=None, hidden=hidden, expose_value=False,
+                     callback=_set_option("kubeconfig"), help="Path to the kubeconfig file to use."),
+        click.option("--server", "-s", default=None, hidden=hidden, expose_value=False,
+                     callback=_set_option("server"), help="The address of the API server (host:port)."),
+        click.option("--context", default=None, hidden=hidden, expose_value=False,
+                     callback=_set_option("context"), help="The kubeconfig context to use."),
+        click.option("--namespace", "-n", default=None, hidden=hidden, expose_value=False,
+                     callback=_set_option("namespace"), help="The namespace scope for this request."),
+        click.option("--request-timeout", default=None, hidden=hidden, expose_value=False,
+                     callback=_set_option("request_timeout"),
+                     help="How long to wait for a single request (e.g. 5s, 1m); 0 = no limit."),
+        click.option("--v", "-v", "verbosity", type=int, default=None, hidden=hidden, expose_value=False,
+                     callback=_set_option("verbosity"), help="Log level of the client libraries."),
+    ]
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        for spec in reversed(specs):
+            f = spec(f)
+        return f
+
+    return decorate
+
+
+def _configure_logging(verbosity: int) -> None:
+    if verbosity > 0:
+        logging.basicConfig(level=logging.DEBUG if verbosity >= 4 else logging.INFO, stream=sys.stderr,
+                            format="%(levelname).1s %(name)s: %(message)s")
+
+
+def bool_option(*names: str, default: bool = False, help: str = "") -> Callable[[Callable[..., Any]], Any]:
+    """A kubectl boolean flag: ``--x``, ``--x=true`` or ``--x=false`` (see normalize_args)."""
+    # Short aliases (-A, -w, -R) are listed for --help; normalize_args rewrites them to the long form.
+    return click.option(*names, type=click.BOOL, default=default, metavar="[=true|false]",
+                        help=f"{help} (default {str(default).lower()})")
+
+
+def output_option(help: str = "Output format.") -> Callable[[Callable[..., Any]], Any]:
+    return click.option("--output", "-o", default="", help=help)
+
+
+def dry_run_option() -> Callable[[Callable[..., Any]], Any]:
+    return click.option("--dry-run", default="none", metavar="[=none|client|server]",
+                        help='"client" only prints what would be sent; "server" submits without persisting.')
+
+
+def filename_options(required: bool = False) -> Callable[[Callable[..., Any]], Any]:
+    def decorate(f: Callable[..., Any]) -> Any:
+        f = click.option("--filename", "-f", "filenames", multiple=True,
+                         help="A file, directory or - (stdin) holding manifests; repeatable.")(f)
+        f = bool_option("-R", "--recursive", help="Process directories given with -f recursively.")(f)
+        return f
+
+    return decorate
+
+
+def split_columns(values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(c.strip() for v in values for c in v.split(",") if c.strip())
+
+
+# --- the group --------------------------------------------------------------------------------------------
+
+
+def _report_usage_error(exc: click.UsageError) -> int:
+    if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:
+        # Bare `kubelite` (or a bare group): help, successfully, as kubectl does.
+        click.echo(exc.ctx.get_help())
+        return 0
+    if isinstance(exc, click.NoSuchOption):
+        click.echo(f"error: unknown flag: {exc.option_name}", err=True)
+    else:
+        click.echo(f"error: {exc.format_message()}", err=True)
+    if exc.ctx is not None:
+        click.echo(f"See '{exc.ctx.command_path} --help' for usage.", err=True)
+    return 1
+
+
+class KubeliteGroup(click.Group):
+    """kubectl's error conventions around click: ``error: ...`` and exit 1 for usage mistakes."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            # Always "kubelite" (not the module or runner's name): hints tell users what to type.
+            result = super().main(normalize_args(argv), prog_name="kubelite",
+                                  complete_var=complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            code = _report_usage_error(exc)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            code = 1
+        except click.exceptions.Abort:
+            code = 1
+        else:
+            code = result if isinstance(result, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        # The global flags' callbacks run while the group parses its own arguments, before any
+        # callback of ours: the state they write into must exist by then. Tests pass CliDeps as obj.
+        if parent is None:
+            deps = extra.get("obj")
+            extra["obj"] = CliState(deps if isinstance(deps, CliDeps) else CliDeps())
+        return super().make_context(info_name, args, parent, **extra)
+
+
+@click.group(cls=KubeliteGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@global_options(hidden=False)
+def cli() -> None:
+    """kubelite controls a kubelite cluster, the way kubectl controls Kubernetes."""
+
+
+# --- verbs ------------------------------------------------------------------------------------------------
+
+
+@cli.command("get")
+@click.argument("args", nargs=-1)
+@output_option("Output format: wide, yaml, json or name.")
+@bool_option("-A", "--all-namespaces", help="List across all namespaces.")
+@click.option("--selector", "-l", default="", help="Label selector (e.g. app=web,tier!=db).")
+@click.option("--field-selector", default="", help="Field selector (e.g. spec.nodeName=n1).")
+@bool_option("--show-labels", help="Add a LABELS column.")
+@click.option("--label-columns", "-L", multiple=True, help="Labels to show as columns.")
+@bool_option("--no-headers", help="Leave out the header row.")
+@bool_option("-w", "--watch", help="After listing, keep printing changes.")
+@bool_option("--watch-only", help="Print changes only, not the initial list.")
+@bool_option("--ignore-not-found", help="Treat missing named objects as success.")
+@global_options(hidden=True)
+def get_cmd(args: tuple[str, ...], output: str, all_namespaces: bool, selector: str, field_selector: str,
+            show_labels: bool, label_columns: tuple[str, ...], no_headers: bool, watch: bool, watch_only: bool,
+            ignore_not_found: bool) -> None:
+    """Display one or many resources."""
+    opts = get_mod.GetOptions(args=args, output=output, all_namespaces=all_namespaces, label_selector=selector,
+                              field_selector=field_selector, show_labels=show_labels,
+                              label_columns=split_columns(label_columns), no_headers=no_headers, watch=watch,
+                              watch_only=watch_only, ignore_not_found=ignore_not_found)
+    execute(lambda s, st: get_mod.run_get(s, opts, st.scheme))
+
+
+@cli.command("describe")
+@click.argument("args", nargs=-1)
+@bool_option("-A", "--all-namespaces", help="Describe across all namespaces.")
+@click.option("--selector", "-l", default="", help="Label selector.")
+@bool_option("--show-events", default=True, help="Show the Events section.")
+@global_options(hidden=True)
+def describe_cmd(args: tuple[str, ...], all_namespaces: bool, selector: str, show_events: bool) -> None:
+    """Show details of a resource or group of resources."""
+    opts = describe_mod.DescribeOptions(args=args, all_namespaces=all_namespaces, label_selector=selector,
+                                        show_events=show_events)
+    execute(lambda s, st: describe_mod.run_describe(s, opts, st.scheme))
+
+
+def _manifest_options(filenames: tuple[str, ...], recursive: bool, dry_run: str, output: str,
+                      save_config: bool = False) -> apply_mod.ManifestOptions:
+    return apply_mod.ManifestOptions(filenames=filenames, recursive=recursive, dry_run=dry_run, output=output,
+                                     save_config=save_config)
+
+
+@cli.command("apply")
+@filename_options()
+@dry_run_option()
+@output_option("Output format: name, yaml or json.")
+@global_options(hidden=True)
+def apply_cmd(filenames: tuple[str, ...], recursive: bool, dry_run: str, output: str) -> None:
+    """Apply a configuration to resources from files or stdin (client-side apply)."""
+    opts = _manifest_options(filenames, recursive, dry_run, output)
+    execute(lambda s, st: apply_mod.run_apply(s, opts, st.scheme, st.deps.stdin))
+
+
+@cli.group("create", invoke_without_command=True)
+@filename_options()
+@dry_run_option()
+@output_option("Output format: name, yaml or json.")
+@bool_option("--save-config", help="Store the manifest for later kubelite apply.")
+@global_options(hidden=True)
+@click.pass_context
+def create_cmd(ctx: click.Context, filenames: tuple[str, ...], recursive: bool, dry_run: str, output: str,
+               save_config: bool) -> None:
+    """Create resources from files or stdin (or: create namespace NAME)."""
+    if ctx.invoked_subcommand is not None:
+        ctx.meta["create"] = (dry_run, output)
+        return
+    opts = _manifest_options(filenames, recursive, dry_run, output, save_config)
+    execute(lambda s, st: apply_mod.run_create(s, opts, st.scheme, st.deps.stdin))
+
+
+@create_cmd.command("namespace")
+@click.argument("name")
+@global_options(hidden=True)
+@click.pass_context
+def create_namespace_cmd(ctx: click.Context, name: str) -> None:
+    """Create a namespace with the given name."""
+    dry_run, output = ctx.meta.get("create", ("none", ""))
+    text = f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name!r}\n"
+    opts = _manifest_options(("-",), False, dry_run, output)
+    execute(lambda s, st: apply_mod.run_create(s, opts, st.scheme, lambda: text))
+
+
+create_cmd.add_command(create_namespace_cmd, "ns")
+
+
+@cli.command("replace")
+@filename_options()
+@dry_run_option()
+@output_option("Output format: name, yaml or json.")
+@bool_option("--save-config", help="Store the manifest for later kubelite apply.")
+@global_options(hidden=True)
+def replace_cmd(filenames: tuple[str, ...], recursive: bool, dry_run: str, output: str, save_config: bool) -> None:
+    """Replace existing resources with the manifests given."""
+    opts = _manifest_options(filenames, recursive, dry_run, output, save_config)
+    execute(lambda s, st: apply_mod.run_replace(s, opts, st.scheme, st.deps.stdin))
+
+
+@cli.command("delete")
+@click.argument("args", nargs=-1)
+@filename_options()
+@click.option("--selector", "-l", default="", help="Label selector.")
+@click.option("--field-selector", default="", help="Field selector.")
+@bool_option("--all", help="Delete every object of the given types in the namespace.")
+@bool_option("-A", "--all-namespaces", help="With --all or -l: across all namespaces.")
+@bool_option("--ignore-not-found", help="Treat missing objects as success.")
+@bool_option("--wait", default=True, help="Wait until the objects are gone.")
+@click.option("--timeout", default="0", help="How long to wait for deletion (0 = as long as it takes).")
+@click.option("--cascade", default="background", metavar="[=background|foreground|orphan]",
+              help="How dependents are deleted.")
+@click.option("--grace-period", type=int, default=-1, help="Seconds given to terminate gracefully (-1 = default).")
+@bool_option("--now", help="Terminate immediately (grace period 1).")
+@bool_option("--force", help="With --grace-period=0: remove at once, without waiting for termination.")
+@dry_run_option()
+@output_option("Output format: name.")
+@global_options(hidden=True)
+def delete_cmd(args: tuple[str, ...], filenames: tuple[str, ...], recursive: bool, selector: str,
+               field_selector: str, all: bool, all_namespaces: bool, ignore_not_found: bool, wait: bool,
+               timeout: str, cascade: str, grace_period: int, now: bool, force: bool, dry_run: str,
+               output: str) -> None:
+    """Delete resources by name, file, label selector or --all."""
+    def body(s: Session, st: CliState) -> Any:
+        opts = delete_mod.DeleteOptions(args=args, filenames=filenames, recursive=recursive,
+                                        label_selector=selector, field_selector=field_selector, all=all,
+                                        all_namespaces=all_namespaces, ignore_not_found=ignore_not_found,
+                                        wait=wait, timeout=parse_duration(timeout, "--timeout"), cascade=cascade,
+                                        grace_period=grace_period, now=now, force=force, dry_run=dry_run,
+                                        output=output)
+        return delete_mod.run_delete(s, opts, st.scheme, st.deps.stdin)
+
+    execute(body)
+
+
+@cli.command("edit")
+@click.argument("args", nargs=-1)
+@click.option("--output", "-o", default="yaml", help="Edit as yaml or json.")
+@global_options(hidden=True)
+def edit_cmd(args: tuple[str, ...], output: str) -> None:
+    """Edit a resource in $KUBE_EDITOR or $EDITOR (default vi)."""
+    opts = edit_mod.EditOptions(args=args, output=output)
+    execute(lambda s, st: edit_mod.run_edit(s, opts, st.scheme, st.deps.editor))
+
+
+def _meta_command(name: str, verb: Any, doc: str) -> click.Command:
+    @click.argument("args", nargs=-1)
+    @bool_option("--overwrite", help="Allow replacing existing values.")
+    @bool_option("--all", help="Every object of the given types in the namespace.")
+    @bool_option("-A", "--all-namespaces", help="With --all or -l: across all namespaces.")
+    @click.option("--selector", "-l", default="", help="Label selector.")
+    @click.option("--field-selector", default="", help="Field selector.")
+    @click.option("--resource-version", default="", help="Only update if the object is at this version.")
+    @dry_run_option()
+    @output_option("Output format: name.")
+    @global_options(hidden=True)
+    def command(args: tuple[str, ...], overwrite: bool, all: bool, all_namespaces: bool, selector: str,
+                field_selector: str, resource_version: str, dry_run: str, output: str) -> None:
+        opts = label_mod.MetaOptions(args=args, overwrite=overwrite, all=all, all_namespaces=all_namespaces,
+                                     label_selector=selector, field_selector=field_selector,
+                                     resource_version=resource_version, dry_run=dry_run, output=output)
+        execute(lambda s, st: label_mod.run_meta_update(s, opts, st.scheme, verb))
+
+    command.__doc__ = doc
+    return click.command(name)(command)
+
+
+cli.add_command(_meta_command("label", label_mod.LABEL, "Update the labels on resources (k=v sets, k- removes)."))
+cli.add_command(_meta_command("annotate", label_mod.ANNOTATE,
+                              "Update the annotations on resources (k=v sets, k- removes)."))
+
+
+@cli.command("patch")
+@click.argument("args", nargs=-1)
+@click.option("--patch", "-p", default="", help="The patch, as JSON or YAML.")
+@click.option("--patch-file", default="", help="A file holding the patch.")
+@click.option("--type", "patch_type", default="strategic", help="strategic (default), merge or json.")
+@click.option("--filename", "-f", "filenames", multiple=True, help="Identify the objects from manifests.")
+@click.option("--subresource", default="", help='"status" to patch the status.')
+@dry_run_option()
+@output_option("Output format: name, yaml or json.")
+@global_options(hidden=True)
+def patch_cmd(args: tuple[str, ...], patch: str, patch_file: str, patch_type: str, filenames: tuple[str, ...],
+              subresource: str, dry_run: str, output: str) -> None:
+    """Update fields of a resource with a strategic merge, JSON merge or JSON patch."""
+    opts = patchcmd.PatchOptions(args=args, patch=patch, patch_file=patch_file, patch_type=patch_type,
+                                 filenames=filenames, subresource=subresource, dry_run=dry_run, output=output)
+    execute(lambda s, st: patchcmd.run_patch(s, opts, st.scheme, st.deps.stdin))
+
+
+@cli.command("api-resources")
+@output_option("Output format: wide or name.")
+@click.option("--namespaced", type=click.BOOL, default=None, metavar="[=true|false]",
+              help="Only namespaced (true) or cluster-scoped (false) resources.")
+@click.option("--api-group", default=None, help="Only resources of this group (\"\" for core).")
+@bool_option("--no-headers", help="Leave out the header row.")
+@click.option("--sort-by", default="", help="name or kind.")
+@click.option("--verbs", multiple=True, help="Only resources supporting these verbs.")
+@global_options(hidden=True)
+def api_resources_cmd(output: str, namespaced: bool | None, api_group: str | None, no_headers: bool, sort_by: str,
+                      verbs: tuple[str, ...]) -> None:
+    """Print the resource types the server supports."""
+    opts = discovery.ApiResourcesOptions(output=output, namespaced=namespaced, api_group=api_group,
+                                         no_headers=no_headers, sort_by=sort_by, verbs=split_columns(verbs))
+    execute(lambda s, st: discovery.run_api_resources(s, opts))
+
+
+@cli.command("version")
+@bool_option("--client", help="Only the client version; do not contact the server.")
+@output_option("Output format: yaml or json.")
+@global_options(hidden=True)
+def version_cmd(client: bool, output: str) -> None:
+    """Print the client and server versions."""
+    opts = discovery.VersionOptions(client_only=client, output=output)
+    execute(lambda s, st: discovery.run_version(s, opts))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry: runs the group and exits with its code."""
+    # The client libraries log watch reconnects as warnings; a CLI user sees only what -v asks for.
+    logging.getLogger("kubelite").addHandler(logging.NullHandler())
+    cli.main(args=list(argv) if argv is not None else None, prog_name="kubelite")
