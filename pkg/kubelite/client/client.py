@@ -483,6 +483,11 @@ def translate_grpc_error(exc: grpc.RpcError, target: str) -> StatusError:
         return StatusError("ServiceUnavailable", message)
     if not has_status and code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return StatusError("Timeout", f"the server {target} did not answer in time")
+    if not has_status and code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        # gRPC's own size check, before any handler ran: "Received message larger than max (N vs. LIMIT)".
+        details = (exc.details() if hasattr(exc, "details") else "") or ""
+        limit = details.rsplit(" ", 1)[-1].rstrip(")") if "larger than max" in details else ""
+        return StatusError("RequestEntityTooLarge", "Request entity too large" + (f": limit is {limit}" if limit else ""))
     return StatusError.from_grpc_error(exc)
 
 
