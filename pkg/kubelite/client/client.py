@@ -487,7 +487,8 @@ def translate_grpc_error(exc: grpc.RpcError, target: str) -> StatusError:
         # gRPC's own size check, before any handler ran: "Received message larger than max (N vs. LIMIT)".
         details = (exc.details() if hasattr(exc, "details") else "") or ""
         limit = details.rsplit(" ", 1)[-1].rstrip(")") if "larger than max" in details else ""
-        return StatusError("RequestEntityTooLarge", "Request entity too large" + (f": limit is {limit}" if limit else ""))
+        suffix = f": limit is {limit}" if limit else ""
+        return StatusError("RequestEntityTooLarge", f"Request entity too large{suffix}")
     return StatusError.from_grpc_error(exc)
 
 
