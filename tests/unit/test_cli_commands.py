@@ -18,30 +18,7 @@ from kubelite.api.apps.v1 import generated_pb2 as apps
 from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.cli.apply import LAST_APPLIED
 from kubelite.cli.fake import FakeClient, FakeWatchEvent, run_cli
-
-DEPLOYMENT = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: nginx-deployment
-  labels:
-    app: nginx
-spec:
-  replicas: 3
-  selector:
-    matchLabels:
-      app: nginx
-  template:
-    metadata:
-      labels:
-        app: nginx
-    spec:
-      containers:
-      - name: nginx
-        image: nginx:local
-        ports:
-        - containerPort: 80
-"""
+from tests.support.manifests import NGINX_DEPLOYMENT as DEPLOYMENT
 
 SERVICE = """\
 apiVersion: v1

@@ -12,31 +12,7 @@ from kubelite.api.core.v1 import generated_pb2 as core_v1
 from kubelite.api.meta.v1 import generated_pb2 as metav1
 from kubelite.machinery import codec
 from kubelite.machinery.errors import StatusError
-
-# The Deployment from the Kubernetes documentation ("Creating a Deployment").
-NGINX_DEPLOYMENT = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: nginx-deployment
-  labels:
-    app: nginx
-spec:
-  replicas: 3
-  selector:
-    matchLabels:
-      app: nginx
-  template:
-    metadata:
-      labels:
-        app: nginx
-    spec:
-      containers:
-      - name: nginx
-        image: nginx:1.14.2
-        ports:
-        - containerPort: 80
-"""
+from tests.support.manifests import NGINX_DEPLOYMENT
 
 
 def nginx() -> dict[str, Any]:
@@ -367,7 +343,7 @@ def test_deep_copy_is_independent() -> None:
     a = codec.decode_into(nginx(), apps_v1.Deployment)
     b = codec.deep_copy(a)
     b.spec.template.spec.containers[0].image = "other"
-    assert a.spec.template.spec.containers[0].image == "nginx:1.14.2"
+    assert a.spec.template.spec.containers[0].image == "nginx:local"
     assert b == codec.deep_copy(b)
 
 

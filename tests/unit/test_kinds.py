@@ -20,6 +20,7 @@ from kubelite.api.meta.v1 import generated_pb2 as meta_v1
 from kubelite.machinery import kinds
 from kubelite.machinery.kinds import SCHEME
 from kubelite.machinery.scheme import UnknownKindError
+from tests.support.manifests import NGINX_DEPLOYMENT
 
 FILES: list[FileDescriptor] = [core_v1.DESCRIPTOR, apps_v1.DESCRIPTOR, coordination_v1.DESCRIPTOR]
 
@@ -174,29 +175,6 @@ def test_node_daemon_endpoint_port_has_a_capital_p() -> None:
 
 # --- manifests from the Kubernetes documentation ---------------------------------------------
 
-NGINX_DEPLOYMENT = """
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: nginx-deployment
-  labels:
-    app: nginx
-spec:
-  replicas: 3
-  selector:
-    matchLabels:
-      app: nginx
-  template:
-    metadata:
-      labels:
-        app: nginx
-    spec:
-      containers:
-      - name: nginx
-        image: nginx:1.14.2
-        ports:
-        - containerPort: 80
-"""
 
 MY_SERVICE = """
 apiVersion: v1
@@ -414,7 +392,7 @@ def test_nginx_deployment_from_the_docs() -> None:
     assert dict(d.spec.selector.match_labels) == {"app": "nginx"}
     assert dict(d.spec.template.metadata.labels) == {"app": "nginx"}
     (c,) = d.spec.template.spec.containers
-    assert (c.name, c.image) == ("nginx", "nginx:1.14.2")
+    assert (c.name, c.image) == ("nginx", "nginx:local")
     assert [p.container_port for p in c.ports] == [80]
     # And back: the same JSON, nothing added.
     assert _dump(d) == yaml.safe_load(NGINX_DEPLOYMENT)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from kubelite.client.kubeconfig import KubeConfig
 
 M = TypeVar("M", bound=Message)
+R = TypeVar("R")
 
 DEFAULT_PORT = 6443
 
@@ -233,19 +234,13 @@ class Client:
     async def create(self, obj: M, *, dry_run: bool = False) -> M:
         rt = self.scheme.for_message(obj)
         req = svc.CreateRequest(ref=self._ref(rt, _namespace_of(obj)), object=_pack(obj), dry_run=dry_run)
-        try:
-            resp = await self._resources.Create(req, timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise self._translate(exc) from exc
+        resp = await self._call(self._resources.Create, req)
         return self._unpack_as(resp.object, type(obj))
 
     async def get(self, kind: type[M], name: str, namespace: str = "") -> M:
         rt = self.scheme.for_message(kind)
         req = svc.GetRequest(ref=self._ref(rt, namespace, name))
-        try:
-            resp = await self._resources.Get(req, timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise self._translate(exc) from exc
+        resp = await self._call(self._resources.Get, req)
         return self._unpack_as(resp.object, kind)
 
     async def list(
@@ -269,10 +264,7 @@ class Client:
             limit=limit,
             continue_token=continue_token,
         )
-        try:
-            resp = await self._resources.List(req, timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise self._translate(exc) from exc
+        resp = await self._call(self._resources.List, req)
         return ObjectList(
             items=[self._unpack_as(item, kind) for item in resp.items],
             resource_version=resp.metadata.resource_version,
@@ -284,20 +276,14 @@ class Client:
         rt = self.scheme.for_message(obj)
         req = svc.UpdateRequest(ref=self._ref(rt, _namespace_of(obj), _name_of(obj)), object=_pack(obj),
                                 dry_run=dry_run)
-        try:
-            resp = await self._resources.Update(req, timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise self._translate(exc) from exc
+        resp = await self._call(self._resources.Update, req)
         return self._unpack_as(resp.object, type(obj))
 
     async def update_status(self, obj: M) -> M:
         """Replaces the status subresource only."""
         rt = self.scheme.for_message(obj)
         req = svc.UpdateRequest(ref=self._ref(rt, _namespace_of(obj), _name_of(obj)), object=_pack(obj))
-        try:
-            resp = await self._resources.UpdateStatus(req, timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise self._translate(exc) from exc
+        resp = await self._call(self._resources.UpdateStatus, req)
         return self._unpack_as(resp.object, type(obj))
 
     async def patch(
@@ -326,10 +312,7 @@ class Client:
             subresource=subresource,
             dry_run=dry_run,
         )
-        try:
-            resp = await self._resources.Patch(req, timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise self._translate(exc) from exc
+        resp = await self._call(self._resources.Patch, req)
         return self._unpack_as(resp.object, kind)
 
     async def delete(
@@ -352,10 +335,7 @@ class Client:
             req.preconditions.resource_version = resource_version
         if grace_period_seconds is not None:
             req.grace_period_seconds = grace_period_seconds
-        try:
-            resp = await self._resources.Delete(req, timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise self._translate(exc) from exc
+        resp = await self._call(self._resources.Delete, req)
         return DeleteResult(object=self._unpack_as(resp.object, kind), deleted=resp.deleted)
 
     async def watch(
@@ -404,26 +384,17 @@ class Client:
     async def bind(self, namespace: str, name: str, node_name: str, *, uid: str = "") -> Message:
         """Assigns a pod to a node; returns the bound pod as the server sent it."""
         req = svc.BindRequest(namespace=namespace, name=name, node_name=node_name, uid=uid)
-        try:
-            resp = await self._resources.Bind(req, timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise self._translate(exc) from exc
+        resp = await self._call(self._resources.Bind, req)
         return self.unpack(resp.object)
 
     # -- discovery -------------------------------------------------------------
 
     async def server_resources(self) -> builtins.list[svc.APIResource]:
-        try:
-            resp = await self._discovery.ServerResources(svc.ServerResourcesRequest(), timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise self._translate(exc) from exc
+        resp = await self._call(self._discovery.ServerResources, svc.ServerResourcesRequest())
         return builtins.list(resp.resources)
 
     async def version(self) -> svc.VersionInfo:
-        try:
-            return await self._discovery.Version(svc.VersionRequest(), timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise self._translate(exc) from exc
+        return await self._call(self._discovery.Version, svc.VersionRequest())
 
     # -- helpers ---------------------------------------------------------------
 
@@ -462,6 +433,13 @@ class Client:
         # Cluster-scoped kinds ignore a namespace, as kubectl does for `-n x get nodes`.
         return svc.ResourceRef(group=rt.group, version=rt.version, resource=rt.resource,
                                namespace=namespace if rt.namespaced else "", name=name)
+
+    async def _call(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
+        """One unary call, its failure translated to a StatusError where it enters."""
+        try:
+            return await method(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise self._translate(exc) from exc
 
     def _translate(self, exc: grpc.aio.AioRpcError) -> StatusError:
         return translate_grpc_error(exc, self._target)
