@@ -84,7 +84,7 @@ def build_registry(config: APIServerConfig, storage: Storage) -> Registry:
     for rt in SCHEME:
         stores[(rt.group, rt.resource)] = ResourceStore(strategies[(rt.group, rt.resource)], storage, admission,
                                                         cache_factory)
-    return Registry(stores)
+    return Registry(stores, admission)
 
 
 async def bootstrap(registry: Registry) -> None:
@@ -119,7 +119,7 @@ async def start(config: APIServerConfig, storage_factory: Callable[[APIServerCon
         ("grpc.keepalive_permit_without_calls", 1),
     ]
     server = grpc.aio.server(options=options)
-    pipeline = Pipeline(admission=next(iter(registry.stores.values())).admission)
+    pipeline = Pipeline(admission=registry.admission)
     pb_grpc.add_ResourceServiceServicer_to_server(ResourceServicer(registry, pipeline), server)
     pb_grpc.add_DiscoveryServiceServicer_to_server(DiscoveryServicer(registry), server)
     grpc_port = server.add_insecure_port(f"{_host(config.bind_address)}:{config.secure_port}")
@@ -139,9 +139,10 @@ async def start(config: APIServerConfig, storage_factory: Callable[[APIServerCon
 
 
 async def _maybe_start(storage: Storage) -> None:
-    opener = getattr(storage, "start", None) or getattr(storage, "open", None)
-    if opener is not None:
-        await opener()
+    """Connects early, so that a wrong --etcd-servers fails at start rather than at the first request."""
+    start = getattr(storage, "start", None)
+    if start is not None:
+        await start()
 
 
 def _host(address: str) -> str:

@@ -22,7 +22,7 @@ from google.protobuf.message import Message
 from kubelite.api.service.v1 import service_pb2 as pb
 from kubelite.api.service.v1 import service_pb2_grpc as pb_grpc
 from kubelite.apiserver import metrics
-from kubelite.apiserver.pipeline import Attributes, Pipeline, UserInfo
+from kubelite.apiserver.pipeline import Admission, Attributes, Pipeline, UserInfo
 from kubelite.apiserver.store import ResourceStore
 from kubelite.machinery import errors
 
@@ -43,10 +43,11 @@ def pack_message(obj: Message) -> any_pb2.Any:
 
 
 class Registry:
-    """The stores by (group, resource)."""
+    """The stores by (group, resource), and the admission chain they share."""
 
-    def __init__(self, stores: Mapping[tuple[str, str], ResourceStore]) -> None:
+    def __init__(self, stores: Mapping[tuple[str, str], ResourceStore], admission: Admission) -> None:
         self.stores = dict(stores)
+        self.admission = admission
 
     def store(self, ref: pb.ResourceRef) -> ResourceStore:
         s = self.stores.get((ref.group, ref.resource))

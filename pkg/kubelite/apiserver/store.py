@@ -301,7 +301,7 @@ class ResourceStore:
         for kv in kvs:
             if kv.key <= after:
                 continue
-            co = self.cache._make(kv.key, kv.value, kv.mod_revision)
+            co = self.cache.make(kv.key, kv.value, kv.mod_revision)
             if not flt.matches(co):
                 continue
             if limit and len(out) == limit:
@@ -571,8 +571,8 @@ class ResourceStore:
             async for batch in stream:
                 out: list[tuple[str, bytes]] = []
                 for ev in batch.events:
-                    co = self.cache._make(ev.key, ev.value, ev.revision)
-                    prev = self.cache._make(ev.key, ev.prev_value, ev.revision) if ev.prev_value else None
+                    co = self.cache.make(ev.key, ev.value, ev.revision)
+                    prev = self.cache.make(ev.key, ev.prev_value, ev.revision) if ev.prev_value else None
                     matches = flt.matches(co)
                     if ev.type == "DELETE":
                         if matches:

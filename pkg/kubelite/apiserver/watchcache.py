@@ -193,17 +193,19 @@ class WatchCache:
     def watcher_count(self) -> int:
         return len(self._watchers)
 
-    def _make(self, key: str, raw: bytes, revision: int) -> CachedObject:
-        obj = self._decode(raw + rv_suffix(self.rt.message, revision))
+    def make(self, key: str, raw: bytes, revision: int) -> CachedObject:
+        """Decodes a stored value into the cache's form (also used for reads that bypass the cache)."""
+        wire = raw + rv_suffix(self.rt.message, revision)
+        obj = self._decode(wire)
         meta: Any = obj.metadata  # type: ignore[attr-defined]
         return CachedObject(
-            key=key, obj=obj, raw=raw, wire=raw + rv_suffix(self.rt.message, revision), revision=revision,
+            key=key, obj=obj, raw=raw, wire=wire, revision=revision,
             namespace=meta.namespace, labels=dict(meta.labels), fields=self.strategy.field_set(obj),
         )
 
     async def _relist(self) -> None:
         items, revision = await self._storage.list(self._prefix)
-        self._objects = {kv.key: self._make(kv.key, kv.value, kv.mod_revision) for kv in items}
+        self._objects = {kv.key: self.make(kv.key, kv.value, kv.mod_revision) for kv in items}
         self._history.clear()
         self._oldest = revision
         self.revision = revision
@@ -269,11 +271,11 @@ class WatchCache:
             for ev in batch.events:
                 prev = self._objects.get(ev.key)
                 if ev.type == "PUT":
-                    co = self._make(ev.key, ev.value, ev.revision)
+                    co = self.make(ev.key, ev.value, ev.revision)
                     self._objects[ev.key] = co
                     events.append(CacheEvent("MODIFIED" if prev is not None else "ADDED", co, prev))
                 else:
-                    co = self._make(ev.key, ev.value, ev.revision)
+                    co = self.make(ev.key, ev.value, ev.revision)
                     self._objects.pop(ev.key, None)
                     events.append(CacheEvent("DELETED", co, prev))
             cb = CacheBatch(batch.revision, tuple(events))
