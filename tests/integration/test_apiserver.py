@@ -11,7 +11,6 @@ import asyncio
 import os
 import pathlib
 import subprocess
-import time
 
 import pytest
 
@@ -371,30 +370,44 @@ async def test_watch_survives_apiserver_restart_exactly_once(apiserver: object, 
     assert seen == [f"ADDED:r{i}" for i in range(40)]
 
 
-async def test_writes_continue_while_an_etcd_member_is_down(etcd_cluster: object, client: Client, ns: str) -> None:
+async def test_writes_continue_while_the_etcd_leader_is_down(etcd_cluster: object, client: Client, ns: str) -> None:
     acked: list[str] = []
+    acked_while_down: list[str] = []
+    failed: list[str] = []
+    leader_down = asyncio.Event()
+    finished = asyncio.Event()
 
     async def writer(w: int) -> None:
-        for i in range(40):
+        i = 0
+        while not finished.is_set():
             name = f"m-{w}-{i}"
+            i += 1
+            down = leader_down.is_set()
             try:
                 await client.create(configmap(name, ns))
                 acked.append(name)
+                if down and leader_down.is_set():
+                    acked_while_down.append(name)
             except StatusError as exc:
-                assert exc.reason in ("ServiceUnavailable", "Timeout", "InternalError", "AlreadyExists"), exc
+                # Only "we could not tell" outcomes are acceptable, never a wrong answer.
+                assert exc.reason in ("ServiceUnavailable", "Timeout"), exc
+                failed.append(name)
 
+    leader = etcd_cluster.leader_index()  # type: ignore[attr-defined]
     writers = [asyncio.create_task(writer(w)) for w in range(6)]
     await asyncio.sleep(0.3)
-    t0 = time.monotonic()
-    await asyncio.to_thread(etcd_cluster.stop_member, 0)  # type: ignore[attr-defined]
-    try:
-        await asyncio.gather(*writers)
-    finally:
-        await asyncio.to_thread(etcd_cluster.start_member, 0)  # type: ignore[attr-defined]
-    assert time.monotonic() - t0 >= 0
+    await asyncio.to_thread(etcd_cluster.stop_member, leader)  # type: ignore[attr-defined]
+    leader_down.set()
+    await asyncio.sleep(2.0)
+    leader_down.clear()
+    await asyncio.to_thread(etcd_cluster.start_member, leader)  # type: ignore[attr-defined]
+    finished.set()
+    await asyncio.gather(*writers)
     stored = {o.metadata.name for o in (await client.list(core.ConfigMap, ns)).items}
-    assert len(acked) >= 200  # the stream went on with one member down
-    assert set(acked) <= stored
+    print(f"leader down 2 s: {len(acked_while_down)} writes acknowledged meanwhile, {len(failed)} failed, "
+          f"{len(acked)} in all")
+    assert len(acked_while_down) >= 50, f"writing stalled with the leader down ({len(failed)} failed)"
+    assert set(acked) <= stored  # every acknowledged write survived
 
 
 async def test_bookmarks_carry_the_latest_revision(client: Client, ns: str) -> None:
