@@ -11,6 +11,7 @@ import asyncio
 import os
 import pathlib
 import subprocess
+import urllib.request
 
 import pytest
 
@@ -420,3 +421,64 @@ async def test_bookmarks_carry_the_latest_revision(client: Client, ns: str) -> N
         if int(ev.object.metadata.resource_version) >= int(other.metadata.resource_version):
             break
     await client.delete(core.ConfigMap, "elsewhere", other.metadata.namespace)
+
+
+def service(name: str, ns: str, cluster_ip: str = "") -> core.Service:
+    svc = core.Service(api_version="v1", kind="Service")
+    svc.metadata.name = name
+    svc.metadata.namespace = ns
+    svc.spec.selector["app"] = name
+    svc.spec.ports.add(port=80)
+    if cluster_ip:
+        svc.spec.cluster_ip = cluster_ip
+    return svc
+
+
+async def test_cluster_ips_never_collide_and_are_freed_on_delete(client: Client, ns: str) -> None:
+    first = await client.create(service("a", ns, "10.96.77.77"))
+    assert first.spec.cluster_ip == "10.96.77.77"
+    with pytest.raises(StatusError) as err:
+        await client.create(service("b", ns, "10.96.77.77"))
+    assert err.value.reason == "Invalid" and "already allocated" in str(err.value)
+    # Concurrent automatic allocations all get distinct addresses.
+    made = await asyncio.gather(*(client.create(service(f"auto-{i}", ns)) for i in range(30)))
+    ips = [s.spec.cluster_ip for s in made]
+    assert len(set(ips)) == 30 and all(ip.startswith("10.96.") for ip in ips)
+    await client.delete(core.Service, "a", ns)
+    again = await client.create(service("b", ns, "10.96.77.77"))
+    assert again.spec.cluster_ip == "10.96.77.77"
+
+
+async def test_terminating_namespace_refuses_new_objects(client: Client) -> None:
+    namespace = core.Namespace(api_version="v1", kind="Namespace")
+    namespace.metadata.name = "going-away"
+    await client.create(namespace)
+    await client.create(configmap("before", "going-away"))
+    result = await client.delete(core.Namespace, "going-away")
+    assert not result.deleted  # spec.finalizers holds it until the namespace controller empties it
+    ns = await client.get(core.Namespace, "going-away")
+    assert ns.status.phase == "Terminating" and ns.metadata.HasField("deletion_timestamp")
+    with pytest.raises(StatusError) as err:
+        await client.create(configmap("after", "going-away"))
+    assert err.value.reason == "Forbidden" and "being terminated" in str(err.value)
+    with pytest.raises(StatusError) as err:
+        await client.delete(core.Namespace, "kube-system")
+    assert err.value.reason == "Forbidden"
+
+
+async def test_health_readiness_and_metrics(apiserver: object, client: Client, ns: str) -> None:
+    await client.create(configmap("counted", ns))
+    base = f"http://127.0.0.1:{apiserver.http_port}"  # type: ignore[attr-defined]
+
+    def fetch(path: str) -> tuple[int, str]:
+        with urllib.request.urlopen(base + path, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+
+    assert await asyncio.to_thread(fetch, "/healthz") == (200, "ok")
+    status, body = await asyncio.to_thread(fetch, "/readyz?verbose")
+    assert status == 200 and "[+]watch-cache:pods ok" in body
+    _, metrics = await asyncio.to_thread(fetch, "/metrics")
+    assert 'apiserver_request_total{code="200",group="",resource="configmaps",verb="create"}' in metrics
+    assert 'apiserver_request_duration_seconds_count{group="",resource="configmaps",verb="create"}' in metrics
+    assert "apiserver_registered_watchers" in metrics
+    assert 'etcd_request_duration_seconds_count{operation="txn"}' in metrics
