@@ -132,9 +132,9 @@ class FakeStore:
     async def guaranteed_update(self, attrs: Attributes, name: str, mutate: Callable[[Any], Awaitable[Message]],
                                 *, precondition: int = 0, status: bool = False) -> Message:
         new = await mutate(_Stored(self.obj))
-        self.s.prepare_for_update(new, self.obj)
+        self.s.prepare_for_update(new, self.obj, attrs.subresource)
         self.s.default(new)
-        assert self.s.validate_update(new, self.obj) == []
+        assert self.s.validate_update(new, self.obj, attrs.subresource) == []
         self.obj = new
         return new
 

@@ -324,9 +324,9 @@ class FakePodStore:
         old.CopyFrom(self.pod)
         new = await mutate(_Stored(old))
         assert isinstance(new, core_v1.Pod)
-        self.strategy.prepare_for_update(new, old)
+        self.strategy.prepare_for_update(new, old, attrs.subresource)
         self.strategy.default(new)
-        causes = self.strategy.validate_update(new, old)
+        causes = self.strategy.validate_update(new, old, attrs.subresource)
         if causes:
             raise errors.invalid("", "Pod", name, causes)
         self.pod = new

@@ -358,13 +358,13 @@ class ResourceStore:
             if status:
                 self.strategy.prepare_for_status_update(new, old)
             else:
-                self.strategy.prepare_for_update(new, old)
+                self.strategy.prepare_for_update(new, old, verb_attrs.subresource)
             self._keep_system_meta(new, old)
             if not status:
                 self.strategy.default(new)
             await self.admission.admit(verb_attrs, new, old)
             causes = (self.strategy.validate_status_update(new, old) if status
-                      else self.strategy.validate_update(new, old))
+                      else self.strategy.validate_update(new, old, verb_attrs.subresource))
             if causes:
                 raise self._invalid(new, causes)
             await self.admission.validate(verb_attrs, new, old)

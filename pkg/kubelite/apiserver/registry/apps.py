@@ -112,7 +112,7 @@ class DeploymentStrategy(Strategy):
             errs.append(v.invalid(f"{path}.maxUnavailable", ru.max_unavailable, "may not be 0 when `maxSurge` is 0"))
         return errs
 
-    def validate_update(self, new: Message, old: Message) -> list[FieldError]:
+    def validate_update(self, new: Message, old: Message, subresource: str = "") -> list[FieldError]:
         return self.validate(new) + validate_selector_unchanged(_deploy(new), _deploy(old))
 
 
@@ -123,7 +123,7 @@ class ReplicaSetStrategy(Strategy):
     def validate(self, obj: Message) -> list[FieldError]:
         return self.validate_meta(obj) + validate_controller_spec(_rs(obj).spec, "replicaset")
 
-    def validate_update(self, new: Message, old: Message) -> list[FieldError]:
+    def validate_update(self, new: Message, old: Message, subresource: str = "") -> list[FieldError]:
         return self.validate(new) + validate_selector_unchanged(_rs(new), _rs(old))
 
 

@@ -7,18 +7,20 @@ re-expressed over our protobuf messages. ``STRATEGIES`` at the bottom maps each
 resource to the factory that builds its strategy; ``registry.all`` merges the
 tables of every API group.
 
-Two pieces of per-request state cross hook boundaries, because the store's
+One piece of per-request state crosses hook boundaries, because the store's
 hooks are called one after the other on the same object within one request:
-whether a pod update is a binding (which may set ``spec.nodeName``), and which
-Service allocations were chosen by the server rather than by the user (only
-those may be re-chosen when a claim is lost). Both live in ContextVars, which
-are private to the asyncio task serving the request, so concurrent requests
-never see each other's state and nothing outlives the request.
+which Service allocations were chosen by the server rather than by the user
+(only those may be re-chosen when a claim is lost). It lives in a ContextVar,
+private to the asyncio task serving the request, so concurrent requests never
+see each other's state and nothing outlives the request. Writes through a
+subresource (pods/binding, namespaces/finalize) are told so by the store's
+``subresource`` argument.
 """
 
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -76,7 +78,6 @@ def _now() -> int:
 
 # Set while PodStrategy.bind runs its update: the only write allowed to set spec.nodeName
 # (and to change status through the main resource).
-_BINDING: contextvars.ContextVar[bool] = contextvars.ContextVar("pod_binding", default=False)
 
 _TERMINAL_PHASES = ("Succeeded", "Failed")
 _POD_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
@@ -182,8 +183,8 @@ class PodStrategy(Strategy):
         pod.status.phase = "Pending"
         pod.status.qos_class = qos_class(pod.spec)
 
-    def prepare_for_update(self, new: Message, old: Message) -> None:
-        if _BINDING.get():
+    def prepare_for_update(self, new: Message, old: Message, subresource: str = "") -> None:
+        if subresource == "binding":
             return  # binding writes spec.nodeName and the PodScheduled condition together
         super().prepare_for_update(new, old)
 
@@ -193,8 +194,9 @@ class PodStrategy(Strategy):
     def validate(self, obj: Message) -> list[FieldError]:
         return self.validate_meta(obj) + v.validate_pod_spec(_pod(obj).spec, "spec")
 
-    def validate_update(self, new: Message, old: Message) -> list[FieldError]:
-        return self.validate(new) + validate_pod_spec_update(_pod(new).spec, _pod(old).spec, binding=_BINDING.get())
+    def validate_update(self, new: Message, old: Message, subresource: str = "") -> list[FieldError]:
+        return self.validate(new) + validate_pod_spec_update(_pod(new).spec, _pod(old).spec,
+                                                             binding=subresource == "binding")
 
     def validate_status_update(self, new: Message, old: Message) -> list[FieldError]:
         status, old_status = _pod(new).status, _pod(old).status
@@ -241,11 +243,7 @@ class PodStrategy(Strategy):
             _set_condition(pod.status, "PodScheduled", "True")
             return pod
 
-        token = _BINDING.set(True)
-        try:
-            return await store.guaranteed_update(attrs, name, mutate)
-        finally:
-            _BINDING.reset(token)
+        return await store.guaranteed_update(dataclasses.replace(attrs, subresource="binding"), name, mutate)
 
 
 def _set_condition(status: core_v1.PodStatus, ctype: str, value: str) -> None:
@@ -387,7 +385,7 @@ class ServiceStrategy(Strategy):
 
     # --- update ----------------------------------------------------------
 
-    def prepare_for_update(self, new: Message, old: Message) -> None:
+    def prepare_for_update(self, new: Message, old: Message, subresource: str = "") -> None:
         super().prepare_for_update(new, old)
         nsvc, osvc = _svc(new), _svc(old)
         spec, ospec = nsvc.spec, osvc.spec
@@ -441,7 +439,7 @@ class ServiceStrategy(Strategy):
     def validate(self, obj: Message) -> list[FieldError]:
         return self.validate_meta(obj) + self._validate_spec(_svc(obj).spec)
 
-    def validate_update(self, new: Message, old: Message) -> list[FieldError]:
+    def validate_update(self, new: Message, old: Message, subresource: str = "") -> list[FieldError]:
         errs = self.validate(new)
         spec, ospec = _svc(new).spec, _svc(old).spec
         if "ExternalName" not in (spec.type, ospec.type) and ospec.cluster_ip and spec.cluster_ip != ospec.cluster_ip:
@@ -588,7 +586,7 @@ class NodeStrategy(Strategy):
         errs.extend(_validate_resource_map("status.allocatable", obj.status.allocatable))
         return errs
 
-    def validate_update(self, new: Message, old: Message) -> list[FieldError]:
+    def validate_update(self, new: Message, old: Message, subresource: str = "") -> list[FieldError]:
         assert isinstance(new, core_v1.Node) and isinstance(old, core_v1.Node)
         errs = self.validate(new)
         # Node IPAM assigns the pod CIDR once; changing it would strand the pods' addresses.
@@ -618,8 +616,6 @@ def _validate_resource_map(path: str, resources: Any) -> list[FieldError]:
 # ============================================================================================
 
 FINALIZER_KUBERNETES = "kubernetes"
-# Set while NamespaceStrategy.finalize runs its update: the only write that may change spec.finalizers.
-_FINALIZING: contextvars.ContextVar[bool] = contextvars.ContextVar("namespace_finalize", default=False)
 
 
 class NamespaceStrategy(Strategy):
@@ -634,9 +630,10 @@ class NamespaceStrategy(Strategy):
         if FINALIZER_KUBERNETES not in ns.spec.finalizers:
             ns.spec.finalizers.append(FINALIZER_KUBERNETES)
 
-    def prepare_for_update(self, new: Message, old: Message) -> None:
+    def prepare_for_update(self, new: Message, old: Message, subresource: str = "") -> None:
         super().prepare_for_update(new, old)
-        if not _FINALIZING.get():
+        # Only the finalize subresource (the namespace controller's last step) changes spec.finalizers.
+        if subresource != "finalize":
             del _ns(new).spec.finalizers[:]
             _ns(new).spec.finalizers.extend(_ns(old).spec.finalizers)
 
@@ -667,11 +664,7 @@ class NamespaceStrategy(Strategy):
             ns.spec.finalizers.extend(finalizers)
             return ns
 
-        token = _FINALIZING.set(True)
-        try:
-            return await store.guaranteed_update(attrs, attrs.name, mutate)
-        finally:
-            _FINALIZING.reset(token)
+        return await store.guaranteed_update(dataclasses.replace(attrs, subresource="finalize"), attrs.name, mutate)
 
 
 def _ns(obj: Message) -> core_v1.Namespace:
@@ -720,7 +713,7 @@ class ConfigMapStrategy(Strategy):
             errs.append(v.too_long("data", v.MAX_DATA_BYTES))
         return errs
 
-    def validate_update(self, new: Message, old: Message) -> list[FieldError]:
+    def validate_update(self, new: Message, old: Message, subresource: str = "") -> list[FieldError]:
         return self.validate(new) + _validate_immutable(new, old, (("data", "data"), ("binary_data", "binaryData")))
 
 
@@ -738,7 +731,7 @@ class SecretStrategy(Strategy):
     def prepare_for_create(self, obj: Message) -> None:
         self._merge_string_data(obj)
 
-    def prepare_for_update(self, new: Message, old: Message) -> None:
+    def prepare_for_update(self, new: Message, old: Message, subresource: str = "") -> None:
         self._merge_string_data(new)
 
     def default(self, obj: Message) -> None:
@@ -762,7 +755,7 @@ class SecretStrategy(Strategy):
             errs.append(v.required("data[username]", "either username or password is required"))
         return errs
 
-    def validate_update(self, new: Message, old: Message) -> list[FieldError]:
+    def validate_update(self, new: Message, old: Message, subresource: str = "") -> list[FieldError]:
         assert isinstance(new, core_v1.Secret) and isinstance(old, core_v1.Secret)
         errs = self.validate(new)
         if new.type != old.type:

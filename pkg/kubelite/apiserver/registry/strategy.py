@@ -42,8 +42,12 @@ class Strategy:
         if self.rt.has_status and hasattr(obj, "status"):
             obj.ClearField("status")
 
-    def prepare_for_update(self, new: Message, old: Message) -> None:
-        """A spec update keeps the stored status."""
+    def prepare_for_update(self, new: Message, old: Message, subresource: str = "") -> None:
+        """A spec update keeps the stored status.
+
+        ``subresource`` names the write when it is not a plain update
+        ("binding", "finalize"): such writes may change what updates may not.
+        """
         if self.rt.has_status and hasattr(new, "status"):
             new.status.CopyFrom(old.status)  # type: ignore[attr-defined]
 
@@ -60,7 +64,7 @@ class Strategy:
     def validate(self, obj: Message) -> list[FieldError]:
         return self.validate_meta(obj)
 
-    def validate_update(self, new: Message, old: Message) -> list[FieldError]:
+    def validate_update(self, new: Message, old: Message, subresource: str = "") -> list[FieldError]:
         return self.validate(new)
 
     def validate_status_update(self, new: Message, old: Message) -> list[FieldError]:
