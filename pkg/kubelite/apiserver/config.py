@@ -29,6 +29,8 @@ class APIServerConfig:
         for port in (self.secure_port, self.http_port):
             if not 0 <= port <= 65535:
                 raise ValueError(f"port {port} is out of range")
+        if self.watch_cache_size < 1:
+            raise ValueError("--watch-cache-size must be at least 1")
         if self.bookmark_interval <= 0:
             raise ValueError("--watch-bookmark-interval must be positive")
         ipaddress.ip_network(self.service_cluster_ip_range)

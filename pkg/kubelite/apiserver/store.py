@@ -12,12 +12,13 @@ grace periods, dry runs, and the size limit.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError, Message
@@ -537,20 +538,24 @@ class ResourceStore:
     # --- watch -----------------------------------------------------------
 
     async def watch(self, namespace: str, label_selector: str, field_selector: str, resource_version: str,
-                    allow_bookmarks: bool) -> AsyncIterator[WatchChunk]:
+                    allow_bookmarks: bool) -> AsyncGenerator[WatchChunk, None]:
         """Yields the (type, wire bytes) events of one revision at a time, or a bookmark revision."""
         flt = self.make_filter(namespace, label_selector, field_selector)
-        await self.cache.wait_ready()
         start: int | None = None
-        if resource_version not in ("", "0"):
+        if resource_version in ("", "0"):
+            # "" = the current state, read consistently, then changes; "0" = any state the cache has.
+            await self._wait_cache(resource_version)
+        else:
             start = parse_rv(resource_version)
+            await self.cache.wait_ready()
             await self.cache.wait_for_revision(start)
         try:
             w = self.cache.watch(start, flt, allow_bookmarks)
         except OutOfWindow:
             assert start is not None
-            async for chunk in self._watch_storage(start, flt):
-                yield chunk
+            async with contextlib.aclosing(self._watch_storage(start, flt)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
             return
         try:
             while True:
@@ -564,7 +569,7 @@ class ResourceStore:
         finally:
             self.cache.unwatch(w)
 
-    async def _watch_storage(self, start: int, flt: Filter) -> AsyncIterator[WatchChunk]:
+    async def _watch_storage(self, start: int, flt: Filter) -> AsyncGenerator[WatchChunk, None]:
         """Serves a watch older than the cache's history straight from etcd's history."""
         stream = self.storage.watch(self.prefix, start_revision=start + 1)
         try:
@@ -584,7 +589,8 @@ class ResourceStore:
                     elif matches:
                         out.append(("ADDED", co.wire))
                     elif old:
-                        out.append(("DELETED", co.wire))
+                        assert prev is not None
+                        out.append(("DELETED", prev.wire))
                 if out:
                     yield out
         except CompactedError as exc:

@@ -63,6 +63,9 @@ class CachedObject:
 class CacheEvent:
     type: str  # ADDED, MODIFIED, DELETED
     obj: CachedObject  # for DELETED: the last state, at the deletion's revision
+    # The previous state at this event's revision: what a watcher the object
+    # stopped matching receives with DELETED, so that it never sees an object
+    # outside its selector (a kubelet watching spec.nodeName=<node>).
     prev: CachedObject | None
 
 
@@ -130,7 +133,8 @@ class CacheWatcher:
                 elif cur:
                     out.append(("ADDED", ev.obj))
                 elif old:
-                    out.append(("DELETED", ev.obj))
+                    assert ev.prev is not None
+                    out.append(("DELETED", ev.prev))
             elif cur:
                 out.append((ev.type, ev.obj))
         return out
@@ -154,6 +158,8 @@ class WatchCache:
         self._storage = storage
         self._prefix = prefix
         self._decode = decode
+        if history_size < 1:
+            raise ValueError("the watch cache needs a history of at least one revision")
         self._objects: dict[str, CachedObject] = {}
         self._history: collections.deque[CacheBatch] = collections.deque(maxlen=history_size)
         # Every event with a revision above this is in the history.
@@ -161,6 +167,7 @@ class WatchCache:
         self.revision = 0
         self._watchers: set[CacheWatcher] = set()
         self._stream: WatchStream | None = None
+        self._progress_wanted = False
         self._advanced = asyncio.Condition()
         self._ready = asyncio.Event()
         self._bookmark_interval = bookmark_interval
@@ -214,12 +221,17 @@ class WatchCache:
         for w in list(self._watchers):
             self._close_watcher(w)
         self._ready.set()
+        async with self._advanced:
+            self._advanced.notify_all()
 
     async def _follow(self) -> None:
         """Applies the etcd watch to the cache, forever; relists after compaction."""
         while True:
             try:
                 self._stream = self._storage.watch(self._prefix, start_revision=self.revision + 1)
+                if self._progress_wanted:
+                    self._progress_wanted = False
+                    await self._stream.request_progress()
                 async for batch in self._stream:
                     await self._apply(batch)
             except asyncio.CancelledError:
@@ -273,7 +285,8 @@ class WatchCache:
                 if ev.type == "PUT":
                     co = self.make(ev.key, ev.value, ev.revision)
                     self._objects[ev.key] = co
-                    events.append(CacheEvent("MODIFIED" if prev is not None else "ADDED", co, prev))
+                    before = self.make(ev.key, prev.raw, ev.revision) if prev is not None else None
+                    events.append(CacheEvent("MODIFIED" if prev is not None else "ADDED", co, before))
                 else:
                     co = self.make(ev.key, ev.value, ev.revision)
                     self._objects.pop(ev.key, None)
@@ -317,6 +330,9 @@ class WatchCache:
         if self._stream is not None:
             with contextlib.suppress(StorageError):
                 await self._stream.request_progress()
+        else:
+            # Between streams (start, relist, retry): ask as soon as the next one opens.
+            self._progress_wanted = True
 
         async def advanced() -> None:
             async with self._advanced:
