@@ -8,6 +8,7 @@ by the module.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pathlib
 import subprocess
@@ -18,9 +19,11 @@ import pytest
 from kubelite.api.apps.v1 import generated_pb2 as apps
 from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.client.client import Client
+from kubelite.client.informer import Informer
 from kubelite.client.watch import retry_watch
 from kubelite.machinery import codec
 from kubelite.machinery.errors import StatusError
+from tests.support.apiserver import APIServerProcess
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 
@@ -482,3 +485,58 @@ async def test_health_readiness_and_metrics(apiserver: object, client: Client, n
     assert 'apiserver_request_duration_seconds_count{group="",resource="configmaps",verb="create"}' in metrics
     assert "apiserver_registered_watchers" in metrics
     assert 'etcd_request_duration_seconds_count{operation="txn"}' in metrics
+
+
+async def test_informer_follows_the_real_server_across_a_restart(apiserver: object, client: Client, ns: str) -> None:
+    for i in range(3):
+        await client.create(configmap(f"i{i}", ns))
+    informer: Informer[core.ConfigMap] = Informer(client, core.ConfigMap, namespace=ns)
+    seen: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    informer.add_handler(on_add=lambda o: seen.put_nowait(("add", o.metadata.name)),
+                         on_update=lambda old, new: seen.put_nowait(("update", new.metadata.name)),
+                         on_delete=lambda o: seen.put_nowait(("delete", o.metadata.name)))
+
+    async def next_events(n: int) -> list[tuple[str, str]]:
+        return [await asyncio.wait_for(seen.get(), 15) for _ in range(n)]
+
+    task = asyncio.create_task(informer.run(), name="test-informer")
+    try:
+        await asyncio.wait_for(informer.wait_for_sync(), 10)
+        assert sorted(await next_events(3)) == [("add", "i0"), ("add", "i1"), ("add", "i2")]
+        await asyncio.to_thread(apiserver.restart)  # type: ignore[attr-defined]
+        cm = await client.get(core.ConfigMap, "i1", ns)
+        cm.data["changed"] = "yes"
+        await client.update(cm)
+        await client.delete(core.ConfigMap, "i0", ns)
+        await client.create(configmap("i3", ns))
+        assert await next_events(3) == [("update", "i1"), ("delete", "i0"), ("add", "i3")]
+        assert sorted(informer.store.keys()) == [f"{ns}/i1", f"{ns}/i2", f"{ns}/i3"]
+        assert informer.store.get_by_key(f"{ns}/i1").data["changed"] == "yes"  # type: ignore[union-attr]
+        assert seen.empty()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_two_api_servers_share_one_cluster(etcd_cluster: object, client: Client, ns: str,
+                                                 tmp_path: pathlib.Path) -> None:
+    """API servers are stateless: a write through one is seen by watches and CAS on the other."""
+    with APIServerProcess(etcd_cluster.endpoints, tmp_path / "second.log") as second:  # type: ignore[attr-defined]
+        other = Client(second.address)
+        try:
+            start = (await client.list(core.ConfigMap, ns)).resource_version
+            made = await other.create(configmap("shared", ns, a="1"))
+            async for ev in client.watch(core.ConfigMap, ns, resource_version=start):
+                assert (ev.type, ev.object.metadata.name) == ("ADDED", "shared")
+                break
+            mine = await client.get(core.ConfigMap, "shared", ns)
+            mine.data["a"] = "2"
+            await client.update(mine)
+            made.data["a"] = "3"  # still at the first resourceVersion
+            with pytest.raises(StatusError) as err:
+                await other.update(made)
+            assert err.value.reason == "Conflict"
+            assert (await other.get(core.ConfigMap, "shared", ns)).data["a"] == "2"
+        finally:
+            await other.close()
