@@ -13,6 +13,8 @@ import os
 import pathlib
 import subprocess
 import urllib.request
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import pytest
 
@@ -25,6 +27,7 @@ from kubelite.machinery import codec
 from kubelite.machinery.errors import StatusError
 from tests.support.apiserver import APIServerProcess
 
+T = TypeVar("T")
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -48,6 +51,18 @@ def subset(small: object, big: object, path: str = "") -> list[str]:
             return [path]
         return [p for i, (a, b) in enumerate(zip(small, big, strict=True)) for p in subset(a, b, f"{path}[{i}]")]
     return [] if small == big else [path]
+
+
+async def until_available(call: Callable[[], Awaitable[T]]) -> T:
+    """Repeats a call while the API server is restarting (ServiceUnavailable), up to 5 s."""
+    for _ in range(50):
+        try:
+            return await call()
+        except StatusError as exc:
+            if exc.reason != "ServiceUnavailable":
+                raise
+            await asyncio.sleep(0.1)
+    return await call()
 
 
 def configmap(name: str, ns: str, **data: str) -> core.ConfigMap:
@@ -318,6 +333,7 @@ async def test_watch_expired_after_compaction(client: Client, ns: str, etcd_clus
     # A restarted API server's cache starts at the current revision, so an
     # older start goes to etcd, whose history is compacted.
     await asyncio.to_thread(apiserver.restart)  # type: ignore[attr-defined]
+    await until_available(lambda: client.list(core.ConfigMap, ns))
     with pytest.raises(StatusError) as err:
         async for _ in client.watch(core.ConfigMap, ns, resource_version=first.metadata.resource_version):
             pass
@@ -361,14 +377,7 @@ async def test_watch_survives_apiserver_restart_exactly_once(apiserver: object, 
         await client.create(configmap(f"r{i}", ns))
     await asyncio.to_thread(apiserver.restart)  # type: ignore[attr-defined]
     for i in range(20, 40):
-        for attempt in range(50):
-            try:
-                await client.create(configmap(f"r{i}", ns))
-                break
-            except StatusError as exc:
-                if exc.reason != "ServiceUnavailable" or attempt == 49:
-                    raise
-                await asyncio.sleep(0.1)
+        await until_available(lambda i=i: client.create(configmap(f"r{i}", ns)))
     await asyncio.wait_for(done.wait(), 30)
     await task
     assert seen == [f"ADDED:r{i}" for i in range(40)]
@@ -504,7 +513,7 @@ async def test_informer_follows_the_real_server_across_a_restart(apiserver: obje
         await asyncio.wait_for(informer.wait_for_sync(), 10)
         assert sorted(await next_events(3)) == [("add", "i0"), ("add", "i1"), ("add", "i2")]
         await asyncio.to_thread(apiserver.restart)  # type: ignore[attr-defined]
-        cm = await client.get(core.ConfigMap, "i1", ns)
+        cm = await until_available(lambda: client.get(core.ConfigMap, "i1", ns))
         cm.data["changed"] = "yes"
         await client.update(cm)
         await client.delete(core.ConfigMap, "i0", ns)

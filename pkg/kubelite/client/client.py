@@ -55,6 +55,7 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     # Reconnect quickly after an API server restart; RetryWatcher and informers
     # add their own backoff on top.
     ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2_000),
 )
 
