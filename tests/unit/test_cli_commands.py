@@ -516,3 +516,45 @@ def test_server_errors_never_show_tracebacks(client: FakeClient) -> None:
     assert r.exit_code == 1
     assert r.stderr == ("The connection to the server 127.0.0.1:1 was refused - did you specify the right host "
                         "or port?\n")
+
+
+def test_grace_period_zero_needs_force_like_kubectl(client: FakeClient) -> None:
+    # kubectl turns --grace-period=0 into 1 unless --force is given: no accidental force deletion.
+    client.add(cm("a"))
+    r = ok(run_cli(client, ["delete", "cm", "a", "--grace-period=0"]))
+    assert client.last_delete["grace_period_seconds"] == 1
+    assert r.stdout == 'configmap "a" deleted\n' and r.stderr == ""
+    client.add(cm("b"))
+    r = ok(run_cli(client, ["delete", "cm", "b", "--grace-period=0", "--force"]))
+    assert client.last_delete["grace_period_seconds"] == 0
+    assert r.stdout == 'configmap "b" force deleted\n' and r.stderr.startswith("Warning: Immediate deletion")
+    r = run_cli(client, ["delete", "cm", "c", "--grace-period=5", "--force"])
+    assert r.exit_code == 1
+    assert r.stderr == "error: --force and --grace-period greater than 0 cannot be specified together\n"
+
+
+def test_label_rejects_an_unknown_dry_run_value(client: FakeClient) -> None:
+    client.add(cm("a"))
+    r = run_cli(client, ["label", "cm", "a", "x=1", "--dry-run=bogus"])
+    assert r.exit_code == 1 and r.stderr.startswith('error: Invalid dry-run value (bogus).')
+    assert client.writes() == []
+
+
+def test_kubeconfig_problems_are_errors_not_tracebacks(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from kubelite.cli.app import CliDeps, cli
+
+    missing = str(tmp_path / "missing")
+    r = CliRunner().invoke(cli, ["--kubeconfig", missing, "get", "pods"], obj=CliDeps())
+    assert r.exit_code == 1 and r.stderr == f"error: kubeconfig {missing} does not exist\n"
+    r = CliRunner().invoke(cli, ["get", "pods", "-s", "http://"], obj=CliDeps())
+    assert r.exit_code == 1 and r.stderr == "error: invalid server address 'http://'\n"
+
+
+def test_delete_several_types_by_name_like_kubectl(client: FakeClient) -> None:
+    # kubectl's own example: kubectl delete pod,service baz foo
+    client.add(cm("a"))
+    r = ok(run_cli(client, ["delete", "secret,cm", "a", "--ignore-not-found"]))
+    assert r.stdout == 'configmap "a" deleted\n'
+    assert client.objects == {}

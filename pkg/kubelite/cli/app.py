@@ -150,7 +150,6 @@ class CliState:
     deps: CliDeps
     options: ConnectionOptions = field(default_factory=ConnectionOptions)
     request_timeout: str = ""
-    verbosity: int = 0
 
     def session(self) -> Session:
         streams = Streams(out=click.echo, err=echo_err)
@@ -199,8 +198,7 @@ def _set_option(name: str) -> Callable[[click.Context, click.Parameter, Any], No
         if name == "request_timeout":
             state.request_timeout = str(value)
         elif name == "verbosity":
-            state.verbosity = int(value)
-            _configure_logging(state.verbosity)
+            _configure_logging(int(value))
         else:
             state.options = replace(state.options, **{name: value})
 
@@ -364,12 +362,6 @@ def describe_cmd(args: tuple[str, ...], all_namespaces: bool, selector: str, sho
     execute(lambda s, st: describe_mod.run_describe(s, opts, st.scheme))
 
 
-def _manifest_options(filenames: tuple[str, ...], recursive: bool, dry_run: str, output: str,
-                      save_config: bool = False) -> apply_mod.ManifestOptions:
-    return apply_mod.ManifestOptions(filenames=filenames, recursive=recursive, dry_run=dry_run, output=output,
-                                     save_config=save_config)
-
-
 @cli.command("apply")
 @filename_options()
 @dry_run_option()
@@ -377,7 +369,7 @@ def _manifest_options(filenames: tuple[str, ...], recursive: bool, dry_run: str,
 @global_options(hidden=True)
 def apply_cmd(filenames: tuple[str, ...], recursive: bool, dry_run: str, output: str) -> None:
     """Apply a configuration to resources from files or stdin (client-side apply)."""
-    opts = _manifest_options(filenames, recursive, dry_run, output)
+    opts = apply_mod.ManifestOptions(filenames, recursive, dry_run, output)
     execute(lambda s, st: apply_mod.run_apply(s, opts, st.scheme, st.deps.stdin))
 
 
@@ -394,7 +386,7 @@ def create_cmd(ctx: click.Context, filenames: tuple[str, ...], recursive: bool, 
     if ctx.invoked_subcommand is not None:
         ctx.meta["create"] = (dry_run, output)
         return
-    opts = _manifest_options(filenames, recursive, dry_run, output, save_config)
+    opts = apply_mod.ManifestOptions(filenames, recursive, dry_run, output, save_config)
     execute(lambda s, st: apply_mod.run_create(s, opts, st.scheme, st.deps.stdin))
 
 
@@ -406,7 +398,7 @@ def create_namespace_cmd(ctx: click.Context, name: str) -> None:
     """Create a namespace with the given name."""
     dry_run, output = ctx.meta.get("create", ("none", ""))
     text = f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name!r}\n"
-    opts = _manifest_options(("-",), False, dry_run, output)
+    opts = apply_mod.ManifestOptions(("-",), False, dry_run, output)
     execute(lambda s, st: apply_mod.run_create(s, opts, st.scheme, lambda: text))
 
 
@@ -421,7 +413,7 @@ create_cmd.add_command(create_namespace_cmd, "ns")
 @global_options(hidden=True)
 def replace_cmd(filenames: tuple[str, ...], recursive: bool, dry_run: str, output: str, save_config: bool) -> None:
     """Replace existing resources with the manifests given."""
-    opts = _manifest_options(filenames, recursive, dry_run, output, save_config)
+    opts = apply_mod.ManifestOptions(filenames, recursive, dry_run, output, save_config)
     execute(lambda s, st: apply_mod.run_replace(s, opts, st.scheme, st.deps.stdin))
 
 

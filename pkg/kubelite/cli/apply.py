@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf.message import Message
+
 from kubelite.cli.clientset import Session
 from kubelite.cli.errors import CliError, format_status_error
 from kubelite.cli.manifests import Manifest, apply_namespace, read_manifests
@@ -70,6 +72,14 @@ def applied_form(m: Manifest) -> dict[str, Any]:
         md.pop("annotations", None)
     data["metadata"] = md
     return data
+
+
+def annotated_copy(m: Manifest, text: str) -> Message:
+    """A copy of the manifest's object carrying ``text`` as its last-applied annotation."""
+    obj = type(m.obj)()
+    obj.CopyFrom(m.obj)
+    meta(obj).annotations[LAST_APPLIED] = text
+    return obj
 
 
 def with_last_applied(data: dict[str, Any], text: str) -> dict[str, Any]:
@@ -165,9 +175,7 @@ async def apply_one(session: Session, m: Manifest, dry_run: str) -> tuple[str, A
         current = None
 
     if current is None:
-        obj = type(m.obj)()
-        obj.CopyFrom(m.obj)
-        meta(obj).annotations[LAST_APPLIED] = text
+        obj = annotated_copy(m, text)
         if dry_run == "client":
             return "created", obj
         try:
@@ -212,11 +220,7 @@ async def run_create(session: Session, opts: ManifestOptions, scheme: Scheme,
     manifests = _load(session, opts, scheme, stdin, "create")
     failures = 0
     for m in manifests:
-        obj = m.obj
-        if opts.save_config:
-            obj = type(m.obj)()
-            obj.CopyFrom(m.obj)
-            meta(obj).annotations[LAST_APPLIED] = last_applied_text(applied_form(m))
+        obj = annotated_copy(m, last_applied_text(applied_form(m))) if opts.save_config else m.obj
         if dry_run == "client":
             printer.outcome(object_ref(m.rt, m.name or meta(obj).generate_name), "created", obj)
             continue
@@ -239,11 +243,7 @@ async def run_replace(session: Session, opts: ManifestOptions, scheme: Scheme,
     _check_names(manifests, "replace")
     failures = 0
     for m in manifests:
-        obj = m.obj
-        if opts.save_config:
-            obj = type(m.obj)()
-            obj.CopyFrom(m.obj)
-            meta(obj).annotations[LAST_APPLIED] = last_applied_text(applied_form(m))
+        obj = annotated_copy(m, last_applied_text(applied_form(m))) if opts.save_config else m.obj
         try:
             if dry_run == "client":
                 # Still check the object exists, as replace would.

@@ -16,28 +16,8 @@ from typing import Any, Protocol
 
 from google.protobuf.message import Message
 
+from kubelite.cli.errors import CliError
 from kubelite.machinery.errors import StatusError
-
-
-class ObjectListLike(Protocol):
-    @property
-    def items(self) -> list[Any]: ...
-    @property
-    def resource_version(self) -> str: ...
-
-
-class DeleteResultLike(Protocol):
-    @property
-    def object(self) -> Any: ...
-    @property
-    def deleted(self) -> bool: ...
-
-
-class WatchEventLike(Protocol):
-    @property
-    def type(self) -> str: ...
-    @property
-    def object(self) -> Any: ...
 
 
 class ApiClient(Protocol):
@@ -102,10 +82,13 @@ WatchFactory = Callable[[ApiClient, type[Message], str, str, str, str], AsyncIte
 def default_client_factory(options: ConnectionOptions) -> Connection:
     """Reads the kubeconfig with kubectl's precedence and opens a gRPC client."""
     from kubelite.client.client import Client
-    from kubelite.client.kubeconfig import load_kubeconfig
+    from kubelite.client.kubeconfig import KubeConfigError, load_kubeconfig
 
-    cfg = load_kubeconfig(options.kubeconfig or None, options.server or None, options.context or None)
-    client: ApiClient = Client.from_kubeconfig(cfg)
+    try:
+        cfg = load_kubeconfig(options.kubeconfig or None, options.server or None, options.context or None)
+        client: ApiClient = Client.from_kubeconfig(cfg)
+    except (KubeConfigError, ValueError) as exc:  # ValueError: a --server that is no address
+        raise CliError(str(exc)) from exc
     if options.request_timeout > 0:
         client = TimeoutClient(client, options.request_timeout)
     return Connection(client=client, namespace=cfg.namespace or "", server=cfg.server or "")

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kubelite.cli.apply import check_dry_run, dry_run_suffix
 from kubelite.cli.clientset import Session, close_iterator
 from kubelite.cli.errors import CliError, ExitError, format_cli_error, format_status_error
 from kubelite.cli.manifests import apply_namespace, read_manifests
@@ -63,13 +64,18 @@ def propagation_policy(cascade: str) -> str:
 
 
 def grace_period_seconds(opts: DeleteOptions) -> int | None:
+    """kubectl's rules: --now is 1; 0 only with --force (else 1, so nothing is force-deleted by accident)."""
     if opts.now:
         if opts.grace_period >= 0:
             raise CliError("--now and --grace-period cannot be specified together")
         return 1
-    if opts.force and opts.grace_period < 0:
+    if opts.force:
+        if opts.grace_period > 0:
+            raise CliError("--force and --grace-period greater than 0 cannot be specified together")
         return 0
-    return opts.grace_period if opts.grace_period >= 0 else None
+    if opts.grace_period == 0:
+        return 1
+    return opts.grace_period if opts.grace_period > 0 else None
 
 
 async def collect(session: Session, opts: DeleteOptions, scheme: Scheme,
@@ -109,8 +115,7 @@ async def run_delete(session: Session, opts: DeleteOptions, scheme: Scheme,
                      stdin: Callable[[], str] | None = None) -> int:
     policy = propagation_policy(opts.cascade)
     grace = grace_period_seconds(opts)
-    if opts.dry_run not in ("none", "client", "server", ""):
-        raise CliError(f'Invalid dry-run value ({opts.dry_run}). Must be "none", "server", or "client".')
+    dry_run = check_dry_run(opts.dry_run)
     if opts.output not in ("", "name"):
         raise CliError(f'unable to match a printer suitable for the output format "{opts.output}", '
                        "allowed formats are: name")
@@ -122,19 +127,19 @@ async def run_delete(session: Session, opts: DeleteOptions, scheme: Scheme,
         session.streams.err("Warning: Immediate deletion does not wait for confirmation that the running "
                             "resource has been terminated. The resource may continue to run on the cluster "
                             "indefinitely.")
-    suffix = {"client": " (dry run)", "server": " (server dry run)"}.get(opts.dry_run, "")
-    word = "force deleted" if opts.force and grace == 0 else "deleted"
+    suffix = dry_run_suffix(dry_run)
+    word = "force deleted" if grace == 0 else "deleted"
     failures = 0
     waiting: list[tuple[Victim, Any]] = []
     for v in victims:
         try:
-            if opts.dry_run == "client":
+            if dry_run == "client":
                 await session.client.get(v.rt.message, v.name, v.namespace)
                 result = None
             else:
                 result = await session.client.delete(v.rt.message, v.name, v.namespace, propagation_policy=policy,
                                                      grace_period_seconds=grace,
-                                                     dry_run=opts.dry_run == "server")
+                                                     dry_run=dry_run == "server")
         except StatusError as exc:
             if exc.reason == "NotFound" and opts.ignore_not_found:
                 continue
@@ -145,7 +150,7 @@ async def run_delete(session: Session, opts: DeleteOptions, scheme: Scheme,
             session.streams.out(object_ref(v.rt, v.name))
         else:
             session.streams.out(f'{kind_ref(v.rt)} "{v.name}" {word}{suffix}')
-        if result is not None and not result.deleted and opts.dry_run in ("none", ""):
+        if result is not None and not result.deleted and dry_run == "none":
             waiting.append((v, result.object))
 
     if opts.wait and waiting:

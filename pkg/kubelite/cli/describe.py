@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from kubelite.cli.apply import LAST_APPLIED
 from kubelite.cli.clientset import Session
 from kubelite.cli.errors import format_status_error
 from kubelite.cli.get import no_resources_message
@@ -35,7 +36,6 @@ from kubelite.machinery.errors import StatusError
 from kubelite.machinery.scheme import ResourceType, Scheme
 
 PADDING = 2
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
 @dataclass

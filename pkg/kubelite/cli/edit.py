@@ -90,8 +90,6 @@ async def run_edit(session: Session, opts: EditOptions, scheme: Scheme, editor: 
 
 
 async def edit_one(session: Session, rt: ResourceType, current: Message, fmt: str, edit: Editor) -> int:
-    from kubelite.machinery import codec
-
     data = to_dict(current)
     body = to_yaml(data) if fmt == "yaml" else to_json(data) + "\n"
     original = strip_comments(body)
@@ -119,7 +117,7 @@ async def edit_one(session: Session, rt: ResourceType, current: Message, fmt: st
                 session.streams.err(f"A copy of your changes has been stored to \"{keep_copy(edited)}\"")
                 raise CliError("Edit cancelled, no valid changes were saved.")
             try:
-                obj = decode_edited(content, rt, name, codec.load_documents, codec.decode)
+                obj = decode_edited(content, rt, name)
                 await session.client.update(obj)
             except (CliError, StatusError) as exc:
                 problem = (f"error: {exc}" if isinstance(exc, CliError)
@@ -151,10 +149,11 @@ def keep_copy(text: str) -> str:
     return path
 
 
-def decode_edited(content: str, rt: ResourceType, name: str,
-                  load: Callable[..., list[dict[str, object]]], decode: Callable[..., Message]) -> Message:
+def decode_edited(content: str, rt: ResourceType, name: str) -> Message:
+    from kubelite.machinery import codec
+
     try:
-        docs = load(content, source="edited file")
+        docs = codec.load_documents(content, source="edited file")
     except StatusError as exc:
         raise CliError(exc.message) from None
     if len(docs) != 1:
@@ -166,6 +165,6 @@ def decode_edited(content: str, rt: ResourceType, name: str,
     if not isinstance(md, dict) or md.get("name") != name:
         raise CliError("the name of the object cannot be changed")
     try:
-        return decode(doc)
+        return codec.decode(doc)
     except StatusError as exc:
         raise CliError(f'error validating "edited file": {exc.message}') from None

@@ -156,8 +156,7 @@ async def run_get(session: Session, opts: GetOptions, scheme: Scheme) -> int:
                 session.streams.out(line)
         elif not opts.ignore_not_found:
             rt = targets[0].rt if len(targets) == 1 else None
-            session.streams.err(no_resources_message(rt, session.namespace if not opts.all_namespaces else "",
-                                                     opts.all_namespaces))
+            session.streams.err(no_resources_message(rt, namespace, opts.all_namespaces))
         return 0
     if total:
         for line in render(fetched, opts, single_object):

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubelite.cli.apply import check_dry_run, dry_run_suffix
 from kubelite.cli.clientset import Session
 from kubelite.cli.errors import CliError, format_cli_error, format_status_error
 from kubelite.cli.resources import meta, namespace_for, object_ref, parse_targets
@@ -163,6 +164,7 @@ async def _targets(session: Session, opts: MetaOptions, scheme: Scheme, resource
 
 
 async def run_meta_update(session: Session, opts: MetaOptions, scheme: Scheme, verb: _Verb) -> int:
+    dry_run = check_dry_run(opts.dry_run)
     changes = parse_changes(opts.args, verb.what)
     if not changes.resources:
         raise CliError("one or more resources must be specified as <resource> <name> or <resource>/<name>")
@@ -187,9 +189,9 @@ async def run_meta_update(session: Session, opts: MetaOptions, scheme: Scheme, v
                 patch: dict[str, Any] = {"metadata": {verb.field: body}} if body else {"metadata": {}}
                 if opts.resource_version:
                     patch["metadata"]["resourceVersion"] = opts.resource_version
-                if opts.dry_run != "client":
+                if dry_run != "client":
                     await session.client.patch(rt.message, name, ns, patch, patch_type=MERGE,
-                                               dry_run=opts.dry_run == "server")
+                                               dry_run=dry_run == "server")
         except CliError as exc:
             session.streams.err(format_cli_error(exc))
             failures += 1
@@ -198,6 +200,5 @@ async def run_meta_update(session: Session, opts: MetaOptions, scheme: Scheme, v
             session.streams.err(format_status_error(exc, server=session.server))
             failures += 1
             continue
-        suffix = {"client": " (dry run)", "server": " (server dry run)"}.get(opts.dry_run, "")
-        session.streams.out(ref if opts.output == "name" else f"{ref} {word}{suffix}")
+        session.streams.out(ref if opts.output == "name" else f"{ref} {word}{dry_run_suffix(dry_run)}")
     return 1 if failures else 0

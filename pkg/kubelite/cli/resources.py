@@ -67,6 +67,12 @@ def expand_types(scheme: Scheme, spec: str) -> list[ResourceType]:
     return out
 
 
+def _mixed_forms(verb: str) -> CliError:
+    return CliError("there is no need to specify a resource type as a separate argument when passing "
+                    f"arguments in resource/name form (e.g. 'kubelite {verb} resource/<resource_name>' "
+                    f"instead of 'kubelite {verb} resource resource/<resource_name>'")
+
+
 def parse_targets(scheme: Scheme, args: tuple[str, ...] | list[str], verb: str = "get") -> list[Target]:
     """kubectl's two argument shapes: ``TYPE[,TYPE] [NAME...]`` or ``TYPE/NAME...``."""
     args = list(args)
@@ -77,10 +83,7 @@ def parse_targets(scheme: Scheme, args: tuple[str, ...] | list[str], verb: str =
         for arg in args:
             kind, sep, name = arg.partition("/")
             if not sep or not kind or not name:
-                raise CliError(
-                    "there is no need to specify a resource type as a separate argument when passing "
-                    f"arguments in resource/name form (e.g. 'kubelite {verb} resource/<resource_name>' "
-                    f"instead of 'kubelite {verb} resource resource/<resource_name>'")
+                raise _mixed_forms(verb)
             rt = resolve_type(scheme, kind)
             # Keep kinds grouped in the order they first appear, as kubectl does.
             for i, t in enumerate(targets):
@@ -94,12 +97,7 @@ def parse_targets(scheme: Scheme, args: tuple[str, ...] | list[str], verb: str =
     names = tuple(args[1:])
     for name in names:
         if "/" in name:
-            raise CliError(
-                "there is no need to specify a resource type as a separate argument when passing "
-                f"arguments in resource/name form (e.g. 'kubelite {verb} resource/<resource_name>' "
-                f"instead of 'kubelite {verb} resource resource/<resource_name>'")
-    if names and len(types) > 1 and verb != "get":
-        raise CliError("you must specify only one resource type when naming objects")
+            raise _mixed_forms(verb)
     return [Target(rt, names) for rt in types]
 
 

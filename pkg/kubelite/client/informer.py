@@ -346,7 +346,7 @@ class Informer(Generic[M]):
 
     async def _replace(self, listed: ObjectList[M]) -> None:
         async with self._dispatch:
-            old = {key: self.store.get(key) for key in self.store.keys()}
+            old = {self.store.key_of(obj): obj for obj in self.store.list()}
             self.store._replace(listed.items)
             self._resource_version = listed.resource_version
             for obj in listed.items:
@@ -357,8 +357,7 @@ class Informer(Generic[M]):
                     await self._deliver("on_update", previous, obj)
             # Whatever the list no longer holds was deleted while we were not watching.
             for gone in old.values():
-                if gone is not None:
-                    await self._deliver("on_delete", gone)
+                await self._deliver("on_delete", gone)
             self._synced.set()
 
     async def _apply(self, event: WatchEvent[M]) -> None:
