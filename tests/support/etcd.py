@@ -18,6 +18,7 @@ harness needs no etcd client library.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -25,7 +26,6 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
@@ -34,6 +34,10 @@ from types import TracebackType
 from typing import Any
 
 ETCD_BINARY = os.environ.get("ETCD_BINARY", "etcd")
+
+# What a member that is down, starting or stopping makes urlopen raise (URLError
+# is an OSError; a half-started server can also send a bad status line).
+_UNREACHABLE = (OSError, ValueError, http.client.HTTPException)
 
 
 def free_ports(count: int) -> list[int]:
@@ -240,7 +244,7 @@ class EtcdCluster:
         try:
             with urllib.request.urlopen(f"{m.client_url}/health", timeout=timeout) as resp:
                 return bool(json.loads(resp.read()).get("health") == "true")
-        except (OSError, ValueError, urllib.error.URLError):
+        except _UNREACHABLE:
             return False
 
     def wait_member_healthy(self, index: int, *, timeout: float | None = None) -> None:
@@ -278,7 +282,7 @@ class EtcdCluster:
             for i, m in enumerate(self.members):
                 if not m.running:
                     continue
-                with contextlib.suppress(OSError, ValueError, urllib.error.URLError):
+                with contextlib.suppress(*_UNREACHABLE):
                     st = self.status(i)
                     member_id, leader = st["header"]["member_id"], st.get("leader")
                     if leader and leader == member_id:

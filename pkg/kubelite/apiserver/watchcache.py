@@ -29,7 +29,14 @@ from google.protobuf.message import Message
 from kubelite.apiserver.registry.strategy import Strategy
 from kubelite.machinery import errors
 from kubelite.machinery.selectors import FieldSelector, LabelSelector
-from kubelite.storage.interface import CompactedError, EventBatch, Storage, StorageError, WatchStream
+from kubelite.storage.interface import (
+    CompactedError,
+    EventBatch,
+    Storage,
+    StorageError,
+    WatchGapError,
+    WatchStream,
+)
 
 log = logging.getLogger(__name__)
 
@@ -236,9 +243,8 @@ class WatchCache:
                     await self._apply(batch)
             except asyncio.CancelledError:
                 raise
-            except CompactedError:
-                log.warning("watch cache %s: revision %d compacted, relisting", self.rt.group_resource,
-                            self.revision + 1)
+            except (CompactedError, WatchGapError) as exc:
+                log.warning("watch cache %s: %s; relisting", self.rt.group_resource, exc)
                 await self._relist_with_retry()
             except StorageError as exc:
                 log.warning("watch cache %s: watch failed (%s), resuming", self.rt.group_resource, exc)

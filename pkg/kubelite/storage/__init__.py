@@ -20,6 +20,7 @@ from kubelite.storage.interface import (
     StorageError,
     TooLargeError,
     UnavailableError,
+    WatchGapError,
     WatchStream,
 )
 
@@ -38,5 +39,6 @@ __all__ = [
     "StorageError",
     "TooLargeError",
     "UnavailableError",
+    "WatchGapError",
     "WatchStream",
 ]

@@ -121,15 +121,16 @@ def take_batch(
 ) -> list[WriteOp]:
     """Removes and returns the next batch from ``pending``, oldest first.
 
-    An op that shares a key with an op already in the batch or with a Txn in
-    flight (``busy``), or that would overflow a limit, stays queued in its
-    place for a later batch: writes to one key thus reach etcd in the order
-    they were called. The first eligible op is always taken, even alone over a
-    limit, so that etcd's own error reaches its caller instead of the op
-    waiting forever. ``scan`` bounds how many ops we skip over (0 = 4x max_ops).
+    An op that shares a key with an op already in the batch, with a Txn in
+    flight (``busy``) or with an op skipped before it, or that would overflow
+    a limit, stays queued in its place for a later batch: writes to one key
+    thus reach etcd in the order they were called. The first eligible op is
+    always taken, even alone over a limit, so that etcd's own error reaches its
+    caller instead of the op waiting forever. ``scan`` bounds how many ops we
+    skip over (0 = 4x max_ops).
     """
     batch: list[WriteOp] = []
-    keys: set[str] = set(busy)
+    keys: set[str] = set(busy)  # taken by the batch, in flight, or held by a skipped op
     compares = successes = size = 0
     skipped: list[WriteOp] = []
     budget = scan or 4 * limits.max_ops
@@ -154,6 +155,7 @@ def take_batch(
                 break
         else:
             skipped.append(op)
+            keys |= op.keys  # a later op on these keys must not overtake this one
             budget -= 1
     pending.extendleft(reversed(skipped))
     return batch

@@ -120,6 +120,21 @@ class ClaimTakenError(StorageError):
         self.key = key
 
 
+class WatchGapError(StorageError):
+    """A watch reported progress past events it had not yet delivered.
+
+    etcd before 3.4.25 may answer a progress request ahead of earlier events.
+    The stream checks such answers, but cannot see a key created and deleted
+    inside the window; when such an event turns up late, the consumer must
+    relist (watchers then resume from their own revisions, served from etcd).
+    """
+
+    def __init__(self, revision: int, reported: int) -> None:
+        super().__init__(f"event at revision {revision} arrived after progress to {reported} was reported")
+        self.revision = revision
+        self.reported = reported
+
+
 class CompactedError(StorageError):
     """The requested revision is older than the store's compaction point.
 
