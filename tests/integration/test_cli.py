@@ -201,6 +201,36 @@ def test_get_empty_namespace_and_missing_object(kl: Run) -> None:
     assert r.stderr == 'Error from server (NotFound): pods "x" not found\n'
 
 
+def test_get_jsonpath_and_custom_columns(kl: Run, tmp_path: pathlib.Path) -> None:
+    ok(kl("apply", "-f", DEPLOY, "-f", SERVICE))
+    ok(kl("create", "-f", "-", input=_configmap("cfg", "app.kubernetes.io/name: web")))
+    assert ok(kl("get", "deploy", "-o", "jsonpath={.items[*].metadata.name}")).stdout == "nginx-deployment\n"
+    assert ok(kl("get", "deploy", "nginx-deployment", "-o",
+                 "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image}")).stdout == "3 nginx:local\n"
+    template = '{range .items[*]}{.kind}/{.metadata.name}{"\\n"}{end}'
+    assert ok(kl("get", "deploy,svc", "-o", f"jsonpath={template}")).stdout == \
+        "Deployment/nginx-deployment\nService/my-service\n"
+    assert ok(kl("get", "svc", "my-service", "-o",
+                 'jsonpath={.spec.ports[?(@.protocol=="TCP")].port}')).stdout == "80\n"
+    assert ok(kl("get", "cm", "cfg", "-o", r"jsonpath={.metadata.labels.app\.kubernetes\.io/name}")).stdout == "web\n"
+    r = failed(kl("get", "deploy", "nginx-deployment", "-o", "jsonpath={.spec.nope}",
+                  "--allow-missing-template-keys=false"))
+    assert r.stdout == ""
+    assert r.stderr == 'error: error executing jsonpath "{.spec.nope}": Error executing template: nope is not found\n'
+    r = failed(kl("get", "deploy", "-o", "jsonpath={.items[0"))
+    assert r.stderr == "error: error parsing jsonpath {.items[0, unterminated array\n"
+
+    spec = ("NAME:.metadata.name,REPLICAS:.spec.replicas,IMAGE:.spec.template.spec.containers[*].image,"
+            "NODE:.spec.nodeName")
+    assert ok(kl("get", "deploy", "-o", f"custom-columns={spec}")).stdout == (
+        "NAME               REPLICAS   IMAGE         NODE\n"
+        "nginx-deployment   3          nginx:local   <none>\n")
+    cols = tmp_path / "cols.txt"
+    cols.write_text("NAME DATA\n{.metadata.name} .data.key\n")
+    assert ok(kl("get", "cm", "cfg", "-o", f"custom-columns-file={cols}", "--no-headers")).stdout == \
+        "cfg   value\n"
+
+
 def test_get_watch_prints_new_objects(kl: Run, apiserver: Any, cli_env: dict[str, str]) -> None:
     ok(kl("create", "-f", "-", input=_configmap("before")))
     cmd = [str(KUBELITE), "--server", apiserver.address, "-n", kl.namespace, "get", "cm", "-w"]  # type: ignore

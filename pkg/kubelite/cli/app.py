@@ -69,6 +69,7 @@ BOOL_FLAGS: dict[str, str] = {
     "--show-events": "--show-events",
     "--namespaced": "--namespaced",
     "--client": "--client",
+    "--allow-missing-template-keys": "--allow-missing-template-keys",
 }
 # Value flags whose bare form means a default value, as in kubectl.
 OPTIONAL_VALUES: dict[str, str] = {
@@ -327,7 +328,10 @@ def cli() -> None:
 
 @cli.command("get")
 @click.argument("args", nargs=-1)
-@output_option("Output format: wide, yaml, json or name.")
+@output_option("Output format: wide, yaml, json, name, jsonpath=TEMPLATE, jsonpath-file=FILE, "
+               "custom-columns=HEADER:PATH,... or custom-columns-file=FILE.")
+@bool_option("--allow-missing-template-keys", default=True,
+             help="With -o jsonpath, print nothing for a missing field or key instead of failing.")
 @bool_option("-A", "--all-namespaces", help="List across all namespaces.")
 @click.option("--selector", "-l", default="", help="Label selector (e.g. app=web,tier!=db).")
 @click.option("--field-selector", default="", help="Field selector (e.g. spec.nodeName=n1).")
@@ -338,14 +342,15 @@ def cli() -> None:
 @bool_option("--watch-only", help="Print changes only, not the initial list.")
 @bool_option("--ignore-not-found", help="Treat missing named objects as success.")
 @global_options(hidden=True)
-def get_cmd(args: tuple[str, ...], output: str, all_namespaces: bool, selector: str, field_selector: str,
-            show_labels: bool, label_columns: tuple[str, ...], no_headers: bool, watch: bool, watch_only: bool,
-            ignore_not_found: bool) -> None:
+def get_cmd(args: tuple[str, ...], output: str, allow_missing_template_keys: bool, all_namespaces: bool,
+            selector: str, field_selector: str, show_labels: bool, label_columns: tuple[str, ...], no_headers: bool,
+            watch: bool, watch_only: bool, ignore_not_found: bool) -> None:
     """Display one or many resources."""
     opts = get_mod.GetOptions(args=args, output=output, all_namespaces=all_namespaces, label_selector=selector,
                               field_selector=field_selector, show_labels=show_labels,
                               label_columns=split_columns(label_columns), no_headers=no_headers, watch=watch,
-                              watch_only=watch_only, ignore_not_found=ignore_not_found)
+                              watch_only=watch_only, ignore_not_found=ignore_not_found,
+                              allow_missing_template_keys=allow_missing_template_keys)
     execute(lambda s, st: get_mod.run_get(s, opts, st.scheme))
 
 

@@ -1,4 +1,4 @@
-"""``kubelite get``: tables per kind, -o yaml|json|name|wide, and -w.
+"""``kubelite get``: tables per kind, -o yaml|json|name|wide|jsonpath|custom-columns, and -w.
 
 Listing happens first (names → get, otherwise list with selectors); then the
 results print as one table per kind. With -w the rows keep coming from a
@@ -16,10 +16,14 @@ from kubelite.cli.clientset import Session, close_iterator
 from kubelite.cli.errors import CliError, format_status_error
 from kubelite.cli.printers import (
     TABLES,
+    CustomColumnsPrinter,
+    JSONPathPrinter,
     Obj,
     TableOptions,
     TablePrinter,
+    TemplatePrinter,
     as_list,
+    template_printer,
     to_json,
     to_yaml,
 )
@@ -27,14 +31,17 @@ from kubelite.cli.resources import Target, kind_ref, namespace_for, object_ref, 
 from kubelite.machinery.errors import StatusError
 from kubelite.machinery.scheme import ResourceType, Scheme
 
-OUTPUT_FORMATS = ("", "wide", "yaml", "json", "name")
+
+def output_printer(opts: GetOptions) -> TemplatePrinter | None:
+    """The jsonpath/custom-columns printer -o asks for (None for the built-in formats); bad -o is a CliError."""
+    return template_printer(opts.output, opts.allow_missing_template_keys, opts.no_headers)
 
 
-def check_output_format(output: str) -> None:
-    if output not in OUTPUT_FORMATS:
-        allowed = ",".join(sorted(f for f in OUTPUT_FORMATS if f))
-        raise CliError(f'unable to match a printer suitable for the output format "{output}", '
-                       f"allowed formats are: {allowed}")
+def text_lines(text: str) -> list[str]:
+    """jsonpath output as lines for Streams.out; a final newline is implied (kubectl would print none)."""
+    if not text:
+        return []
+    return text.removesuffix("\n").split("\n")
 
 
 @dataclass
@@ -50,6 +57,7 @@ class GetOptions:
     watch: bool = False
     watch_only: bool = False
     ignore_not_found: bool = False
+    allow_missing_template_keys: bool = True
 
 
 @dataclass
@@ -105,8 +113,15 @@ def table_options(opts: GetOptions, prefix: str = "") -> TableOptions:
                         no_headers=opts.no_headers, name_prefix=prefix)
 
 
-def render(fetched: list[Fetched], opts: GetOptions, single_object: bool) -> list[str]:
-    """The lines ``get`` prints for what it fetched, in the requested format."""
+def render(fetched: list[Fetched], opts: GetOptions, single_object: bool,
+           printer: TemplatePrinter | None = None) -> list[str]:
+    """The lines ``get`` prints for what it fetched, in the requested format (``printer``: see output_printer)."""
+    if isinstance(printer, JSONPathPrinter):
+        # Like -o json: the object itself, or a List of them, with apiVersion/kind filled in.
+        objs = [_with_type(o, f.target.rt) for f in fetched for o in f.items]
+        return text_lines(printer.text(objs[0] if single_object and len(objs) == 1 else as_list(objs)))
+    if isinstance(printer, CustomColumnsPrinter):
+        return printer.render(_with_type(o, f.target.rt) for f in fetched for o in f.items)
     if opts.output in ("yaml", "json"):
         objs = [_with_type(o, f.target.rt) for f in fetched for o in f.items]
         data: Any = objs[0] if single_object and len(objs) == 1 else as_list(objs)
@@ -120,15 +135,15 @@ def render(fetched: list[Fetched], opts: GetOptions, single_object: bool) -> lis
         if not f.items:
             continue
         prefix = kind_ref(f.target.rt) + "/" if several_kinds else ""
-        printer = TablePrinter(TABLES.lookup(f.target.rt.group, f.target.rt.kind), table_options(opts, prefix))
+        table = TablePrinter(TABLES.lookup(f.target.rt.group, f.target.rt.kind), table_options(opts, prefix))
         if lines:
             lines.append("")
-        lines.extend(printer.render(f.items))
+        lines.extend(table.render(f.items))
     return lines
 
 
 async def run_get(session: Session, opts: GetOptions, scheme: Scheme) -> int:
-    check_output_format(opts.output)
+    printer = output_printer(opts)
     targets = parse_targets(scheme, opts.args, "get")
     named = any(t.names for t in targets)
     if named and opts.all_namespaces:
@@ -146,20 +161,21 @@ async def run_get(session: Session, opts: GetOptions, scheme: Scheme) -> int:
         failures += failed
 
     if opts.watch or opts.watch_only:
-        return await watch(session, fetched[0], namespace, opts, failures)
+        return await watch(session, fetched[0], namespace, opts, failures, printer)
 
     total = sum(len(f.items) for f in fetched)
     single_object = len(targets) == 1 and len(targets[0].names) == 1
     if total == 0 and not named:
-        if opts.output in ("yaml", "json"):
-            for line in render(fetched, opts, single_object=False):
+        if opts.output in ("yaml", "json") or printer is not None:
+            # kubectl's generic printers print the empty List (a custom-columns header, say).
+            for line in render(fetched, opts, single_object=False, printer=printer):
                 session.streams.out(line)
         elif not opts.ignore_not_found:
             rt = targets[0].rt if len(targets) == 1 else None
             session.streams.err(no_resources_message(rt, namespace, opts.all_namespaces))
         return 0
     if total:
-        for line in render(fetched, opts, single_object):
+        for line in render(fetched, opts, single_object, printer):
             session.streams.out(line)
     return 1 if failures else 0
 
@@ -182,7 +198,8 @@ class StreamingTable:
         return ["".join(c.ljust(self.widths[i]) for i, c in enumerate(r[:-1])) + (r[-1] if r else "") for r in rows]
 
 
-async def watch(session: Session, first: Fetched, namespace: str, opts: GetOptions, failures: int) -> int:
+async def watch(session: Session, first: Fetched, namespace: str, opts: GetOptions, failures: int,
+                template: TemplatePrinter | None = None) -> int:
     """Prints the initial state (unless --watch-only), then one row/document per event until interrupted."""
     rt = first.target.rt
     printer = TablePrinter(TABLES.lookup(rt.group, rt.kind), table_options(opts))
@@ -191,6 +208,19 @@ async def watch(session: Session, first: Fetched, namespace: str, opts: GetOptio
 
     def emit(objs: list[Obj]) -> None:
         nonlocal printed_header
+        if isinstance(template, JSONPathPrinter):
+            for obj in objs:
+                for line in text_lines(template.text(_with_type(obj, rt))):
+                    session.streams.out(line)
+            return
+        if isinstance(template, CustomColumnsPrinter):
+            rows = [template.row(_with_type(o, rt)) for o in objs]
+            if not printed_header and not opts.no_headers:
+                rows.insert(0, template.headers())
+            printed_header = True
+            for line in table.lines(rows):
+                session.streams.out(line)
+            return
         if opts.output in ("yaml", "json"):
             for obj in objs:
                 obj = _with_type(obj, rt)

@@ -1,4 +1,4 @@
-"""Tables, ages and the -o formats, printed the way kubectl prints them.
+"""Tables, ages and the -o formats (yaml, json, jsonpath, custom-columns), printed the way kubectl prints them.
 
 Rows are computed from the Kubernetes JSON form of an object (what
 ``codec.encode`` returns), not from the protobuf message: the columns are
@@ -21,6 +21,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import yaml
+
+from kubelite.cli.errors import CliError
+from kubelite.cli.jsonpath import ExecuteError, JSONPath, ParseError, go_sprint, relaxed_expression
 
 Obj = dict[str, Any]
 RowFn = Callable[[Obj, datetime], list[str]]
@@ -620,3 +623,137 @@ def to_json(data: Any) -> str:
 def as_list(items: list[Obj], resource_version: str = "") -> Obj:
     """kubectl's wrapper for several objects: ``apiVersion: v1, kind: List``."""
     return {"apiVersion": "v1", "items": items, "kind": "List", "metadata": {"resourceVersion": resource_version}}
+
+
+# --- jsonpath / custom-columns ----------------------------------------------------------------------------
+
+BUILTIN_FORMATS = ("wide", "yaml", "json", "name")
+TEMPLATE_FORMATS = ("jsonpath", "jsonpath-file", "custom-columns", "custom-columns-file")
+
+
+def _read_template(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        reason = (exc.strerror or str(exc))
+        raise CliError(f"error reading {what} {path}, open {path}: {reason[:1].lower()}{reason[1:]}") from exc
+
+
+def _compile(template: str) -> JSONPath:
+    try:
+        return JSONPath(template)
+    except ParseError as exc:
+        raise CliError(f"error parsing jsonpath {template}, {exc}") from exc
+
+
+@dataclass(frozen=True)
+class JSONPathPrinter:
+    """``-o jsonpath=TEMPLATE``: the template run over the object (or the List of several)."""
+
+    path: JSONPath
+    allow_missing_keys: bool = True
+
+    def text(self, data: Any) -> str:
+        try:
+            return self.path.execute(data, self.allow_missing_keys)
+        except ExecuteError as exc:
+            raise CliError(f"error executing jsonpath {json.dumps(self.path.template)}: "
+                           f"Error executing template: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    path: JSONPath
+
+
+@dataclass(frozen=True)
+class CustomColumnsPrinter:
+    """``-o custom-columns=HEADER:PATH,...``: one row per object, ``<none>`` where a path finds nothing."""
+
+    columns: tuple[Column, ...]
+    no_headers: bool = False
+
+    def headers(self) -> list[str]:
+        return [c.header for c in self.columns]
+
+    def row(self, obj: Obj) -> list[str]:
+        cells = []
+        for column in self.columns:
+            try:
+                groups = column.path.find(obj, allow_missing=True)
+            except ExecuteError as exc:
+                raise CliError(str(exc)) from exc
+            if not groups or not groups[0]:
+                cells.append(NONE)
+            else:
+                cells.append(",".join(go_sprint(v) for group in groups for v in group))
+        return cells
+
+    def render(self, objs: Iterable[Obj]) -> list[str]:
+        rows = [self.row(o) for o in objs]
+        if not self.no_headers:
+            rows.insert(0, self.headers())
+        return format_table(rows)
+
+
+def _column(header: str, path: str) -> Column:
+    try:
+        template = relaxed_expression(path)
+    except ParseError as exc:
+        raise CliError(str(exc)) from exc
+    return Column(header, _compile(template))
+
+
+def custom_columns_from_spec(spec: str, no_headers: bool = False) -> CustomColumnsPrinter:
+    """``NAME:.metadata.name,NODE:.spec.nodeName`` (split at commas, each at its first colon)."""
+    columns = []
+    for part in spec.split(","):
+        header, colon, path = part.partition(":")
+        if not colon:
+            raise CliError(f"unexpected custom-columns spec: {part}, expected <header>:<json-path-expr>")
+        columns.append(_column(header, path))
+    return CustomColumnsPrinter(tuple(columns), no_headers)
+
+
+def custom_columns_from_template(text: str, no_headers: bool = False) -> CustomColumnsPrinter:
+    """A custom-columns file: a line of headers, then a line of paths, both whitespace-separated."""
+    lines = text.splitlines()
+    expected = "Expected format is one line of space separated headers, one line of space separated column specs."
+    if not lines:
+        raise CliError(f"invalid template, missing header line. {expected}")
+    if len(lines) < 2:
+        raise CliError(f"invalid template, missing spec line. {expected}")
+    headers, paths = lines[0].split(), lines[1].split()
+    if len(headers) != len(paths):
+        raise CliError(f"number of headers ({len(headers)}) and field specifications ({len(paths)}) don't match")
+    return CustomColumnsPrinter(tuple(_column(h, p) for h, p in zip(headers, paths, strict=True)), no_headers)
+
+
+TemplatePrinter = JSONPathPrinter | CustomColumnsPrinter
+
+
+def template_printer(output: str, allow_missing_keys: bool = True,
+                     no_headers: bool = False) -> TemplatePrinter | None:
+    """The printer for a jsonpath/custom-columns ``-o`` value; None for the built-in formats.
+
+    Anything else is kubectl's "unable to match a printer" error listing every format.
+    """
+    if output in ("", *BUILTIN_FORMATS):
+        return None
+    fmt, _, value = output.partition("=")
+    if fmt not in TEMPLATE_FORMATS:
+        allowed = ",".join(sorted(BUILTIN_FORMATS + TEMPLATE_FORMATS))
+        raise CliError(f'unable to match a printer suitable for the output format "{output}", '
+                       f"allowed formats are: {allowed}")
+    if fmt.startswith("jsonpath"):
+        if not value:
+            raise CliError("template format specified but no template given")
+        template = _read_template(value, "--template") if fmt == "jsonpath-file" else value
+        return JSONPathPrinter(_compile(template), allow_missing_keys)
+    if not value:
+        raise CliError("custom-columns format specified but no custom columns given")
+    if fmt == "custom-columns-file":
+        return custom_columns_from_template(_read_template(value, "template"), no_headers)
+    return custom_columns_from_spec(value, no_headers)
