@@ -60,7 +60,9 @@ def apiserver(etcd_cluster: EtcdCluster, tmp_path_factory: pytest.TempPathFactor
     """A real kubelite-apiserver process on the session's etcd cluster."""
     log = tmp_path_factory.mktemp("apiserver") / "apiserver.log"
     # Short bookmark interval so that tests see bookmarks within a second.
-    with APIServerProcess(etcd_cluster.endpoints, log, extra_args=["--watch-bookmark-interval=0.5"]) as api:
+    # The advertised address is only published in the kubernetes Endpoints (no traffic goes there).
+    with APIServerProcess(etcd_cluster.endpoints, log, extra_args=["--watch-bookmark-interval=0.5",
+                                                                   "--advertise-address=192.0.2.10"]) as api:
         yield api
 
 

@@ -97,6 +97,7 @@ class FakeStorage:
         self.compacted = 0
         self.streams: list[FakeWatchStream] = []  # open watches
         self.watch_calls: list[tuple[str, int]] = []  # (prefix, start_revision) of every watch()
+        self.ttls: dict[str, int] = {}  # the ttl asked for at each key's last write (0: none)
 
     def _claim(self, claims: Sequence[Claim]) -> None:
         for c in claims:
@@ -122,7 +123,8 @@ class FakeStorage:
             stream.offer(rev, events)
         return rev
 
-    async def create(self, key: str, value: bytes, *, claims: Sequence[Claim] = ()) -> int:
+    async def create(self, key: str, value: bytes, *, claims: Sequence[Claim] = (), ttl: int = 0) -> int:
+        self.ttls[key] = ttl
         if key in self.data:
             raise KeyExistsError(key, self.data[key])
         self._claim(claims)
@@ -152,7 +154,8 @@ class FakeStorage:
         return [kv for k, kv in sorted(state.items()) if k.startswith(prefix)], revision
 
     async def update(self, key: str, value: bytes, *, expected_revision: int, claims: Sequence[Claim] = (),
-                     releases: Sequence[str] = ()) -> int:
+                     releases: Sequence[str] = (), ttl: int = 0) -> int:
+        self.ttls[key] = ttl
         current = await self.get(key)
         if expected_revision and current.mod_revision != expected_revision:
             raise ConflictError(key, current, expected_revision)

@@ -13,7 +13,7 @@ from kubelite.api.coordination.v1 import generated_pb2 as coordination_v1
 from kubelite.api.core.v1 import generated_pb2 as core_v1
 from kubelite.apiserver.pipeline import Attributes, UserInfo
 from kubelite.apiserver.registry.all import build_strategies
-from kubelite.apiserver.registry.core import NamespaceStrategy
+from kubelite.apiserver.registry.core import FinalizeSubresource, NamespaceStrategy
 from kubelite.apiserver.registry.strategy import Strategy
 from kubelite.machinery.kinds import (
     CONFIGMAPS,
@@ -130,7 +130,7 @@ class FakeStore:
         self.s, self.obj = s, obj
 
     async def guaranteed_update(self, attrs: Attributes, name: str, mutate: Callable[[Any], Awaitable[Message]],
-                                *, precondition: int = 0, status: bool = False) -> Message:
+                                *, precondition: int = 0, status: bool = False, from_cache: bool = False) -> Message:
         new = await mutate(_Stored(self.obj))
         self.s.prepare_for_update(new, self.obj, attrs.subresource)
         self.s.default(new)
@@ -145,7 +145,11 @@ async def test_namespace_finalize() -> None:
     create(NAMESPACES, ns)
     store = FakeStore(s, ns)
     attrs = Attributes(UserInfo("controller"), "update", NAMESPACES, "", "team-a", subresource="finalize")
-    out = await s.finalize(store, attrs, [])
+    body = core_v1.Namespace()
+    body.CopyFrom(ns)
+    del body.spec.finalizers[:]
+    out = await FinalizeSubresource(lambda group, resource: None).update(  # type: ignore[arg-type,return-value]
+        store, attrs, body)  # type: ignore[arg-type]
     assert isinstance(out, core_v1.Namespace)
     assert list(out.spec.finalizers) == []
     assert out.status.phase == "Active"

@@ -12,7 +12,7 @@ from google.protobuf.message import Message
 
 from kubelite.api.core.v1 import generated_pb2 as core_v1
 from kubelite.apiserver.pipeline import Attributes, UserInfo
-from kubelite.apiserver.registry.core import PodStrategy, qos_class
+from kubelite.apiserver.registry.core import BindingSubresource, PodStrategy, qos_class
 from kubelite.machinery import errors
 from kubelite.machinery.kinds import PODS
 from tests.unit.test_registry_helpers import create, find, load, paths, strategy
@@ -319,7 +319,7 @@ class FakePodStore:
 
     async def guaranteed_update(self, attrs: Attributes, name: str,
                                 mutate: Callable[[Any], Awaitable[Message]], *,
-                                precondition: int = 0, status: bool = False) -> Message:
+                                precondition: int = 0, status: bool = False, from_cache: bool = False) -> Message:
         old = core_v1.Pod()
         old.CopyFrom(self.pod)
         new = await mutate(_Stored(old))
@@ -334,13 +334,27 @@ class FakePodStore:
         return new
 
 
-def _bind_setup() -> tuple[PodStrategy, FakePodStore, Attributes]:
+class _Binder:
+    """The pods/binding route with its strategy, as the tests below drive it."""
+
+    def __init__(self, s: PodStrategy) -> None:
+        self.sub = BindingSubresource(lambda group, resource: None)  # type: ignore[arg-type,return-value]
+        self.s = s
+
+    def validate_update(self, new: core_v1.Pod, old: core_v1.Pod) -> Any:
+        return self.s.validate_update(new, old)
+
+    async def bind(self, store: FakePodStore, attrs: Attributes, node: str, uid: str) -> Message:
+        return await self.sub.bind(store, attrs, node, uid)  # type: ignore[arg-type]
+
+
+def _bind_setup() -> tuple[_Binder, FakePodStore, Attributes]:
     s = strategy(PODS)
     assert isinstance(s, PodStrategy)
     p = created(pod())
     p.metadata.uid = "uid-1"
     attrs = Attributes(UserInfo("scheduler"), "create", PODS, "default", "web", subresource="binding")
-    return s, FakePodStore(s, p), attrs
+    return _Binder(s), FakePodStore(s, p), attrs
 
 
 async def test_bind_sets_node_and_condition() -> None:

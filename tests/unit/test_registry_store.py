@@ -9,7 +9,7 @@ import pytest
 from kubelite.api.core.v1 import generated_pb2 as core_v1
 from kubelite.apiserver.pipeline import Admission, Attributes, UserInfo
 from kubelite.apiserver.registry.all import build_strategies
-from kubelite.apiserver.registry.core import NODE_PORT_PREFIX, SERVICE_IP_PREFIX, PodStrategy
+from kubelite.apiserver.registry.core import NODE_PORT_PREFIX, SERVICE_IP_PREFIX, BindingSubresource
 from kubelite.apiserver.store import ResourceStore
 from kubelite.apiserver.watchcache import WatchCache
 from kubelite.machinery import errors
@@ -24,7 +24,9 @@ USER = UserInfo("admin")
 
 def make_store(rt: ResourceType, storage: FakeStorage, **options: Any) -> ResourceStore:
     strategy = build_strategies(SCHEME, **options)[(rt.group, rt.resource)]
-    return ResourceStore(strategy, cast(Storage, storage), Admission(), lambda _s: cast(WatchCache, None))
+    # The cache is never started: reads fall through to the (fake) storage.
+    return ResourceStore(strategy, cast(Storage, storage), Admission(),
+                         lambda s: WatchCache(s.strategy, cast(Storage, storage), s.prefix, s.decode))
 
 
 def attrs(rt: ResourceType, name: str = "", subresource: str = "") -> Attributes:
@@ -77,16 +79,15 @@ async def test_pod_create_and_bind_through_the_store() -> None:
                core_v1.Pod)
     created = await store.create(attrs(PODS), pod)
     assert isinstance(created, core_v1.Pod) and created.status.phase == "Pending"
-    strategy = store.strategy
-    assert isinstance(strategy, PodStrategy)
-    bound = await strategy.bind(store, attrs(PODS, "web", "binding"), "node-1", created.metadata.uid)
+    binding = BindingSubresource(lambda group, resource: store)
+    bound = await binding.bind(store, attrs(PODS, "web", "binding"), "node-1", created.metadata.uid)
     assert isinstance(bound, core_v1.Pod)
     stored = await store.get("default", "web")
     assert isinstance(stored, core_v1.Pod)
     assert stored.spec.node_name == "node-1"
     assert [c.type for c in stored.status.conditions] == ["PodScheduled"]
     with pytest.raises(errors.StatusError) as info:
-        await strategy.bind(store, attrs(PODS, "web", "binding"), "node-2", "")
+        await binding.bind(store, attrs(PODS, "web", "binding"), "node-2", "")
     assert info.value.reason == "Conflict"
     # A plain update still may not move the pod.
     stored.spec.node_name = "node-2"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from google.protobuf.message import Message
 
@@ -44,8 +44,34 @@ class Attributes:
     dry_run: bool = False
 
 
+@dataclass(frozen=True)
+class RequestInfo:
+    """What a request carries that can prove who sent it.
+
+    ``peer_certificates`` holds the PEM client certificate(s) of a TLS
+    connection (empty on plaintext); ``bearer_token`` is the credential of an
+    `authorization: Bearer` header. Authenticators for client certificates,
+    bootstrap tokens and ServiceAccount tokens read these; a webhook token
+    review may await a remote answer, hence the async check.
+    """
+
+    metadata: Sequence[tuple[str, str | bytes]] = ()
+    peer: str = ""
+    peer_certificates: tuple[bytes, ...] = ()
+
+    @property
+    def bearer_token(self) -> str:
+        for key, value in self.metadata:
+            if key == "authorization":
+                text = value.decode() if isinstance(value, bytes) else value
+                scheme, _, token = text.partition(" ")
+                if scheme.lower() == "bearer":
+                    return token.strip()
+        return ""
+
+
 class Authenticator(Protocol):
-    def authenticate(self, metadata: Sequence[tuple[str, str | bytes]]) -> UserInfo | None:
+    async def authenticate(self, request: RequestInfo) -> UserInfo | None:
         """Returns the caller's identity, or None when the credentials are not recognised."""
         ...
 
@@ -59,7 +85,7 @@ class Authorizer(Protocol):
 class AllowAll:
     """Authentication and authorization that accept everyone (until the security issue)."""
 
-    def authenticate(self, metadata: Sequence[tuple[str, str | bytes]]) -> UserInfo | None:
+    async def authenticate(self, request: RequestInfo) -> UserInfo | None:
         return UserInfo("admin", ("system:masters", "system:authenticated"))
 
     def authorize(self, attrs: Attributes) -> tuple[bool, str]:
@@ -99,8 +125,8 @@ class Pipeline:
     authorizer: Authorizer = field(default_factory=AllowAll)
     admission: Admission = field(default_factory=Admission)
 
-    def check(self, metadata: Sequence[tuple[str, str | bytes]], make: Callable[[UserInfo], Attributes]) -> Attributes:
-        user = self.authenticator.authenticate(metadata)
+    async def check(self, request: RequestInfo, make: Callable[[UserInfo], Attributes]) -> Attributes:
+        user = await self.authenticator.authenticate(request)
         if user is None:
             raise errors.StatusError("Unauthorized", "Unauthorized")
         attrs = make(user)
@@ -146,3 +172,40 @@ class NamespaceLifecycle:
             raise errors.forbidden(
                 f'{attrs.rt.group_resource} "{attrs.name}" is forbidden: unable to create new content in namespace '
                 f"{attrs.namespace} because it is being terminated")
+
+
+TAINT_NOT_READY = "node.kubernetes.io/not-ready"
+TAINT_UNREACHABLE = "node.kubernetes.io/unreachable"
+
+
+class DefaultTolerationSeconds:
+    """Gives new pods a bounded toleration of the not-ready and unreachable NoExecute taints.
+
+    When a node stops reporting, the node lifecycle controller taints it and
+    the taint manager evicts pods whose toleration has run out; this default
+    (300 s, `--default-*-toleration-seconds`) is what lets a pod ride out a
+    short blip but be recreated elsewhere after a real failure. A pod that
+    already says something about either taint keeps its own choice.
+    """
+
+    name = "DefaultTolerationSeconds"
+
+    def __init__(self, not_ready_seconds: int = 300, unreachable_seconds: int = 300) -> None:
+        self._defaults = ((TAINT_NOT_READY, not_ready_seconds), (TAINT_UNREACHABLE, unreachable_seconds))
+
+    async def admit(self, attrs: Attributes, obj: Message | None, old: Message | None) -> None:
+        if attrs.rt.kind != "Pod" or attrs.verb != "create" or attrs.subresource or obj is None:
+            return
+        tolerations: Any = obj.spec.tolerations  # type: ignore[attr-defined]
+        for key, seconds in self._defaults:
+            if not any(_tolerates_no_execute(t, key) for t in tolerations):
+                tolerations.add(key=key, operator="Exists", effect="NoExecute", toleration_seconds=seconds)
+
+    async def validate(self, attrs: Attributes, obj: Message | None, old: Message | None) -> None:
+        return None
+
+
+def _tolerates_no_execute(t: Any, key: str) -> bool:
+    if t.effect not in ("", "NoExecute"):
+        return False
+    return t.key == key or (not t.key and t.operator == "Exists")

@@ -19,10 +19,17 @@ from aiohttp import web
 from google.protobuf.message import Message
 
 from kubelite.api.service.v1 import service_pb2_grpc as pb_grpc
-from kubelite.apiserver import http
+from kubelite.apiserver import endpoints, http
 from kubelite.apiserver.config import APIServerConfig
-from kubelite.apiserver.pipeline import SYSTEM, Admission, Attributes, NamespaceLifecycle, Pipeline
-from kubelite.apiserver.registry.all import build_strategies
+from kubelite.apiserver.pipeline import (
+    SYSTEM,
+    Admission,
+    Attributes,
+    DefaultTolerationSeconds,
+    NamespaceLifecycle,
+    Pipeline,
+)
+from kubelite.apiserver.registry.all import build_strategies, build_subresources
 from kubelite.apiserver.service import DiscoveryServicer, Registry, ResourceServicer
 from kubelite.apiserver.store import ResourceStore
 from kubelite.apiserver.watchcache import WatchCache
@@ -47,8 +54,10 @@ class APIServer:
     http_runner: web.AppRunner
     grpc_port: int
     http_port: int
+    kubernetes_service: endpoints.KubernetesService
 
     async def stop(self, grace: float = 1.0) -> None:
+        await self.kubernetes_service.stop()
         await self.grpc_server.stop(grace)
         await self.http_runner.cleanup()
         for store in self.registry.stores.values():
@@ -59,7 +68,7 @@ class APIServer:
 def build_registry(config: APIServerConfig, storage: Storage) -> Registry:
     lo, _, hi = config.service_node_port_range.partition("-")
     strategies = build_strategies(SCHEME, service_cidr=config.service_cluster_ip_range,
-                                  node_port_range=(int(lo), int(hi)))
+                                  node_port_range=(int(lo), int(hi)), event_ttl_seconds=config.event_ttl_seconds)
     stores: dict[tuple[str, str], ResourceStore] = {}
 
     async def namespace_lookup(name: str) -> Message | None:
@@ -75,7 +84,11 @@ def build_registry(config: APIServerConfig, storage: Storage) -> Registry:
                 return None
             raise
 
-    admission = Admission([NamespaceLifecycle(namespace_lookup)])
+    admission = Admission([
+        NamespaceLifecycle(namespace_lookup),
+        DefaultTolerationSeconds(config.default_not_ready_toleration_seconds,
+                                 config.default_unreachable_toleration_seconds),
+    ])
 
     def cache_factory(store: ResourceStore) -> WatchCache:
         return WatchCache(store.strategy, storage, store.prefix, store.decode,
@@ -84,6 +97,8 @@ def build_registry(config: APIServerConfig, storage: Storage) -> Registry:
     for rt in SCHEME:
         stores[(rt.group, rt.resource)] = ResourceStore(strategies[(rt.group, rt.resource)], storage, admission,
                                                         cache_factory)
+    for key, routes in build_subresources(SCHEME, lambda group, resource: stores[(group, resource)]).items():
+        stores[key].subresources.update(routes)
     return Registry(stores, admission)
 
 
@@ -126,6 +141,13 @@ async def start(config: APIServerConfig, storage_factory: Callable[[APIServerCon
     if grpc_port == 0:
         raise OSError(f"cannot listen on {config.bind_address}:{config.secure_port}")
     await server.start()
+    me = endpoints.Endpoint(endpoints.advertise_address(config.advertise_address, config.bind_address), grpc_port)
+    kubernetes_service = endpoints.KubernetesService(
+        registry.stores[("", "services")], registry.stores[("", "endpoints")],
+        registry.stores[("coordination.k8s.io", "leases")], me=me,
+        service_ip=endpoints.first_service_ip(config.service_cluster_ip_range),
+        lease_seconds=config.endpoint_lease_seconds)
+    await kubernetes_service.start()
 
     checks = {f"watch-cache:{s.rt.group_resource}": (lambda s=s: s.cache.ready) for s in registry.stores.values()}
     runner = web.AppRunner(http.make_app(checks), access_log=None)
@@ -135,7 +157,7 @@ async def start(config: APIServerConfig, storage_factory: Callable[[APIServerCon
     http_port = runner.addresses[0][1] if runner.addresses else config.http_port
     log.info("serving the API on %s:%d (gRPC), health and metrics on %s:%d", config.bind_address, grpc_port,
              config.http_bind_address, http_port)
-    return APIServer(config, storage, registry, server, runner, grpc_port, http_port)
+    return APIServer(config, storage, registry, server, runner, grpc_port, http_port, kubernetes_service)
 
 
 async def _maybe_start(storage: Storage) -> None:

@@ -22,7 +22,9 @@ from google.protobuf.message import Message
 from kubelite.api.service.v1 import service_pb2 as pb
 from kubelite.api.service.v1 import service_pb2_grpc as pb_grpc
 from kubelite.apiserver import metrics
-from kubelite.apiserver.pipeline import Admission, Attributes, Pipeline, UserInfo
+from kubelite.apiserver.pipeline import Admission, Attributes, Pipeline, RequestInfo, UserInfo
+from kubelite.apiserver.registry.core import BindingSubresource
+from kubelite.apiserver.registry.subresource import Subresource
 from kubelite.apiserver.store import ResourceStore
 from kubelite.machinery import errors
 
@@ -56,6 +58,14 @@ class Registry:
             raise errors.StatusError("NotFound", f'the server could not find the requested resource ({name})')
         return s
 
+    @staticmethod
+    def subresource(store: ResourceStore, name: str) -> Subresource:
+        sub = store.subresources.get(name)
+        if sub is None:
+            raise errors.StatusError("NotFound", f'the server could not find the requested resource '
+                                                 f'({store.rt.group_resource}/{name})')
+        return sub
+
 
 class ResourceServicer(pb_grpc.ResourceServiceServicer):
     def __init__(self, registry: Registry, pipeline: Pipeline) -> None:
@@ -64,14 +74,14 @@ class ResourceServicer(pb_grpc.ResourceServiceServicer):
 
     # --- plumbing ----------------------------------------------------------
 
-    def _attrs(self, context: grpc.aio.ServicerContext[Any, Any], verb: str, store: ResourceStore,
-               ref: pb.ResourceRef, dry_run: bool = False, subresource: str = "") -> Attributes:
+    async def _attrs(self, context: grpc.aio.ServicerContext[Any, Any], verb: str, store: ResourceStore,
+                     ref: pb.ResourceRef, dry_run: bool = False, subresource: str = "") -> Attributes:
         namespace = ref.namespace if store.rt.namespaced else ""
 
         def make(user: UserInfo) -> Attributes:
             return Attributes(user, verb, store.rt, namespace, ref.name, subresource=subresource, dry_run=dry_run)
 
-        return self.pipeline.check(tuple(context.invocation_metadata() or ()), make)
+        return await self.pipeline.check(request_info(context), make)
 
     async def _handle(self, context: grpc.aio.ServicerContext[Any, Any], verb: str, ref: pb.ResourceRef,
                       call: Callable[[ResourceStore], Awaitable[T]]) -> T:
@@ -95,14 +105,16 @@ class ResourceServicer(pb_grpc.ResourceServiceServicer):
             metrics.REQUESTS.labels(verb, group, resource, code).inc()
             metrics.LATENCY.labels(verb, group, resource).observe(time.perf_counter() - started)
 
-    def _unpack(self, store: ResourceStore, obj: any_pb2.Any) -> Message:
+    def _unpack(self, store: ResourceStore, obj: any_pb2.Any, sub: Subresource | None = None) -> Message:
         if not obj.type_url:
             raise errors.bad_request("the request carries no object")
-        expected = TYPE_URL_PREFIX + store.rt.message_name
+        message_type = sub.body_type(store) if sub is not None else store.rt.message
+        expected = TYPE_URL_PREFIX + message_type.DESCRIPTOR.full_name
         if obj.type_url != expected:
+            where = f"{store.rt.group_resource}/{sub.name}" if sub is not None else store.rt.group_resource
             raise errors.bad_request(f"the object is a {obj.type_url.removeprefix(TYPE_URL_PREFIX)}, but the "
-                                     f"resource {store.rt.group_resource} holds {store.rt.message_name}")
-        msg = store.rt.message()
+                                     f"resource {where} takes {message_type.DESCRIPTOR.full_name}")
+        msg = message_type()
         if not obj.Unpack(msg):
             raise errors.bad_request("the object cannot be decoded")
         return msg
@@ -111,25 +123,35 @@ class ResourceServicer(pb_grpc.ResourceServiceServicer):
 
     async def Create(self, request: pb.CreateRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.ObjectResponse:
         async def call(store: ResourceStore) -> pb.ObjectResponse:
+            if request.ref.subresource:
+                sub = self.registry.subresource(store, request.ref.subresource)
+                body = self._unpack(store, request.object, sub)
+                attrs = await self._attrs(context, "create", store, request.ref, request.dry_run, sub.name)
+                return pb.ObjectResponse(object=pack_message(await sub.create(store, attrs, body)))
             obj = self._unpack(store, request.object)
             ref = pb.ResourceRef()
             ref.CopyFrom(request.ref)
             ref.name = obj.metadata.name  # type: ignore[attr-defined]
             if store.rt.namespaced and not ref.namespace:
                 ref.namespace = obj.metadata.namespace  # type: ignore[attr-defined]
-            attrs = self._attrs(context, "create", store, ref, request.dry_run)
+            attrs = await self._attrs(context, "create", store, ref, request.dry_run)
             return pb.ObjectResponse(object=pack_message(await store.create(attrs, obj)))
         return await self._handle(context, "create", request.ref, call)
 
     async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.ObjectResponse:
         async def call(store: ResourceStore) -> pb.ObjectResponse:
-            attrs = self._attrs(context, "get", store, request.ref)
-            return pb.ObjectResponse(object=pack_message(await store.get(attrs.namespace, attrs.name)))
+            if request.ref.subresource:
+                sub = self.registry.subresource(store, request.ref.subresource)
+                attrs = await self._attrs(context, "get", store, request.ref, subresource=sub.name)
+                return pb.ObjectResponse(object=pack_message(await sub.get(store, attrs)))
+            attrs = await self._attrs(context, "get", store, request.ref)
+            obj = await store.get(attrs.namespace, attrs.name, request.resource_version)
+            return pb.ObjectResponse(object=pack_message(obj))
         return await self._handle(context, "get", request.ref, call)
 
     async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.ListResponse:
         async def call(store: ResourceStore) -> pb.ListResponse:
-            attrs = self._attrs(context, "list", store, request.ref)
+            attrs = await self._attrs(context, "list", store, request.ref)
             items, revision, token = await store.list(attrs.namespace, request.label_selector,
                                                       request.field_selector, request.resource_version,
                                                       request.limit, request.continue_token)
@@ -142,14 +164,18 @@ class ResourceServicer(pb_grpc.ResourceServiceServicer):
     async def _update(self, request: pb.UpdateRequest, context: grpc.aio.ServicerContext[Any, Any],
                       status: bool) -> pb.ObjectResponse:
         async def call(store: ResourceStore) -> pb.ObjectResponse:
-            obj = self._unpack(store, request.object)
+            name = "status" if status else request.ref.subresource
+            sub = self.registry.subresource(store, name) if name else None
+            obj = self._unpack(store, request.object, sub)
             ref = pb.ResourceRef()
             ref.CopyFrom(request.ref)
             ref.name = ref.name or obj.metadata.name  # type: ignore[attr-defined]
             if store.rt.namespaced and not ref.namespace:
-                ref.namespace = obj.metadata.namespace  # type: ignore[attr-defined]
-            attrs = self._attrs(context, "update", store, ref, request.dry_run, "status" if status else "")
-            return pb.ObjectResponse(object=pack_message(await store.update(attrs, obj, status=status)))
+                ref.namespace = obj.metadata.namespace or ""  # type: ignore[attr-defined]
+            attrs = await self._attrs(context, "update", store, ref, request.dry_run, name)
+            if sub is not None:
+                return pb.ObjectResponse(object=pack_message(await sub.update(store, attrs, obj)))
+            return pb.ObjectResponse(object=pack_message(await store.update(attrs, obj)))
         return await self._handle(context, "update", request.ref, call)
 
     async def Update(self, request: pb.UpdateRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.ObjectResponse:
@@ -161,14 +187,19 @@ class ResourceServicer(pb_grpc.ResourceServiceServicer):
 
     async def Patch(self, request: pb.PatchRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.ObjectResponse:
         async def call(store: ResourceStore) -> pb.ObjectResponse:
-            attrs = self._attrs(context, "patch", store, request.ref, request.dry_run, request.subresource)
-            obj = await store.patch(attrs, request.patch_type, request.patch, request.subresource)
+            name = request.subresource or request.ref.subresource
+            attrs = await self._attrs(context, "patch", store, request.ref, request.dry_run, name)
+            if name:
+                sub = self.registry.subresource(store, name)
+                obj = await sub.patch(store, attrs, request.patch_type, request.patch)
+            else:
+                obj = await store.patch(attrs, request.patch_type, request.patch)
             return pb.ObjectResponse(object=pack_message(obj))
         return await self._handle(context, "patch", request.ref, call)
 
     async def Delete(self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.DeleteResponse:
         async def call(store: ResourceStore) -> pb.DeleteResponse:
-            attrs = self._attrs(context, "delete", store, request.ref, request.dry_run)
+            attrs = await self._attrs(context, "delete", store, request.ref, request.dry_run)
             grace = request.grace_period_seconds if request.HasField("grace_period_seconds") else None
             obj, deleted = await store.delete(
                 attrs, propagation_policy=request.propagation_policy, uid=request.preconditions.uid,
@@ -181,19 +212,31 @@ class ResourceServicer(pb_grpc.ResourceServiceServicer):
                              name=request.name)
 
         async def call(store: ResourceStore) -> pb.ObjectResponse:
-            attrs = self._attrs(context, "create", store, ref, subresource="binding")
-            bind = getattr(store.strategy, "bind", None)
-            if bind is None:
-                raise errors.method_not_supported("", "pods", "bind")
-            return pb.ObjectResponse(object=pack_message(await bind(store, attrs, request.node_name, request.uid)))
+            attrs = await self._attrs(context, "create", store, ref, subresource="binding")
+            sub = self.registry.subresource(store, "binding")
+            assert isinstance(sub, BindingSubresource)
+            return pb.ObjectResponse(object=pack_message(await sub.bind(store, attrs, request.node_name,
+                                                                        request.uid)))
         return await self._handle(context, "bind", ref, call)
+
+    async def DeleteCollection(self, request: pb.DeleteCollectionRequest,
+                               context: grpc.aio.ServicerContext[Any, Any]) -> pb.ListResponse:
+        async def call(store: ResourceStore) -> pb.ListResponse:
+            if request.ref.name:
+                raise errors.bad_request("a collection is named by its resource and namespace, not by a name")
+            attrs = await self._attrs(context, "deletecollection", store, request.ref, request.dry_run)
+            grace = request.grace_period_seconds if request.HasField("grace_period_seconds") else None
+            items = await store.delete_collection(attrs, request.label_selector, request.field_selector,
+                                                  propagation_policy=request.propagation_policy, grace_period=grace)
+            return pb.ListResponse(items=[pack_message(obj) for obj in items])
+        return await self._handle(context, "deletecollection", request.ref, call)
 
     async def Watch(self, request: pb.WatchRequest,
                     context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[pb.WatchResponse]:
         ref = request.ref
         try:
             store = self.registry.store(ref)
-            attrs = self._attrs(context, "watch", store, ref)
+            attrs = await self._attrs(context, "watch", store, ref)
         except errors.StatusError as exc:
             await _abort(context, exc)
             return
@@ -227,12 +270,25 @@ class DiscoveryServicer(pb_grpc.DiscoveryServiceServicer):
             out.resources.add(name=rt.resource, singular_name=rt.singular, namespaced=rt.namespaced, group=rt.group,
                               version=rt.version, kind=rt.kind, verbs=list(rt.verbs),
                               short_names=list(rt.short_names), message_type=rt.message_name)
+            # Subresources are listed as "<resource>/<name>", as Kubernetes' discovery lists them.
+            for name, sub in sorted(store.subresources.items()):
+                body = sub.body_type(store)
+                out.resources.add(name=f"{rt.resource}/{name}", namespaced=rt.namespaced, group=rt.group,
+                                  version=rt.version, kind=body.DESCRIPTOR.name, verbs=list(sub.verbs),
+                                  message_type=body.DESCRIPTOR.full_name)
         return out
 
     async def Version(self, request: pb.VersionRequest,
                       context: grpc.aio.ServicerContext[Any, Any]) -> pb.VersionInfo:
         return pb.VersionInfo(git_version=VERSION, platform=f"{sys.platform}/{platform.machine()}",
                               python_version=platform.python_version())
+
+
+def request_info(context: grpc.aio.ServicerContext[Any, Any]) -> RequestInfo:
+    """The credentials of a gRPC call: metadata, peer address and TLS client certificates."""
+    auth = context.auth_context() or {}
+    certs = tuple(auth.get("x509_pem_cert", ()))
+    return RequestInfo(tuple(context.invocation_metadata() or ()), context.peer() or "", certs)
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: errors.StatusError) -> None:

@@ -11,7 +11,9 @@ grace periods, dry runs, and the size limit.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import builtins
 import contextlib
 import json
 import logging
@@ -25,6 +27,7 @@ from google.protobuf.message import DecodeError, Message
 
 from kubelite.apiserver.pipeline import Admission, Attributes
 from kubelite.apiserver.registry.strategy import Strategy, meta_of
+from kubelite.apiserver.registry.subresource import Subresource
 from kubelite.apiserver.watchcache import Filter, OutOfWindow, WatchCache, rv_suffix
 from kubelite.machinery import codec, errors, patch, selectors
 from kubelite.machinery.errors import FieldError
@@ -48,12 +51,9 @@ MAX_OBJECT_BYTES = 1_572_864
 # Unconditional updates and patches retry this often on a conflicting write.
 MAX_CONFLICT_RETRIES = 16
 _NAME_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
-
-PATCH_TYPES = {
-    "application/merge-patch+json": "merge",
-    "application/strategic-merge-patch+json": "strategic",
-    "application/json-patch+json": "json",
-}
+# DeleteCollection deletes this many objects at once, so that their writes
+# share etcd transactions (the storage's group commit) without flooding it.
+DELETE_COLLECTION_WORKERS = 16
 
 
 def translate(exc: StorageError, store: ResourceStore, name: str) -> errors.StatusError:
@@ -92,11 +92,16 @@ ListPage = tuple[list[bytes], int, str]
 
 @dataclass(frozen=True)
 class Stored:
-    """An object read from storage, decoded, with its revision."""
+    """An object read from storage, decoded, with its revision.
+
+    ``current`` is False when it came from the watch cache, which may lag
+    etcd: a write based on it is a guess that a conflict corrects.
+    """
 
     obj: Message
     raw: bytes
     revision: int
+    current: bool = True
 
 
 class ResourceStore:
@@ -110,6 +115,8 @@ class ResourceStore:
         self.admission = admission
         self.prefix = f"/registry/{self.rt.resource}/"
         self.cache = cache_factory(self)
+        # Routes under each object (status, scale, binding, ...), by name; the server fills them.
+        self.subresources: dict[str, Subresource] = {}
 
     # --- keys and encoding -----------------------------------------------
 
@@ -141,6 +148,21 @@ class ResourceStore:
         except StorageError as exc:
             raise translate(exc, self, name) from exc
         return Stored(self._with_revision(kv.value, kv.mod_revision), kv.value, kv.mod_revision)
+
+    async def _read_cached(self, namespace: str, name: str) -> Stored:
+        """The object as the watch cache holds it, or from etcd when the cache has none.
+
+        Kubernetes' GuaranteedUpdate starts from the cached object too: most
+        writes (bindings, status updates) are based on a state the cache
+        already has, and a stale guess costs one conflict and one real read,
+        instead of a quorum read for every write.
+        """
+        co = self.cache.get(self.key(namespace, name)) if self.cache.ready else None
+        if co is None:
+            return await self._read(namespace, name)
+        obj = type(co.obj)()
+        obj.CopyFrom(co.obj)
+        return Stored(obj, co.raw, co.revision, current=False)
 
     # --- helpers ---------------------------------------------------------
 
@@ -215,7 +237,8 @@ class ResourceStore:
         for _attempt in range(MAX_CONFLICT_RETRIES):
             try:
                 revision = await self.storage.create(self.key(attrs.namespace, meta.name), raw,
-                                                     claims=self.strategy.claims_for_create(obj))
+                                                     claims=self.strategy.claims_for_create(obj),
+                                                     ttl=self.strategy.ttl_seconds(obj))
                 break
             except ClaimTakenError as exc:
                 # An allocation raced with another writer: let the strategy pick again.
@@ -231,8 +254,33 @@ class ResourceStore:
 
     # --- get / list --------------------------------------------------------
 
-    async def get(self, namespace: str, name: str) -> Message:
-        return (await self._read(namespace, name)).obj
+    async def get(self, namespace: str, name: str, resource_version: str = "") -> Message:
+        """One object: "" reads etcd (the latest state); "0" or "N" may be served by the watch cache.
+
+        "0" takes whatever the cache holds; "N" waits until the cache has seen
+        revision N, as Kubernetes serves gets with a resourceVersion.
+        """
+        if not resource_version:
+            return (await self._read(namespace, name)).obj
+        await self._wait_cache(resource_version)
+        co = self.cache.get(self.key(namespace, name))
+        if co is None:
+            raise errors.not_found(self.rt.group, self.rt.resource, name)
+        obj = type(co.obj)()
+        obj.CopyFrom(co.obj)
+        return obj
+
+    async def list_objects(self, namespace: str, label_selector: str = "",
+                           field_selector: str = "") -> builtins.list[Message]:
+        """Matching objects, decoded and consistent with etcd (for subresources and DeleteCollection)."""
+        flt = self.make_filter(namespace, label_selector, field_selector)
+        await self._wait_cache("")
+        out: builtins.list[Message] = []
+        for co in self.cache.list(flt)[0]:
+            obj = type(co.obj)()
+            obj.CopyFrom(co.obj)
+            out.append(obj)
+        return out
 
     def make_filter(self, namespace: str, label_selector: str, field_selector: str) -> Filter:
         labels = selectors.parse_label_selector(label_selector) if label_selector else None
@@ -331,7 +379,25 @@ class ResourceStore:
             new.CopyFrom(obj)
             return new
 
-        return await self.guaranteed_update(attrs, name, mutate, precondition=precondition, status=status)
+        try:
+            return await self.guaranteed_update(attrs, name, mutate, precondition=precondition, status=status)
+        except errors.StatusError as exc:
+            # Kinds written idempotently (Leases, Endpoints, Events) are created by an update,
+            # as Kubernetes' AllowCreateOnUpdate; a pinned resourceVersion on a missing object stays NotFound.
+            if exc.reason != "NotFound" or status or precondition or not self.strategy.allow_create_on_update:
+                raise
+        created = type(obj)()
+        created.CopyFrom(obj)
+        meta_of(created).name = name
+        meta_of(created).ClearField("generate_name")
+        try:
+            return await self._create_one(
+                Attributes(attrs.user, "create", self.rt, attrs.namespace, name, dry_run=attrs.dry_run), created)
+        except errors.StatusError as exc:
+            if exc.reason != "AlreadyExists":
+                raise
+        # Another writer created it first: this update now applies to theirs.
+        return await self.guaranteed_update(attrs, name, mutate, status=status)
 
     async def guaranteed_update(
         self,
@@ -341,18 +407,34 @@ class ResourceStore:
         *,
         precondition: int = 0,
         status: bool = False,
+        from_cache: bool = False,
     ) -> Message:
-        """Read, change, compare-and-swap; retried on conflicts unless the caller pinned a revision."""
+        """Read, change, compare-and-swap; retried on conflicts unless the caller pinned a revision.
+
+        With ``from_cache`` the first attempt starts from the watch cache's
+        copy; whenever that guess is what fails (a precondition, a conflict,
+        or "nothing changed"), the object is read from etcd and the attempt
+        repeated, so the outcome is the same as with a quorum read.
+        """
         namespace = attrs.namespace
         verb_attrs = Attributes(attrs.user, attrs.verb, self.rt, namespace, name,
                                 subresource="status" if status else attrs.subresource, dry_run=attrs.dry_run)
+        use_cache = from_cache
         for _attempt in range(MAX_CONFLICT_RETRIES):
-            current = await self._read(namespace, name)
+            current = await (self._read_cached(namespace, name) if use_cache else self._read(namespace, name))
+            use_cache = False
             if precondition and precondition != current.revision:
+                if not current.current:
+                    continue
                 raise errors.conflict(self.rt.group, self.rt.resource, name,
                                       "the object has been modified; please apply your changes to the latest "
                                       "version and try again")
-            new = await mutate(current)
+            try:
+                new = await mutate(current)
+            except errors.StatusError:
+                if not current.current:
+                    continue  # the callback refused a stale state: judge the real one
+                raise
             self._check_kind(new)
             self._check_namespace(new, namespace)
             old = current.obj
@@ -371,6 +453,8 @@ class ResourceStore:
             await self.admission.validate(verb_attrs, new, old)
             raw = self._encode_for_storage(new)
             if raw == current.raw:
+                if not current.current:
+                    continue  # unchanged against a cached copy: confirm against etcd
                 return old  # nothing changed: no write, resourceVersion stays
             if attrs.dry_run:
                 meta_of(new).resource_version = str(current.revision)
@@ -379,18 +463,22 @@ class ResourceStore:
             if nmeta.deletion_timestamp.seconds and not nmeta.finalizers and \
                     nmeta.deletion_timestamp.seconds <= now_seconds() and not self.strategy.delete_blocked(new):
                 # The last finalizer is gone from an object being deleted: remove it.
-                return await self._remove(name, namespace, new, current.revision)
+                try:
+                    return await self._remove(name, namespace, new, current.revision)
+                except ConflictError:
+                    continue
             try:
                 revision = await self.storage.update(
                     self.key(namespace, name), raw, expected_revision=current.revision,
                     claims=self.strategy.claims_for_update(new, old),
-                    releases=self.strategy.releases_for_update(new, old))
+                    releases=self.strategy.releases_for_update(new, old),
+                    ttl=self.strategy.ttl_seconds(new))
             except ClaimTakenError as exc:
                 if self.strategy.on_claim_taken(new, exc.key):
                     continue
                 raise self._claim_error(new, exc) from exc
             except ConflictError:
-                if precondition:
+                if precondition and current.current:
                     raise errors.conflict(self.rt.group, self.rt.resource, name,
                                           "the object has been modified; please apply your changes to the "
                                           "latest version and try again") from None
@@ -423,21 +511,17 @@ class ResourceStore:
     # --- patch -----------------------------------------------------------
 
     async def patch(self, attrs: Attributes, patch_type: str, body: bytes, subresource: str = "") -> Message:
-        kind = PATCH_TYPES.get(patch_type)
-        if kind is None:
+        if patch_type not in patch.PATCH_CONTENT_TYPES:
             raise errors.StatusError("UnsupportedMediaType", f'the patch type "{patch_type}" is not supported; use '
-                                     + ", ".join(PATCH_TYPES))
+                                     + ", ".join(patch.PATCH_CONTENT_TYPES))
         if subresource not in ("", "status"):
             raise errors.bad_request(f'the subresource "{subresource}" does not support patching')
         try:
             doc = json.loads(body)
         except ValueError as exc:
             raise errors.bad_request(f"the patch is not valid JSON: {exc}") from exc
-        if kind == "json":
-            if not isinstance(doc, list):
-                raise errors.bad_request("a JSON patch must be a list of operations")
-        elif not isinstance(doc, dict):
-            raise errors.bad_request("a merge patch must be a JSON object")
+        if patch_type == patch.JSON_PATCH and not isinstance(doc, list):
+            raise errors.bad_request("a JSON patch must be a list of operations")
         precondition = 0
         if isinstance(doc, dict):
             rv = doc.get("metadata", {}).get("resourceVersion") if isinstance(doc.get("metadata"), dict) else None
@@ -445,15 +529,7 @@ class ResourceStore:
                 precondition = parse_rv(rv)
 
         async def mutate(current: Stored) -> Message:
-            target = codec.encode(current.obj)
-            if kind == "merge":
-                result = patch.json_merge_patch(target, doc)
-            elif kind == "strategic":
-                result = patch.strategic_merge_patch(target, doc, self.rt.message)
-            else:
-                result = patch.json_patch(target, doc)
-            if not isinstance(result, dict):
-                raise errors.bad_request("the patched object is not a JSON object")
+            result = patch.apply_patch(codec.encode(current.obj), doc, patch_type, self.rt.message)
             return codec.decode_into(result, self.rt.message)
 
         return await self.guaranteed_update(attrs, attrs.name, mutate, precondition=precondition,
@@ -505,7 +581,10 @@ class ResourceStore:
             nmeta.deletion_timestamp.seconds = deadline
             nmeta.deletion_timestamp.nanos = 0
             nmeta.deletion_grace_period_seconds = grace
-            nmeta.generation = meta.generation + 1
+            if grace > 0 and meta.generation > 0:
+                # A grace period is a change of the desired state (the kubelet must stop the pod);
+                # a deletion held only by finalizers is not.
+                nmeta.generation = meta.generation + 1
             self.strategy.on_graceful_delete(new)
             if attrs.dry_run:
                 return new, False
@@ -520,6 +599,37 @@ class ResourceStore:
             nmeta.resource_version = str(revision)
             return new, False
         raise errors.conflict(self.rt.group, self.rt.resource, name, "too many concurrent updates; try again")
+
+    async def delete_collection(self, attrs: Attributes, label_selector: str = "", field_selector: str = "", *,
+                                propagation_policy: str = "", grace_period: int | None = None,
+                                ) -> builtins.list[Message]:
+        """Deletes every matching object with the same options; returns them as deleted or marked.
+
+        The set is read consistently once; objects that vanish meanwhile are
+        skipped (someone else deleted them), as Kubernetes' DeleteCollection
+        does. A failure on one object stops nothing else and is raised after
+        the others are done.
+        """
+        items = await self.list_objects(attrs.namespace, label_selector, field_selector)
+        gate = asyncio.Semaphore(DELETE_COLLECTION_WORKERS)
+        failures: list[errors.StatusError] = []
+
+        async def one(obj: Message) -> Message | None:
+            meta = meta_of(obj)
+            one_attrs = Attributes(attrs.user, "delete", self.rt, meta.namespace, meta.name, dry_run=attrs.dry_run)
+            async with gate:
+                try:
+                    return (await self.delete(one_attrs, propagation_policy=propagation_policy,
+                                              grace_period=grace_period))[0]
+                except errors.StatusError as exc:
+                    if exc.reason != "NotFound":
+                        failures.append(exc)
+                    return None
+
+        done = await asyncio.gather(*(one(obj) for obj in items))
+        if failures:
+            raise failures[0]
+        return [obj for obj in done if obj is not None]
 
     async def _remove(self, name: str, namespace: str, obj: Message, revision: int) -> Message:
         """Deletes the key if it is still at ``revision``; raises ConflictError otherwise."""

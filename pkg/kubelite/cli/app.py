@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -46,6 +45,7 @@ from kubelite.cli.clientset import (
 from kubelite.cli.errors import CliError
 from kubelite.cli.resources import default_scheme
 from kubelite.cli.runner import run_command
+from kubelite.machinery import duration
 from kubelite.machinery.scheme import Scheme
 
 # Bare boolean flags (and short aliases) → explicit form, so ``--flag=false`` can share one option.
@@ -96,28 +96,13 @@ def normalize_args(args: Sequence[str]) -> list[str]:
     return out
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-
-
 def parse_duration(text: str, flag: str) -> float:
     """``30s``, ``1m30s``, ``500ms``, ``2h`` or bare seconds → seconds."""
-    text = text.strip()
-    if not text:
-        return 0.0
     try:
-        return float(text)
+        return duration.parse_duration(text)
     except ValueError:
-        pass
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        value = float(m.group(1))
-        total += value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
-        pos = m.end()
-    if pos != len(text):
-        raise CliError(f'invalid argument "{text}" for "{flag}" flag: must be a duration such as 30s, 5m or 1h')
-    return total
+        raise CliError(f'invalid argument "{text}" for "{flag}" flag: must be a duration such as 30s, 5m or 1h'
+                       ) from None
 
 
 _ERROR_PREFIXES = ("error:", "Error from server", "The connection to the server", "Unable to connect")

@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 from kubelite.api.service.v1 import service_pb2 as svc
 from kubelite.api.service.v1 import service_pb2_grpc as svc_grpc
 from kubelite.machinery.errors import STATUS_METADATA_KEY, StatusError
+from kubelite.machinery.patch import MERGE_PATCH, PATCH_TYPES
 from kubelite.machinery.scheme import ResourceType, Scheme, UnknownKindError
 
 if TYPE_CHECKING:
@@ -69,12 +70,6 @@ SERVER_KEEPALIVE_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_ping_strikes", 0),
 )
-
-_PATCH_TYPES = {
-    "merge": "application/merge-patch+json",
-    "strategic": "application/strategic-merge-patch+json",
-    "json": "application/json-patch+json",
-}
 
 
 @dataclass(frozen=True)
@@ -159,8 +154,12 @@ class Client:
         scheme: Scheme | None = None,
         timeout: float = 30.0,
         options: Sequence[tuple[str, Any]] = (),
+        token: str = "",
     ) -> None:
         self._server = target
+        # Sent as `authorization: Bearer` on every call; the API server's
+        # authenticator decides what it means (bootstrap and ServiceAccount tokens later).
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
         self._target, secure = parse_target(target)
         self._scheme = scheme
         self._timeout = timeout
@@ -206,7 +205,7 @@ class Client:
         timeout: float = 30.0,
         options: Sequence[tuple[str, Any]] = (),
     ) -> Client:
-        return cls(config.server, scheme=scheme, timeout=timeout, options=options)
+        return cls(config.server, scheme=scheme, timeout=timeout, options=options, token=config.token)
 
     @property
     def scheme(self) -> Scheme:
@@ -238,9 +237,10 @@ class Client:
         resp = await self._call(self._resources.Create, req)
         return self._unpack_as(resp.object, type(obj))
 
-    async def get(self, kind: type[M], name: str, namespace: str = "") -> M:
+    async def get(self, kind: type[M], name: str, namespace: str = "", *, resource_version: str = "") -> M:
+        """One object; ``resource_version="0"`` lets the server answer from its watch cache."""
         rt = self.scheme.for_message(kind)
-        req = svc.GetRequest(ref=self._ref(rt, namespace, name))
+        req = svc.GetRequest(ref=self._ref(rt, namespace, name), resource_version=resource_version)
         resp = await self._call(self._resources.Get, req)
         return self._unpack_as(resp.object, kind)
 
@@ -294,7 +294,7 @@ class Client:
         namespace: str,
         patch: bytes | str | dict[str, Any] | builtins.list[Any],
         *,
-        patch_type: str = "application/merge-patch+json",
+        patch_type: str = MERGE_PATCH,
         subresource: str = "",
         dry_run: bool = False,
     ) -> M:
@@ -308,7 +308,7 @@ class Client:
             body = patch
         req = svc.PatchRequest(
             ref=self._ref(rt, namespace, name),
-            patch_type=_PATCH_TYPES.get(patch_type, patch_type),
+            patch_type=PATCH_TYPES.get(patch_type, patch_type),
             patch=body,
             subresource=subresource,
             dry_run=dry_run,
@@ -339,6 +339,66 @@ class Client:
         resp = await self._call(self._resources.Delete, req)
         return DeleteResult(object=self._unpack_as(resp.object, kind), deleted=resp.deleted)
 
+    async def delete_collection(
+        self,
+        kind: type[M],
+        namespace: str = "",
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+        propagation_policy: str = "",
+        grace_period_seconds: int | None = None,
+        dry_run: bool = False,
+    ) -> builtins.list[M]:
+        """Deletes every matching object; returns them as deleted or marked for deletion."""
+        rt = self.scheme.for_message(kind)
+        req = svc.DeleteCollectionRequest(ref=self._ref(rt, namespace), label_selector=label_selector,
+                                          field_selector=field_selector, propagation_policy=propagation_policy,
+                                          dry_run=dry_run)
+        if grace_period_seconds is not None:
+            req.grace_period_seconds = grace_period_seconds
+        resp = await self._call(self._resources.DeleteCollection, req)
+        return [self._unpack_as(item, kind) for item in resp.items]
+
+    # -- subresources ------------------------------------------------------------
+
+    async def get_subresource(self, kind: type[Message], name: str, namespace: str, subresource: str,
+                              result: type[M]) -> M:
+        """Reads ``<kind>/<subresource>`` (a Deployment's ``scale`` as an autoscaling/v1 Scale, ...)."""
+        ref = self._ref(self.scheme.for_message(kind), namespace, name)
+        ref.subresource = subresource
+        resp = await self._call(self._resources.Get, svc.GetRequest(ref=ref))
+        return self._unpack_as(resp.object, result)
+
+    async def create_subresource(self, kind: type[Message], name: str, namespace: str, subresource: str,
+                                 body: Message, *, dry_run: bool = False) -> Message:
+        """Posts a body to ``<kind>/<subresource>`` (pods/eviction, pods/binding)."""
+        ref = self._ref(self.scheme.for_message(kind), namespace, name)
+        ref.subresource = subresource
+        resp = await self._call(self._resources.Create, svc.CreateRequest(ref=ref, object=_pack(body),
+                                                                          dry_run=dry_run))
+        return self.unpack(resp.object)
+
+    async def update_subresource(self, kind: type[Message], name: str, namespace: str, subresource: str,
+                                 body: M, *, dry_run: bool = False) -> M:
+        """Replaces ``<kind>/<subresource>`` (scale, status, namespaces/finalize)."""
+        ref = self._ref(self.scheme.for_message(kind), namespace, name)
+        ref.subresource = subresource
+        resp = await self._call(self._resources.Update, svc.UpdateRequest(ref=ref, object=_pack(body),
+                                                                          dry_run=dry_run))
+        return self._unpack_as(resp.object, type(body))
+
+    async def patch_subresource(self, kind: type[Message], name: str, namespace: str, subresource: str,
+                                patch: dict[str, Any] | builtins.list[Any] | bytes, result: type[M], *,
+                                patch_type: str = MERGE_PATCH) -> M:
+        """Patches ``<kind>/<subresource>`` in the subresource's own form (a Scale's spec.replicas)."""
+        body = patch if isinstance(patch, bytes) else json.dumps(patch).encode()
+        ref = self._ref(self.scheme.for_message(kind), namespace, name)
+        req = svc.PatchRequest(ref=ref, patch_type=PATCH_TYPES.get(patch_type, patch_type), patch=body,
+                               subresource=subresource)
+        resp = await self._call(self._resources.Patch, req)
+        return self._unpack_as(resp.object, result)
+
     async def watch(
         self,
         kind: type[M],
@@ -367,7 +427,7 @@ class Client:
             resource_version=resource_version,
             allow_watch_bookmarks=allow_bookmarks,
         )
-        call = self._resources.Watch(req)
+        call = self._resources.Watch(req, metadata=self._metadata)
         try:
             while True:
                 try:
@@ -438,7 +498,7 @@ class Client:
     async def _call(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
         """One unary call, its failure translated to a StatusError where it enters."""
         try:
-            return await method(request, timeout=self._timeout)
+            return await method(request, timeout=self._timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             raise self._translate(exc) from exc
 

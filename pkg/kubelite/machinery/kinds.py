@@ -7,9 +7,9 @@ table means a kind is added in one place, and the short names and categories
 users type (``po``, ``svc``, ``kubelite get all``) stay those of Kubernetes.
 
 Kinds without a status (ConfigMap, Secret, Endpoints, ...) are written whole
-by a plain update, as in Kubernetes. ``Binding`` is a message only: it is the
-body of the pods/binding subresource, never stored or listed, so it is not
-registered here.
+by a plain update, as in Kubernetes. ``Binding``, ``Eviction`` and ``Scale`` are messages only: they are
+bodies of subresources (pods/binding, pods/eviction, deployments/scale), never
+stored or listed, so they are not registered here.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 from kubelite.api.apps.v1 import generated_pb2 as apps_v1
 from kubelite.api.coordination.v1 import generated_pb2 as coordination_v1
 from kubelite.api.core.v1 import generated_pb2 as core_v1
+from kubelite.api.policy.v1 import generated_pb2 as policy_v1
 from kubelite.machinery.scheme import ResourceType, Scheme
 
 SCHEME = Scheme()
@@ -97,5 +98,19 @@ REPLICASETS = SCHEME.register(
         apps_v1.ReplicaSet,
         ("rs",),
         categories=_ALL,
+    )
+)
+
+# policy/v1
+PODDISRUPTIONBUDGETS = SCHEME.register(
+    ResourceType(
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        True,
+        policy_v1.PodDisruptionBudget,
+        ("pdb",),
     )
 )

@@ -82,6 +82,8 @@ class WriteOp:
     floor: int = 0
     # etcd refused a whole batch holding this op: send it alone
     solo: bool = False
+    # etcd lease the key is attached to (0: none): the key expires with it
+    lease: int = 0
     keys: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -192,7 +194,7 @@ def build_txn(batch: list[WriteOp]) -> TxnPlan:
             delete_index[i] = len(success)
             success.append(rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key, prev_kv=True)))
         else:
-            success.append(rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=op.value)))
+            success.append(rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=op.value, lease=op.lease)))
         for claim in op.claims:
             success.append(rpc.RequestOp(request_put=rpc.PutRequest(key=claim.key.encode(), value=claim.value)))
         for release in op.releases:

@@ -235,6 +235,43 @@ class StorageStats:
     watch_restarts: int = 0  # watch streams re-opened after a break
 
 
+class LeaseManager:
+    """Shares etcd leases between keys written with the same time to live.
+
+    A lease per Event would cost a grant (a Raft write) per Event and as many
+    timers in etcd. Instead a lease is granted for ``ttl`` plus a reuse window
+    (5% of ttl, as kube-apiserver's lease manager), and every key written with
+    that ttl during the window joins it, up to ``max_keys``: each key then
+    lives between ttl and ttl + 5%.
+    """
+
+    REUSE_FRACTION = 0.05
+    MAX_KEYS = 1000
+
+    def __init__(self, grant: Callable[[int], Awaitable[int]], *, clock: Callable[[], float] = time.monotonic,
+                 max_keys: int = MAX_KEYS) -> None:
+        self._grant = grant
+        self._clock = clock
+        self._max_keys = max_keys
+        self._current: dict[int, tuple[int, float, int]] = {}  # ttl -> (lease id, reusable until, keys)
+        self._lock = asyncio.Lock()
+
+    async def lease_for(self, ttl: int) -> int:
+        """A lease ID for a key that must live at least ``ttl`` seconds; 0 for ttl 0 (no lease)."""
+        if ttl <= 0:
+            return 0
+        async with self._lock:
+            now = self._clock()
+            lease = self._current.get(ttl)
+            if lease is not None and now < lease[1] and lease[2] < self._max_keys:
+                self._current[ttl] = (lease[0], lease[1], lease[2] + 1)
+                return lease[0]
+            window = max(1, int(ttl * self.REUSE_FRACTION))
+            lease_id = await self._grant(ttl + window)
+            self._current[ttl] = (lease_id, now + window, 1)
+            return lease_id
+
+
 class EtcdStorage:
     """The Storage contract on etcd. See the module docstring for the design.
 
@@ -280,6 +317,7 @@ class EtcdStorage:
         self._closed = False  # no new calls; in-flight Txns still finish
         self._shut = False  # channels closed
         self._watches: weakref.WeakSet[EtcdWatchStream] = weakref.WeakSet()
+        self._leases = LeaseManager(self._grant_lease)
         self.stats = StorageStats()
 
     @property
@@ -490,8 +528,8 @@ class EtcdStorage:
 
     # -- writes ------------------------------------------------------------
 
-    async def create(self, key: str, value: bytes, *, claims: Sequence[Claim] = ()) -> int:
-        op = self._new_op("create", key, value, claims=tuple(claims))
+    async def create(self, key: str, value: bytes, *, claims: Sequence[Claim] = (), ttl: int = 0) -> int:
+        op = self._new_op("create", key, value, claims=tuple(claims), lease=await self._leases.lease_for(ttl))
         return int(await self._submit(op))
 
     async def update(
@@ -502,10 +540,12 @@ class EtcdStorage:
         expected_revision: int,
         claims: Sequence[Claim] = (),
         releases: Sequence[str] = (),
+        ttl: int = 0,
     ) -> int:
         """CAS on mod_revision. ``expected_revision`` 0 means "whatever is stored" (the key must exist)."""
         op = self._new_op(
-            "update", key, value, expected_revision=expected_revision, claims=tuple(claims), releases=tuple(releases)
+            "update", key, value, expected_revision=expected_revision, claims=tuple(claims), releases=tuple(releases),
+            lease=await self._leases.lease_for(ttl),
         )
         return int(await self._submit(op))
 
@@ -550,6 +590,7 @@ class EtcdStorage:
         expected_revision: int = 0,
         claims: tuple[Claim, ...] = (),
         releases: tuple[str, ...] = (),
+        lease: int = 0,
     ) -> WriteOp:
         if not key:
             raise ValueError("empty key")
@@ -565,7 +606,14 @@ class EtcdStorage:
             expected_revision=max(expected_revision, 0),
             claims=claims,
             releases=releases,
+            lease=lease,
         )
+
+    async def _grant_lease(self, ttl: int) -> int:
+        request = rpc.LeaseGrantRequest(TTL=ttl)
+        response = await self._call("lease_grant",
+                                    lambda m, t: m.leasestub.LeaseGrant(request, timeout=t, metadata=_METADATA))
+        return int(response.ID)
 
     async def _submit(self, op: WriteOp) -> Any:
         self._pending.append(op)

@@ -184,8 +184,13 @@ class WatchStream(Protocol):
 class Storage(Protocol):
     """What the API server needs from its store. See ``kubelite.storage.etcd``."""
 
-    async def create(self, key: str, value: bytes, *, claims: Sequence[Claim] = ()) -> int:
-        """Creates ``key``; returns the write's revision. KeyExistsError / ClaimTakenError."""
+    async def create(self, key: str, value: bytes, *, claims: Sequence[Claim] = (), ttl: int = 0) -> int:
+        """Creates ``key``; returns the write's revision. KeyExistsError / ClaimTakenError.
+
+        ``ttl`` > 0 makes the key expire on its own after at least that many
+        seconds (an etcd lease; leases are shared, so up to 5% later), which
+        is how Events stop growing etcd without anyone deleting them.
+        """
         ...
 
     async def get(self, key: str) -> KeyValue:
@@ -208,10 +213,12 @@ class Storage(Protocol):
         expected_revision: int,
         claims: Sequence[Claim] = (),
         releases: Sequence[str] = (),
+        ttl: int = 0,
     ) -> int:
         """Compare-and-swap on mod_revision; returns the write's revision.
 
-        ``releases`` are keys deleted in the same transaction.
+        ``releases`` are keys deleted in the same transaction; ``ttl`` as for
+        create (each write of the key restarts its time to live).
         ConflictError / KeyNotFoundError / ClaimTakenError.
         """
         ...

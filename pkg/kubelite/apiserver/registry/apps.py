@@ -16,12 +16,15 @@ from typing import Any
 from google.protobuf.message import Message
 
 from kubelite.api.apps.v1 import generated_pb2 as apps_v1
+from kubelite.api.autoscaling.v1 import generated_pb2 as autoscaling_v1
 from kubelite.api.meta.v1 import generated_pb2 as metav1
+from kubelite.apiserver.pipeline import Attributes
 from kubelite.apiserver.registry import defaults
 from kubelite.apiserver.registry import validation as v
 from kubelite.apiserver.registry.core import StrategyFactory
 from kubelite.apiserver.registry.strategy import Strategy
-from kubelite.machinery import selectors
+from kubelite.apiserver.registry.subresource import HasObj, StoreView, Subresource, SubresourceFactory
+from kubelite.machinery import errors, selectors
 from kubelite.machinery import validation as names
 from kubelite.machinery.errors import FieldError
 
@@ -137,7 +140,61 @@ def _rs(obj: Message) -> apps_v1.ReplicaSet:
     return obj
 
 
+class ScaleSubresource(Subresource):
+    """deployments/scale and replicasets/scale: the replica count as an autoscaling/v1 Scale.
+
+    `kubelite scale` and autoscalers change replicas through here without
+    knowing the owner's kind. The Scale carries the owner's name, uid and
+    resourceVersion, so an update with a stale resourceVersion is a Conflict
+    like any other write.
+    """
+
+    name = "scale"
+    message = autoscaling_v1.Scale
+    verbs = ("get", "update", "patch")
+
+    @staticmethod
+    def to_scale(obj: Message) -> autoscaling_v1.Scale:
+        owner: Any = obj
+        scale = autoscaling_v1.Scale(api_version="autoscaling/v1", kind="Scale")
+        meta = scale.metadata
+        for field in ("name", "namespace", "uid", "resource_version"):
+            setattr(meta, field, getattr(owner.metadata, field))
+        meta.creation_timestamp.CopyFrom(owner.metadata.creation_timestamp)
+        scale.spec.replicas = owner.spec.replicas if owner.spec.HasField("replicas") else 1
+        scale.status.replicas = owner.status.replicas
+        scale.status.selector = str(selectors.from_label_selector_proto(owner.spec.selector))
+        return scale
+
+    async def get(self, store: StoreView, attrs: Attributes) -> Message:
+        return self.to_scale(await store.get(attrs.namespace, attrs.name))
+
+    async def update(self, store: StoreView, attrs: Attributes, body: Message) -> Message:
+        assert isinstance(body, autoscaling_v1.Scale)
+        if body.metadata.name and body.metadata.name != attrs.name:
+            raise errors.bad_request("the name of the Scale does not match the name on the request")
+        if body.spec.replicas < 0:
+            raise errors.invalid("autoscaling", "Scale", attrs.name, v.non_negative("spec.replicas",
+                                                                                     body.spec.replicas))
+        precondition = int(body.metadata.resource_version) if body.metadata.resource_version.isdigit() else 0
+        replicas = body.spec.replicas
+
+        async def mutate(current: HasObj) -> Message:
+            owner: Any = type(current.obj)()
+            owner.CopyFrom(current.obj)
+            owner.spec.replicas = replicas
+            return owner  # type: ignore[no-any-return]
+
+        updated = await store.guaranteed_update(attrs, attrs.name, mutate, precondition=precondition)
+        return self.to_scale(updated)
+
+
 STRATEGIES: dict[tuple[str, str], StrategyFactory] = {
     ("apps", "deployments"): lambda rt, _options: DeploymentStrategy(rt),
     ("apps", "replicasets"): lambda rt, _options: ReplicaSetStrategy(rt),
+}
+
+SUBRESOURCES: dict[tuple[str, str], dict[str, SubresourceFactory]] = {
+    ("apps", "deployments"): {"scale": ScaleSubresource},
+    ("apps", "replicasets"): {"scale": ScaleSubresource},
 }

@@ -18,6 +18,8 @@ from kubelite.machinery.errors import FieldError
 
 
 class LeaseStrategy(Strategy):
+    # Holders renew by update; the first renewal creates the Lease.
+    allow_create_on_update = True
     def validate(self, obj: Message) -> list[FieldError]:
         assert isinstance(obj, coordination_v1.Lease)
         errs = self.validate_meta(obj)

@@ -14,7 +14,8 @@ which Service allocations were chosen by the server rather than by the user
 private to the asyncio task serving the request, so concurrent requests never
 see each other's state and nothing outlives the request. Writes through a
 subresource (pods/binding, namespaces/finalize) are told so by the store's
-``subresource`` argument.
+``subresource`` argument; the subresources themselves are small classes in
+``SUBRESOURCES``.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ import contextvars
 import dataclasses
 import ipaddress
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Protocol
+from typing import Any
 
 from google.protobuf.message import Message
 
@@ -36,6 +37,7 @@ from kubelite.apiserver.registry import defaults
 from kubelite.apiserver.registry import validation as v
 from kubelite.apiserver.registry.allocation import IPAllocator, PortAllocator
 from kubelite.apiserver.registry.strategy import Strategy
+from kubelite.apiserver.registry.subresource import HasObj, StoreView, Subresource, SubresourceFactory
 from kubelite.machinery import errors
 from kubelite.machinery import validation as names
 from kubelite.machinery.errors import FieldError
@@ -50,22 +52,12 @@ class Options:
 
     service_cidr: str = "10.96.0.0/16"
     node_port_range: tuple[int, int] = (30000, 32767)
+    # --event-ttl: Events expire from etcd after this long (kube-apiserver's default: 1 h).
+    event_ttl_seconds: int = 3600
 
 
 StrategyFactory = Callable[[ResourceType, Options], Strategy]
 
-
-class _HasObj(Protocol):
-    @property
-    def obj(self) -> Message: ...
-
-
-class GuaranteedUpdater(Protocol):
-    """The part of ``ResourceStore`` that subresource writes (binding, finalize) use."""
-
-    async def guaranteed_update(self, attrs: Attributes, name: str,
-                                mutate: Callable[[_HasObj], Awaitable[Message]], *,
-                                precondition: int = 0, status: bool = False) -> Message: ...
 
 
 def _now() -> int:
@@ -222,13 +214,32 @@ class PodStrategy(Strategy):
             return max(0, pod.spec.termination_grace_period_seconds)
         return defaults.DEFAULT_TERMINATION_GRACE_PERIOD
 
-    async def bind(self, store: GuaranteedUpdater, attrs: Attributes, node_name: str, uid: str = "") -> Message:
-        """The pods/binding subresource: assigns the pod to ``node_name`` once."""
+
+
+class BindingSubresource(Subresource):
+    """pods/binding: assigns a pod to a node, once (the scheduler's write).
+
+    It starts from the watch cache's copy of the pod (the scheduler bound
+    what it saw in its own cache a moment ago), so a binding usually costs
+    one etcd transaction and no read.
+    """
+
+    name = "binding"
+    message = core_v1.Binding
+    verbs = ("create",)
+
+    async def create(self, store: StoreView, attrs: Attributes, body: Message) -> Message:
+        assert isinstance(body, core_v1.Binding)
+        if body.metadata.name and attrs.name and body.metadata.name != attrs.name:
+            raise errors.bad_request("the name of the binding does not match the name of the pod")
+        return await self.bind(store, attrs, body.target.name, body.metadata.uid)
+
+    async def bind(self, store: StoreView, attrs: Attributes, node_name: str, uid: str = "") -> Message:
         name = attrs.name
         if not node_name:
             raise errors.invalid("", "Binding", name, [v.required("target.name")])
 
-        async def mutate(current: _HasObj) -> Message:
+        async def mutate(current: HasObj) -> Message:
             pod = core_v1.Pod()
             pod.CopyFrom(_pod(current.obj))
             if uid and pod.metadata.uid != uid:
@@ -243,7 +254,8 @@ class PodStrategy(Strategy):
             _set_condition(pod.status, "PodScheduled", "True")
             return pod
 
-        return await store.guaranteed_update(dataclasses.replace(attrs, subresource="binding"), name, mutate)
+        return await store.guaranteed_update(dataclasses.replace(attrs, subresource="binding"), name, mutate,
+                                             from_cache=True)
 
 
 def _set_condition(status: core_v1.PodStatus, ctype: str, value: str) -> None:
@@ -654,17 +666,32 @@ class NamespaceStrategy(Strategy):
         """Deletion leaves the namespace Terminating while spec.finalizers remain (store hook)."""
         return bool(_ns(obj).spec.finalizers)
 
-    async def finalize(self, store: GuaranteedUpdater, attrs: Attributes, finalizers: Sequence[str]) -> Message:
-        """The namespaces/finalize subresource: replaces spec.finalizers (the namespace controller's last step)."""
 
-        async def mutate(current: _HasObj) -> Message:
+
+class FinalizeSubresource(Subresource):
+    """namespaces/finalize: replaces spec.finalizers, the namespace controller's last step.
+
+    Once the namespace is empty the controller removes the `kubernetes`
+    finalizer here; the store then deletes a namespace that is being deleted
+    and has no finalizers left.
+    """
+
+    name = "finalize"
+    verbs = ("update",)
+
+    async def update(self, store: StoreView, attrs: Attributes, body: Message) -> Message:
+        finalizers = list(_ns(body).spec.finalizers)
+        precondition = int(_ns(body).metadata.resource_version or 0)
+
+        async def mutate(current: HasObj) -> Message:
             ns = core_v1.Namespace()
             ns.CopyFrom(_ns(current.obj))
             del ns.spec.finalizers[:]
             ns.spec.finalizers.extend(finalizers)
             return ns
 
-        return await store.guaranteed_update(dataclasses.replace(attrs, subresource="finalize"), attrs.name, mutate)
+        return await store.guaranteed_update(dataclasses.replace(attrs, subresource="finalize"), attrs.name, mutate,
+                                             precondition=precondition)
 
 
 def _ns(obj: Message) -> core_v1.Namespace:
@@ -769,6 +796,15 @@ class SecretStrategy(Strategy):
 
 
 class EventStrategy(Strategy):
+    allow_create_on_update = True
+
+    def __init__(self, rt: ResourceType, options: Options) -> None:
+        super().__init__(rt)
+        self._ttl = options.event_ttl_seconds
+
+    def ttl_seconds(self, obj: Message) -> int:
+        # Each write (a deduplicated Event's count going up) restarts the clock, as in Kubernetes.
+        return self._ttl
     extra_fields = ("involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid",
                     "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath",
                     "reason", "reportingComponent", "source", "type")
@@ -797,6 +833,7 @@ class EventStrategy(Strategy):
 
 
 class EndpointsStrategy(Strategy):
+    allow_create_on_update = True
     def default(self, obj: Message) -> None:
         assert isinstance(obj, core_v1.Endpoints)
         defaults.default_endpoints(obj)
@@ -861,8 +898,13 @@ STRATEGIES: dict[tuple[str, str], StrategyFactory] = {
     ("", "namespaces"): _plain(NamespaceStrategy),
     ("", "configmaps"): _plain(ConfigMapStrategy),
     ("", "secrets"): _plain(SecretStrategy),
-    ("", "events"): _plain(EventStrategy),
+    ("", "events"): EventStrategy,
     ("", "endpoints"): _plain(EndpointsStrategy),
     # ServiceAccounts need nothing beyond metadata validation (DNS-1123 subdomain names).
     ("", "serviceaccounts"): _plain(Strategy),
+}
+
+SUBRESOURCES: dict[tuple[str, str], dict[str, SubresourceFactory]] = {
+    ("", "pods"): {"binding": BindingSubresource},
+    ("", "namespaces"): {"finalize": FinalizeSubresource},
 }

@@ -31,6 +31,10 @@ class Strategy:
 
     # Field selector keys beyond metadata.name / metadata.namespace.
     extra_fields: tuple[str, ...] = ()
+    # An update of a missing object creates it (Kubernetes' AllowCreateOnUpdate): kinds that
+    # their writers keep whole and idempotently (Leases, Endpoints, Events), so that a kubelet
+    # renewing its Lease needs no get-then-create.
+    allow_create_on_update = False
 
     def __init__(self, rt: ResourceType) -> None:
         self.rt = rt
@@ -88,6 +92,10 @@ class Strategy:
         return None
 
     # --- storage hooks ---------------------------------------------------
+
+    def ttl_seconds(self, obj: Message) -> int:
+        """How long the object lives in storage before it expires on its own; 0 = until deleted."""
+        return 0
 
     def claims_for_create(self, obj: Message) -> Sequence[Claim]:
         """Keys that must not exist yet and are written with the object (IP/port allocations)."""

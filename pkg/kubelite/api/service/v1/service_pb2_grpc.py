@@ -79,6 +79,11 @@ class ResourceServiceStub:
                 request_serializer=kubelite_dot_api_dot_service_dot_v1_dot_service__pb2.BindRequest.SerializeToString,
                 response_deserializer=kubelite_dot_api_dot_service_dot_v1_dot_service__pb2.ObjectResponse.FromString,
                 _registered_method=True)
+        self.DeleteCollection = channel.unary_unary(
+                '/kubelite.api.service.v1.ResourceService/DeleteCollection',
+                request_serializer=kubelite_dot_api_dot_service_dot_v1_dot_service__pb2.DeleteCollectionRequest.SerializeToString,
+                response_deserializer=kubelite_dot_api_dot_service_dot_v1_dot_service__pb2.ListResponse.FromString,
+                _registered_method=True)
 
 
 class ResourceServiceServicer:
@@ -144,6 +149,14 @@ class ResourceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteCollection(self, request, context):
+        """Deletes every object of a collection that matches the selectors, each
+        with the request's options; returns what was deleted or marked for deletion.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ResourceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -191,6 +204,11 @@ def add_ResourceServiceServicer_to_server(servicer, server):
                     servicer.Bind,
                     request_deserializer=kubelite_dot_api_dot_service_dot_v1_dot_service__pb2.BindRequest.FromString,
                     response_serializer=kubelite_dot_api_dot_service_dot_v1_dot_service__pb2.ObjectResponse.SerializeToString,
+            ),
+            'DeleteCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteCollection,
+                    request_deserializer=kubelite_dot_api_dot_service_dot_v1_dot_service__pb2.DeleteCollectionRequest.FromString,
+                    response_serializer=kubelite_dot_api_dot_service_dot_v1_dot_service__pb2.ListResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -436,6 +454,33 @@ class ResourceService:
             '/kubelite.api.service.v1.ResourceService/Bind',
             kubelite_dot_api_dot_service_dot_v1_dot_service__pb2.BindRequest.SerializeToString,
             kubelite_dot_api_dot_service_dot_v1_dot_service__pb2.ObjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kubelite.api.service.v1.ResourceService/DeleteCollection',
+            kubelite_dot_api_dot_service_dot_v1_dot_service__pb2.DeleteCollectionRequest.SerializeToString,
+            kubelite_dot_api_dot_service_dot_v1_dot_service__pb2.ListResponse.FromString,
             options,
             channel_credentials,
             insecure,

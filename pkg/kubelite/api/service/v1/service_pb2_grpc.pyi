@@ -55,6 +55,10 @@ class ResourceServiceStub:
     """
     Bind: _grpc.UnaryUnaryMultiCallable[_service_pb2.BindRequest, _service_pb2.ObjectResponse]
     """Assigns a pod to a node (the pods/binding subresource)."""
+    DeleteCollection: _grpc.UnaryUnaryMultiCallable[_service_pb2.DeleteCollectionRequest, _service_pb2.ListResponse]
+    """Deletes every object of a collection that matches the selectors, each
+    with the request's options; returns what was deleted or marked for deletion.
+    """
 
 @_typing.type_check_only
 class ResourceServiceAsyncStub(ResourceServiceStub):
@@ -75,6 +79,10 @@ class ResourceServiceAsyncStub(ResourceServiceStub):
     """
     Bind: _aio.UnaryUnaryMultiCallable[_service_pb2.BindRequest, _service_pb2.ObjectResponse]  # type: ignore[assignment]
     """Assigns a pod to a node (the pods/binding subresource)."""
+    DeleteCollection: _aio.UnaryUnaryMultiCallable[_service_pb2.DeleteCollectionRequest, _service_pb2.ListResponse]  # type: ignore[assignment]
+    """Deletes every object of a collection that matches the selectors, each
+    with the request's options; returns what was deleted or marked for deletion.
+    """
 
 class ResourceServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -146,6 +154,16 @@ class ResourceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_service_pb2.ObjectResponse, _abc.Awaitable[_service_pb2.ObjectResponse]]:
         """Assigns a pod to a node (the pods/binding subresource)."""
+
+    @_abc_1.abstractmethod
+    def DeleteCollection(
+        self,
+        request: _service_pb2.DeleteCollectionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.ListResponse, _abc.Awaitable[_service_pb2.ListResponse]]:
+        """Deletes every object of a collection that matches the selectors, each
+        with the request's options; returns what was deleted or marked for deletion.
+        """
 
 def add_ResourceServiceServicer_to_server(servicer: ResourceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
