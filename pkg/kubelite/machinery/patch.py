@@ -40,11 +40,12 @@ from kubelite.machinery.errors import StatusError, bad_request
 
 LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
 
-# Patch content types, as the API and ``kubelite patch --type`` name them.
+# Patch content types, as the API names them; the one definition every package uses.
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
-_PATCH_TYPE_ALIASES = {"json": JSON_PATCH, "merge": MERGE_PATCH, "strategic": STRATEGIC_MERGE_PATCH}
+# kubectl's short names (``kubelite patch --type``) -> content type.
+PATCH_TYPES: dict[str, str] = {"json": JSON_PATCH, "merge": MERGE_PATCH, "strategic": STRATEGIC_MERGE_PATCH}
 
 _DIRECTIVE = "$patch"
 _DELETE_FROM_PRIMITIVE_LIST = "$deleteFromPrimitiveList/"
@@ -453,7 +454,7 @@ def _merge_keyed_patch_lists(l1: list[Any], l2: list[Any], fi: FieldInfo) -> lis
 def apply_patch(target: Mapping[str, Any], patch: Any, patch_type: str,
                 message_type: MessageType | None) -> dict[str, Any]:
     """Applies a patch given as parsed JSON (or JSON text) by its content type or kubectl's short name."""
-    kind = _PATCH_TYPE_ALIASES.get(patch_type, patch_type)
+    kind = PATCH_TYPES.get(patch_type, patch_type)
     if isinstance(patch, (str, bytes)):
         try:
             patch = json.loads(patch)
@@ -471,7 +472,7 @@ def apply_patch(target: Mapping[str, Any], patch: Any, patch_type: str,
         result = strategic_merge_patch(target, patch, message_type)
     else:
         raise StatusError("UnsupportedMediaType", f"the patch type {patch_type!r} is not supported; "
-                          f"use one of {', '.join(sorted(_PATCH_TYPE_ALIASES))}")
+                          f"use one of {', '.join(sorted(PATCH_TYPES))}")
     if not isinstance(result, dict):
         raise bad_request("the patched object is not a JSON object")
     return result
