@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from kubelite.api.core.v1 import generated_pb2 as core
-from kubelite.cli.fake import FakeClient, FakeWatchEvent, run_cli
 from kubelite.cli.jsonpath import ExecuteError, JSONPath, ParseError, go_float, relaxed_expression
+from kubelite.client.client import Client
+from tests.unit.inprocess import InProcessCluster, WatchHook
 
 DATA: dict[str, Any] = {
     "apiVersion": "v1",
@@ -155,35 +156,43 @@ def test_relaxed_expressions_and_go_floats() -> None:
 
 
 @pytest.fixture
-def client() -> FakeClient:
-    c = FakeClient()
+def client(kl: InProcessCluster) -> InProcessCluster:
+    """The real API server over in-memory storage (tests/unit/inprocess.py), holding two ConfigMaps."""
     for name, data, labels in (("a", {"k": "v", "k2": "w"}, {"app": "web"}), ("b", {}, {})):
         cm = core.ConfigMap(api_version="v1", kind="ConfigMap")
         cm.metadata.name = name
         cm.metadata.namespace = "default"
         cm.metadata.labels.update(labels)
         cm.data.update(data)
-        c.add(cm)
-    return c
+        kl.add(cm)
+    return kl
 
 
-def out(client: FakeClient, *args: str) -> str:
-    result = run_cli(client, list(args))
+def out(client: InProcessCluster, *args: str) -> str:
+    result = client.cli(list(args))
     assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
     assert result.stderr == ""
     text: str = result.stdout
     return text
 
 
-def fails(client: FakeClient, *args: str) -> str:
-    result = run_cli(client, list(args))
+def watched(client: InProcessCluster, change: WatchHook, *args: str) -> str:
+    """Runs a watching command until it has seen the one event ``change`` causes after the command's list."""
+    result = client.cli(list(args), on_watch=change, watch_events=1)
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    text: str = result.stdout
+    return text
+
+
+def fails(client: InProcessCluster, *args: str) -> str:
+    result = client.cli(list(args))
     assert result.exit_code == 1, (result.stdout, result.stderr, result.exception)
     assert result.stdout == ""
     text: str = result.stderr
     return text
 
 
-def test_get_jsonpath_on_a_list_and_on_one_object(client: FakeClient) -> None:
+def test_get_jsonpath_on_a_list_and_on_one_object(client: InProcessCluster) -> None:
     assert out(client, "get", "cm", "-o", "jsonpath={.items[*].metadata.name}") == "a b\n"
     assert out(client, "get", "cm", "-o=jsonpath={.kind} {.apiVersion}") == "List v1\n"
     assert out(client, "get", "cm", "a", "-o", "jsonpath={.metadata.name}/{.kind}") == "a/ConfigMap\n"
@@ -196,7 +205,7 @@ def test_get_jsonpath_on_a_list_and_on_one_object(client: FakeClient) -> None:
     assert out(client, "get", "cm", "-n", "empty", "-o", "jsonpath=[{.items[*].metadata.name}]") == "[]\n"
 
 
-def test_get_jsonpath_file(client: FakeClient, tmp_path: Path) -> None:
+def test_get_jsonpath_file(client: InProcessCluster, tmp_path: Path) -> None:
     f = tmp_path / "t.jsonpath"
     f.write_text('{range .items[*]}name={.metadata.name}{"\\n"}{end}')
     assert out(client, "get", "cm", "-o", f"jsonpath-file={f}") == "name=a\nname=b\n"
@@ -205,7 +214,7 @@ def test_get_jsonpath_file(client: FakeClient, tmp_path: Path) -> None:
         f"error: error reading --template {missing}, open {missing}: no such file or directory\n"
 
 
-def test_missing_keys_and_allow_missing_template_keys(client: FakeClient) -> None:
+def test_missing_keys_and_allow_missing_template_keys(client: InProcessCluster) -> None:
     assert out(client, "get", "cm", "a", "-o", "jsonpath={.spec.x}") == ""
     assert fails(client, "get", "cm", "a", "-o", "jsonpath={.spec.x}", "--allow-missing-template-keys=false") == \
         'error: error executing jsonpath "{.spec.x}": Error executing template: spec is not found\n'
@@ -213,7 +222,7 @@ def test_missing_keys_and_allow_missing_template_keys(client: FakeClient) -> Non
     assert out(client, "get", "cm", "a", "-o", "jsonpath={.spec.x}", "--allow-missing-template-keys") == ""
 
 
-def test_bad_templates_and_formats(client: FakeClient) -> None:
+def test_bad_templates_and_formats(client: InProcessCluster) -> None:
     assert fails(client, "get", "cm", "-o", "jsonpath={.items[}") == \
         "error: error parsing jsonpath {.items[}, unterminated array\n"
     assert fails(client, "get", "cm", "-o", "jsonpath=") == "error: template format specified but no template given\n"
@@ -229,7 +238,7 @@ def test_bad_templates_and_formats(client: FakeClient) -> None:
     assert client.calls == [], "a bad -o is reported before anything is fetched"
 
 
-def test_get_custom_columns(client: FakeClient) -> None:
+def test_get_custom_columns(client: InProcessCluster) -> None:
     assert out(client, "get", "cm", "-o", "custom-columns=NAME:.metadata.name,APP:{.metadata.labels.app},"
                "KIND:kind,DATA:.data") == (
         "NAME   APP      KIND        DATA\n"
@@ -243,7 +252,7 @@ def test_get_custom_columns(client: FakeClient) -> None:
     assert out(client, "get", "cm", "-n", "empty", "-o", "custom-columns=NAME:.metadata.name") == "NAME\n"
 
 
-def test_get_custom_columns_file(client: FakeClient, tmp_path: Path) -> None:
+def test_get_custom_columns_file(client: InProcessCluster, tmp_path: Path) -> None:
     f = tmp_path / "cols"
     f.write_text("NAME      LABEL\n.metadata.name   {.metadata.labels.app}\n")
     assert out(client, "get", "cm", "-o", f"custom-columns-file={f}") == "NAME   LABEL\na      web\nb      <none>\n"
@@ -257,14 +266,17 @@ def test_get_custom_columns_file(client: FakeClient, tmp_path: Path) -> None:
         "one line of space separated column specs.\n")
 
 
-def test_watch_prints_each_event_through_the_template(client: FakeClient) -> None:
-    later = core.ConfigMap(api_version="v1", kind="ConfigMap")
-    later.metadata.name = "c-long-name"
-    later.metadata.namespace = "default"
-    client.watch_events = [FakeWatchEvent("ADDED", later)]
-    assert out(client, "get", "cm", "-w", "-o", "jsonpath={.metadata.name}") == "a\nb\nc-long-name\n"
-    client.watch_events = [FakeWatchEvent("ADDED", later)]
-    assert out(client, "get", "cm", "-w", "-o", "custom-columns=NAME:.metadata.name,KIND:.kind") == (
+def test_watch_prints_each_event_through_the_template(client: InProcessCluster) -> None:
+    async def add_later(api: Client) -> None:
+        later = core.ConfigMap(api_version="v1", kind="ConfigMap")
+        later.metadata.name = "c-long-name"
+        later.metadata.namespace = "default"
+        await api.create(later)
+
+    assert watched(client, add_later, "get", "cm", "-w", "-o", "jsonpath={.metadata.name}") == "a\nb\nc-long-name\n"
+    client.run(client.client.delete(core.ConfigMap, "c-long-name", "default"))
+    # The rows printed before the watch set the column widths; a wider name later does not realign them.
+    assert watched(client, add_later, "get", "cm", "-w", "-o", "custom-columns=NAME:.metadata.name,KIND:.kind") == (
         "NAME   KIND\n"
         "a      ConfigMap\n"
         "b      ConfigMap\n"

@@ -1,8 +1,7 @@
 """The ``kubelite`` command line: kubectl's verbs, flags, output formats, messages and exit codes.
 
 ``app`` holds the click group; each verb's work is a ``run_*`` coroutine in
-its own module that receives a Session (client factory, namespace, output
+its own module that receives a Session (the API client, namespace, output
 streams) and never sees click. ``printers`` and ``describe`` keep per-kind
-tables and describers in registries keyed by (group, kind); ``fake`` is the
-in-memory client the unit tests drive the verbs with.
+tables and describers in registries keyed by (group, kind).
 """

@@ -2,8 +2,8 @@
 
 click is only the front: each command turns its flags into an options
 dataclass and hands a ``run_*`` coroutine to ``run_command``; those functions
-never see click, so tests can drive them directly or through CliRunner with
-a fake client (pass ``CliDeps`` as ``obj``).
+never see click, so tests can drive them directly or through CliRunner
+(pass ``CliDeps`` as ``obj`` to replace stdin, the editor or the watch).
 
 Two kubectl habits need help from the parser:
 - global flags (``-n``, ``--server``, ...) work before or after the verb, so
@@ -33,15 +33,7 @@ from kubelite.cli import discovery, patchcmd
 from kubelite.cli import edit as edit_mod
 from kubelite.cli import get as get_mod
 from kubelite.cli import label as label_mod
-from kubelite.cli.clientset import (
-    ClientFactory,
-    ConnectionOptions,
-    Session,
-    Streams,
-    WatchFactory,
-    default_client_factory,
-    default_watch_factory,
-)
+from kubelite.cli.clientset import ConnectionOptions, Session, Streams, WatchFactory, default_watch_factory
 from kubelite.cli.errors import CliError
 from kubelite.cli.resources import default_scheme
 from kubelite.cli.runner import run_command
@@ -122,9 +114,8 @@ def echo_err(line: str) -> None:
 
 @dataclass
 class CliDeps:
-    """What tests replace: the client (and watch) factories, the scheme, stdin and the editor."""
+    """What tests replace: the watch factory, the scheme, stdin and the editor."""
 
-    client_factory: ClientFactory = default_client_factory
     watch_factory: WatchFactory = default_watch_factory
     scheme_factory: Callable[[], Scheme] = default_scheme
     stdin: Callable[[], str] | None = None
@@ -142,8 +133,7 @@ class CliState:
         options = self.options
         if self.request_timeout:
             options = replace(options, request_timeout=parse_duration(self.request_timeout, "--request-timeout"))
-        return Session(options=options, streams=streams, client_factory=self.deps.client_factory,
-                       watch_factory=self.deps.watch_factory)
+        return Session(options=options, streams=streams, watch_factory=self.deps.watch_factory)
 
     @property
     def scheme(self) -> Scheme:

@@ -27,10 +27,9 @@ from kubelite.cli.manifests import Manifest, apply_namespace, read_manifests
 from kubelite.cli.printers import as_list, to_json, to_yaml
 from kubelite.cli.resources import kind_ref, meta, namespace_for, object_ref, to_dict
 from kubelite.machinery.errors import StatusError
+from kubelite.machinery.patch import LAST_APPLIED_ANNOTATION as LAST_APPLIED
+from kubelite.machinery.patch import STRATEGIC_MERGE_PATCH
 from kubelite.machinery.scheme import Scheme
-
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
-STRATEGIC = "application/strategic-merge-patch+json"
 
 DRY_RUN_VALUES = ("none", "client", "server")
 
@@ -205,7 +204,7 @@ async def apply_one(session: Session, m: Manifest, dry_run: str) -> tuple[str, A
     if dry_run == "client":
         return "configured", current
     try:
-        patched = await session.client.patch(rt.message, m.name, ns, patch, patch_type=STRATEGIC,
+        patched = await session.client.patch(rt.message, m.name, ns, patch, patch_type=STRATEGIC_MERGE_PATCH,
                                               dry_run=dry_run == "server")
     except StatusError as exc:
         exc.message = f'error when applying patch to {kind_ref(rt)} "{m.name}" from "{m.source}": {exc.message}'

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kubelite.cli.apply import LAST_APPLIED
 from kubelite.cli.clientset import Session
 from kubelite.cli.errors import format_status_error
 from kubelite.cli.get import no_resources_message
@@ -33,6 +32,7 @@ from kubelite.cli.printers import (
 )
 from kubelite.cli.resources import meta, namespace_for, parse_targets, to_dict
 from kubelite.machinery.errors import StatusError
+from kubelite.machinery.patch import LAST_APPLIED_ANNOTATION as LAST_APPLIED
 from kubelite.machinery.scheme import ResourceType, Scheme
 
 PADDING = 2

@@ -19,9 +19,8 @@ from kubelite.cli.clientset import Session
 from kubelite.cli.errors import CliError, format_cli_error, format_status_error
 from kubelite.cli.resources import meta, namespace_for, object_ref, parse_targets
 from kubelite.machinery.errors import StatusError
+from kubelite.machinery.patch import MERGE_PATCH
 from kubelite.machinery.scheme import ResourceType, Scheme
-
-MERGE = "application/merge-patch+json"
 
 _NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -190,7 +189,7 @@ async def run_meta_update(session: Session, opts: MetaOptions, scheme: Scheme, v
                 if opts.resource_version:
                     patch["metadata"]["resourceVersion"] = opts.resource_version
                 if dry_run != "client":
-                    await session.client.patch(rt.message, name, ns, patch, patch_type=MERGE,
+                    await session.client.patch(rt.message, name, ns, patch, patch_type=MERGE_PATCH,
                                                dry_run=dry_run == "server")
         except CliError as exc:
             session.streams.err(format_cli_error(exc))

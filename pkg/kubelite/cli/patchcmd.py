@@ -21,13 +21,8 @@ from kubelite.cli.errors import CliError, format_status_error
 from kubelite.cli.manifests import apply_namespace, read_manifests
 from kubelite.cli.resources import meta, namespace_for, object_ref, parse_targets
 from kubelite.machinery.errors import StatusError
+from kubelite.machinery.patch import PATCH_TYPES
 from kubelite.machinery.scheme import ResourceType, Scheme
-
-PATCH_TYPES = {
-    "strategic": "application/strategic-merge-patch+json",
-    "merge": "application/merge-patch+json",
-    "json": "application/json-patch+json",
-}
 
 
 @dataclass
@@ -62,7 +57,7 @@ def parse_patch(text: str, patch_type: str) -> Any:
 async def run_patch(session: Session, opts: PatchOptions, scheme: Scheme,
                     stdin: Callable[[], str] | None = None) -> int:
     if opts.patch_type not in PATCH_TYPES:
-        raise CliError(f'--type must be one of [json merge strategic], not "{opts.patch_type}"')
+        raise CliError(f'--type must be one of [{" ".join(sorted(PATCH_TYPES))}], not "{opts.patch_type}"')
     dry_run = check_dry_run(opts.dry_run)
     if opts.patch and opts.patch_file:
         raise CliError("--patch and --patch-file are mutually exclusive")

@@ -40,12 +40,12 @@ from kubelite.machinery.errors import StatusError, bad_request
 
 LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
 
-# Patch content types, as the API and ``kubelite patch --type`` name them.
+# Patch content types, as the API names them; the one definition every package uses.
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
-# kubectl's short names (`--type merge`) for the patch content types.
-PATCH_TYPES = {"json": JSON_PATCH, "merge": MERGE_PATCH, "strategic": STRATEGIC_MERGE_PATCH}
+# kubectl's short names (``kubelite patch --type``) -> content type.
+PATCH_TYPES: dict[str, str] = {"json": JSON_PATCH, "merge": MERGE_PATCH, "strategic": STRATEGIC_MERGE_PATCH}
 PATCH_CONTENT_TYPES = (MERGE_PATCH, STRATEGIC_MERGE_PATCH, JSON_PATCH)
 
 _DIRECTIVE = "$patch"
