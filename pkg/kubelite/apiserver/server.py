@@ -19,6 +19,7 @@ from aiohttp import web
 from google.protobuf.message import Message
 
 from kubelite.api.service.v1 import service_pb2_grpc as pb_grpc
+from kubelite.api.service.v1 import streaming_pb2_grpc as streaming_grpc
 from kubelite.apiserver import endpoints, http
 from kubelite.apiserver.config import APIServerConfig
 from kubelite.apiserver.pipeline import (
@@ -32,6 +33,7 @@ from kubelite.apiserver.pipeline import (
 from kubelite.apiserver.registry.all import build_strategies, build_subresources
 from kubelite.apiserver.service import DiscoveryServicer, Registry, ResourceServicer
 from kubelite.apiserver.store import ResourceStore
+from kubelite.apiserver.streaming import KubeletDialer, PodStreamServicer
 from kubelite.apiserver.watchcache import WatchCache
 from kubelite.machinery import errors
 from kubelite.machinery.kinds import SCHEME
@@ -55,10 +57,12 @@ class APIServer:
     grpc_port: int
     http_port: int
     kubernetes_service: endpoints.KubernetesService
+    kubelets: KubeletDialer
 
     async def stop(self, grace: float = 1.0) -> None:
         await self.kubernetes_service.stop()
         await self.grpc_server.stop(grace)
+        await self.kubelets.close()
         await self.http_runner.cleanup()
         for store in self.registry.stores.values():
             await store.cache.stop()
@@ -137,6 +141,8 @@ async def start(config: APIServerConfig, storage_factory: Callable[[APIServerCon
     pipeline = Pipeline(admission=registry.admission)
     pb_grpc.add_ResourceServiceServicer_to_server(ResourceServicer(registry, pipeline), server)
     pb_grpc.add_DiscoveryServiceServicer_to_server(DiscoveryServicer(registry), server)
+    kubelets = KubeletDialer()
+    streaming_grpc.add_PodStreamServiceServicer_to_server(PodStreamServicer(registry, pipeline, kubelets), server)
     grpc_port = server.add_insecure_port(f"{_host(config.bind_address)}:{config.secure_port}")
     if grpc_port == 0:
         raise OSError(f"cannot listen on {config.bind_address}:{config.secure_port}")
@@ -157,7 +163,7 @@ async def start(config: APIServerConfig, storage_factory: Callable[[APIServerCon
     http_port = runner.addresses[0][1] if runner.addresses else config.http_port
     log.info("serving the API on %s:%d (gRPC), health and metrics on %s:%d", config.bind_address, grpc_port,
              config.http_bind_address, http_port)
-    return APIServer(config, storage, registry, server, runner, grpc_port, http_port, kubernetes_service)
+    return APIServer(config, storage, registry, server, runner, grpc_port, http_port, kubernetes_service, kubelets)
 
 
 async def _maybe_start(storage: Storage) -> None:

@@ -380,7 +380,8 @@ class ResourceStore:
             return new
 
         try:
-            return await self.guaranteed_update(attrs, name, mutate, precondition=precondition, status=status)
+            return await self.guaranteed_update(attrs, name, mutate, precondition=precondition, status=status,
+                                                from_cache=True)
         except errors.StatusError as exc:
             # Kinds written idempotently (Leases, Endpoints, Events) are created by an update,
             # as Kubernetes' AllowCreateOnUpdate; a pinned resourceVersion on a missing object stays NotFound.
@@ -533,7 +534,7 @@ class ResourceStore:
             return codec.decode_into(result, self.rt.message)
 
         return await self.guaranteed_update(attrs, attrs.name, mutate, precondition=precondition,
-                                             status=subresource == "status")
+                                             status=subresource == "status", from_cache=True)
 
     # --- delete ----------------------------------------------------------
 

@@ -36,7 +36,8 @@ async def run_api_resources(session: Session, opts: ApiResourcesOptions) -> int:
         raise CliError(f'--output {opts.output} is not available')
     if opts.sort_by not in ("", "name", "kind"):
         raise CliError(f'--sort-by accepts only name or kind, not "{opts.sort_by}"')
-    resources: list[Any] = list(await session.client.server_resources())
+    # Subresources ("pods/status") are routes, not resources one lists, as kubectl shows them.
+    resources: list[Any] = [r for r in await session.client.server_resources() if "/" not in r.name]
     if opts.namespaced is not None:
         resources = [r for r in resources if bool(r.namespaced) == opts.namespaced]
     if opts.api_group is not None:

@@ -22,6 +22,9 @@ from google.protobuf.message import Message
 
 from kubelite.api.service.v1 import service_pb2 as svc
 from kubelite.api.service.v1 import service_pb2_grpc as svc_grpc
+from kubelite.api.service.v1 import streaming_pb2 as st
+from kubelite.api.service.v1 import streaming_pb2_grpc as st_grpc
+from kubelite.client import streams
 from kubelite.machinery.errors import STATUS_METADATA_KEY, StatusError
 from kubelite.machinery.patch import MERGE_PATCH, PATCH_TYPES
 from kubelite.machinery.scheme import ResourceType, Scheme, UnknownKindError
@@ -172,6 +175,7 @@ class Client:
         self._channel: grpc.aio.Channel | None = None
         self._resource_stub: svc_grpc.ResourceServiceAsyncStub | None = None
         self._discovery_stub: svc_grpc.DiscoveryServiceAsyncStub | None = None
+        self._stream_stub: st_grpc.PodStreamServiceAsyncStub | None = None
 
     def _open(self) -> grpc.aio.Channel:
         if self._channel is None:
@@ -182,6 +186,7 @@ class Client:
                 self._channel = grpc.aio.insecure_channel(self._target, options=self._options)
             self._resource_stub = svc_grpc.ResourceServiceStub(self._channel)
             self._discovery_stub = svc_grpc.DiscoveryServiceStub(self._channel)
+            self._stream_stub = st_grpc.PodStreamServiceStub(self._channel)
         return self._channel
 
     @property
@@ -189,6 +194,12 @@ class Client:
         self._open()
         assert self._resource_stub is not None
         return self._resource_stub
+
+    @property
+    def _streams(self) -> st_grpc.PodStreamServiceAsyncStub:
+        self._open()
+        assert self._stream_stub is not None
+        return self._stream_stub
 
     @property
     def _discovery(self) -> svc_grpc.DiscoveryServiceAsyncStub:
@@ -447,6 +458,50 @@ class Client:
         req = svc.BindRequest(namespace=namespace, name=name, node_name=node_name, uid=uid)
         resp = await self._call(self._resources.Bind, req)
         return self.unpack(resp.object)
+
+    # -- pod streams (log, exec, attach, portforward) ----------------------------
+
+    async def logs(self, namespace: str, name: str, *, container: str = "", follow: bool = False,
+                   previous: bool = False, timestamps: bool = False, tail_lines: int | None = None,
+                   since_seconds: int | None = None, limit_bytes: int | None = None,
+                   ) -> AsyncGenerator[bytes, None]:
+        """A container's log as it arrives; with ``follow`` until the container stops or the caller stops."""
+        req = st.PodLogRequest(namespace=namespace, name=name, container=container, follow=follow,
+                               previous=previous, timestamps=timestamps)
+        if tail_lines is not None:
+            req.tail_lines = tail_lines
+        if since_seconds is not None:
+            req.since_seconds = since_seconds
+        if limit_bytes is not None:
+            req.limit_bytes = limit_bytes
+        call = self._streams.Log(req, metadata=self._metadata)
+        try:
+            async for chunk in call:
+                yield chunk.data
+        except grpc.aio.AioRpcError as exc:
+            raise self._translate(exc) from exc
+        finally:
+            call.cancel()
+
+    async def exec(self, namespace: str, name: str, command: Sequence[str], *, container: str = "",
+                   stdin: bool = False, tty: bool = False, width: int = 0, height: int = 0,
+                   attach: bool = False) -> streams.ExecSession:
+        """Starts a command in a container (or, with ``attach``, joins its main process)."""
+        method = self._streams.Attach if attach else self._streams.Exec
+        call = method(metadata=self._metadata)
+        session = streams.ExecSession(call, self._translate)
+        try:
+            await call.write(streams.exec_start(namespace, name, command, container=container, stdin=stdin,
+                                                tty=tty, width=width, height=height))
+        except grpc.aio.AioRpcError as exc:
+            raise self._translate(exc) from exc
+        return session
+
+    async def forward_connection(self, namespace: str, name: str, port: int, reader: Any, writer: Any) -> None:
+        """Copies one local TCP connection (asyncio streams) to ``port`` of the pod and back."""
+        call = self._streams.PortForward(metadata=self._metadata)
+        start = st.PortForwardStart(namespace=namespace, name=name, port=port)
+        await streams.forward_connection(call, start, reader, writer, self._translate)
 
     # -- discovery -------------------------------------------------------------
 
