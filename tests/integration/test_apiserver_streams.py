@@ -9,7 +9,10 @@ kubelet's side is tested with the kubelet on Docker.
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -36,7 +39,7 @@ class StandInKubelet(st_grpc.PodStreamServiceServicer):
     async def Exec(self, request_iterator: AsyncIterator[st.StreamFrame], context: Any,
                    ) -> AsyncIterator[st.StreamFrame]:
         start = (await anext(request_iterator)).start
-        yield st.StreamFrame(stderr=f"{start.container} {start.pod_uid} {' '.join(start.command)}".encode())
+        yield st.StreamFrame(stderr=f"{start.container} {start.pod_uid} {' '.join(start.command)}\n".encode())
         async for frame in request_iterator:
             if frame.WhichOneof("frame") == "stdin":
                 yield st.StreamFrame(stdout=frame.stdin.upper())
@@ -102,7 +105,7 @@ async def test_logs_exec_and_port_forward_reach_the_kubelet(client: Client, ns: 
         out.append((piece.stream, piece.data))
         if piece.stream == "stdout":
             await session.close_stdin()
-    assert out == [("stderr", f"app {uid} sh -c cat".encode()), ("stdout", b"HELLO")]
+    assert out == [("stderr", f"app {uid} sh -c cat\n".encode()), ("stdout", b"HELLO")]
     assert session.exit_code == 3
 
     # Port-forward of one connection: a local socket pair stands for the user's client.
@@ -159,3 +162,85 @@ async def test_kubelet_errors_come_back_as_they_were(client: Client, ns: str, ku
     with pytest.raises(StatusError) as info:
         _ = [c async for c in client.logs(ns, "p", container="missing")]
     assert info.value.reason == "NotFound"
+
+
+# --- the same through the kubelite binary ---------------------------------------------------------
+
+KUBELITE = Path(sys.executable).parent / "kubelite"
+
+
+async def kubelite(server: str, ns: str, *args: str, stdin: bytes = b"") -> tuple[int, bytes, bytes]:
+    """Runs the installed CLI without blocking the loop that serves the stand-in kubelet."""
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    proc = await asyncio.create_subprocess_exec(str(KUBELITE), "--server", server, "-n", ns, *args, env=env,
+                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out, err
+
+
+async def test_cli_logs_and_exec_pass_output_and_exit_codes(client: Client, apiserver: Any, ns: str,
+                                                             kubelet_port: int) -> None:
+    node = f"stream-node-{ns[-6:]}"
+    await make_node(client, node, kubelet_port)
+    pod = await bound_pod(client, ns, "web", node, ["app"])
+    code, out, err = await kubelite(apiserver.address, ns, "logs", "web", "--tail", "3")
+    assert (code, out) == (0, f"app {pod.metadata.uid}\ntail=3\n".encode()), err
+    code, out, err = await kubelite(apiserver.address, ns, "logs", "pod/web", "-c", "nope")
+    assert code == 1 and b"container nope is not valid for pod web" in err
+    code, out, err = await kubelite(apiserver.address, ns, "exec", "-i", "web", "--", "cat", "-n", stdin=b"abc")
+    assert code == 3, err  # the remote exit code is kubelite's own
+    assert out == b"ABC"
+    assert err.decode().splitlines() == [f"app {pod.metadata.uid} cat -n", "command terminated with exit code 3"]
+    code, out, err = await kubelite(apiserver.address, ns, "exec", "web")
+    assert code == 1 and b"you must specify at least one command for the container" in err
+
+
+async def test_cli_run_creates_the_pod_kubectl_would(client: Client, apiserver: Any, ns: str) -> None:
+    code, out, err = await kubelite(apiserver.address, ns, "run", "sleeper", "--image=busybox", "--restart=Never",
+                                    "--env", "A=1", "--", "sleep", "3600")
+    assert (code, out) == (0, b"pod/sleeper created\n"), err
+    pod = await client.get(core.Pod, "sleeper", ns)
+    c = pod.spec.containers[0]
+    assert (c.name, c.image, list(c.args), pod.spec.restart_policy) == ("sleeper", "busybox", ["sleep", "3600"],
+                                                                        "Never")
+    assert dict(pod.metadata.labels) == {"run": "sleeper"} and [(e.name, e.value) for e in c.env] == [("A", "1")]
+    code, out, err = await kubelite(apiserver.address, ns, "run", "dry", "--image=busybox", "--dry-run=client",
+                                    "-o", "json")
+    assert code == 0 and b'"image": "busybox"' in out
+    with pytest.raises(StatusError):
+        await client.get(core.Pod, "dry", ns)
+    code, out, err = await kubelite(apiserver.address, ns, "run", "bad", "--image=busybox", "--restart=Sometimes")
+    assert code == 1 and b"invalid restart policy: Sometimes" in err
+
+
+async def test_cli_port_forward(client: Client, apiserver: Any, ns: str, kubelet_port: int) -> None:
+    node = f"stream-node-{ns[-6:]}"
+    await make_node(client, node, kubelet_port)
+    pod = await bound_pod(client, ns, "web", node, ["app"])
+    code, _, err = await kubelite(apiserver.address, ns, "port-forward", "web", ":8080")
+    assert code == 1 and b"pod is not running. Current status=Pending" in err
+    running = await client.get(core.Pod, "web", ns)
+    running.status.phase = "Running"
+    await client.update_status(running)
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    proc = await asyncio.create_subprocess_exec(str(KUBELITE), "--server", apiserver.address, "-n", ns,
+                                                "port-forward", "pod/web", ":8080", env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        assert line.startswith("Forwarding from 127.0.0.1:") and line.endswith(" -> 8080\n"), line
+        local = int(line.split(":")[1].split()[0])
+        reader, writer = await asyncio.open_connection("127.0.0.1", local)
+        writer.write(b"xyz")
+        await writer.drain()
+        got = b""
+        while b"zyx" not in got:
+            got += await asyncio.wait_for(reader.read(100), 10)
+        assert got == f"port 8080 uid {pod.metadata.uid}|zyx".encode()
+        writer.close()
+    finally:
+        proc.terminate()  # by our own PID
+        await proc.wait()

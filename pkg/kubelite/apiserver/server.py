@@ -35,6 +35,7 @@ from kubelite.apiserver.service import DiscoveryServicer, Registry, ResourceServ
 from kubelite.apiserver.store import ResourceStore
 from kubelite.apiserver.streaming import KubeletDialer, PodStreamServicer
 from kubelite.apiserver.watchcache import WatchCache
+from kubelite.client.client import SERVER_KEEPALIVE_OPTIONS
 from kubelite.machinery import errors
 from kubelite.machinery.kinds import SCHEME
 from kubelite.storage.etcd import EtcdStorage
@@ -130,14 +131,10 @@ async def start(config: APIServerConfig, storage_factory: Callable[[APIServerCon
         await store.cache.start()
     await bootstrap(registry)
 
-    options = [
-        ("grpc.max_receive_message_length", config.max_request_bytes),
-        ("grpc.max_send_message_length", 512 * 1024 * 1024),
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-    ]
-    server = grpc.aio.server(options=options)
+    # The clients' keepalive policy, with the request size limit of this server.
+    options = dict(SERVER_KEEPALIVE_OPTIONS)
+    options["grpc.max_receive_message_length"] = config.max_request_bytes
+    server = grpc.aio.server(options=list(options.items()))
     pipeline = Pipeline(admission=registry.admission)
     pb_grpc.add_ResourceServiceServicer_to_server(ResourceServicer(registry, pipeline), server)
     pb_grpc.add_DiscoveryServiceServicer_to_server(DiscoveryServicer(registry), server)

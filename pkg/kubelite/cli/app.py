@@ -29,15 +29,16 @@ import click
 from kubelite.cli import apply as apply_mod
 from kubelite.cli import delete as delete_mod
 from kubelite.cli import describe as describe_mod
-from kubelite.cli import discovery, patchcmd
+from kubelite.cli import discovery, patchcmd, podcmds
 from kubelite.cli import edit as edit_mod
 from kubelite.cli import get as get_mod
 from kubelite.cli import label as label_mod
 from kubelite.cli.clientset import ConnectionOptions, Session, Streams, WatchFactory, default_watch_factory
 from kubelite.cli.errors import CliError
+from kubelite.cli.printers import to_json, to_yaml
 from kubelite.cli.resources import default_scheme
 from kubelite.cli.runner import run_command
-from kubelite.machinery import duration
+from kubelite.machinery import codec, duration
 from kubelite.machinery.scheme import Scheme
 
 # Bare boolean flags (and short aliases) → explicit form, so ``--flag=false`` can share one option.
@@ -217,6 +218,11 @@ def bool_option(*names: str, default: bool = False, help: str = "") -> Callable[
     # Short aliases (-A, -w, -R) are listed for --help; normalize_args rewrites them to the long form.
     return click.option(*names, type=click.BOOL, default=default, metavar="[=true|false]",
                         help=f"{help} (default {str(default).lower()})")
+
+
+def flag_option(*names: str, help: str = "") -> Callable[[Callable[..., Any]], Any]:
+    """A plain switch whose short form combines with others (``-it``), for verbs where kubectl users do that."""
+    return click.option(*names, is_flag=True, default=False, help=help)
 
 
 def output_option(help: str = "Output format.") -> Callable[[Callable[..., Any]], Any]:
@@ -485,6 +491,105 @@ def patch_cmd(args: tuple[str, ...], patch: str, patch_file: str, patch_type: st
     opts = patchcmd.PatchOptions(args=args, patch=patch, patch_file=patch_file, patch_type=patch_type,
                                  filenames=filenames, subresource=subresource, dry_run=dry_run, output=output)
     execute(lambda s, st: patchcmd.run_patch(s, opts, st.scheme, st.deps.stdin))
+
+
+def _printer(output: str, s: Session) -> Callable[[Any], None]:
+    def show(obj: Any) -> None:
+        data = codec.encode(obj)
+        if output == "json":
+            s.streams.out(to_json(data).rstrip("\n"))
+        elif output == "name":
+            s.streams.out(f"pod/{obj.metadata.name}")
+        else:
+            s.streams.out(to_yaml(data).rstrip("\n"))
+    return show
+
+
+@cli.command("logs")
+@click.argument("args", nargs=-1)
+@click.option("--container", "-c", default="", help="The container to print the logs of.")
+@flag_option("-f", "--follow", help="Keep streaming the logs.")
+@flag_option("-p", "--previous", help="The logs of the previous, terminated instance of the container.")
+@flag_option("--timestamps", help="Prefix each line with its RFC3339 timestamp.")
+@click.option("--tail", default=-1, type=int, help="Lines of recent log to show (-1: all).")
+@click.option("--since", default="", help="Only logs newer than this duration (5s, 2m, 3h).")
+@click.option("--limit-bytes", default=0, type=int, help="Stop after this many bytes.")
+@click.option("--selector", "-l", default="", help="Print the logs of every pod matching this selector.")
+@flag_option("--prefix", help="Prefix each line with the pod and container name.")
+@flag_option("--all-containers", help="The logs of every container of the pod.")
+@global_options(hidden=True)
+def logs_cmd(args: tuple[str, ...], container: str, follow: bool, previous: bool, timestamps: bool, tail: int,
+             since: str, limit_bytes: int, selector: str, prefix: bool, all_containers: bool) -> None:
+    """Print the logs of a container in a pod."""
+    def body(s: Session, st: CliState) -> Any:
+        opts = podcmds.LogsOptions(args=args, container=container, follow=follow, previous=previous,
+                                   timestamps=timestamps, tail=tail, since_seconds=parse_duration(since, "--since"),
+                                   limit_bytes=limit_bytes, selector=selector, prefix=prefix,
+                                   all_containers=all_containers)
+        return podcmds.run_logs(s, opts, podcmds.Terminal.real())
+
+    execute(body)
+
+
+def _exec_like(attach: bool) -> click.Command:
+    @click.argument("pod")
+    @click.argument("command", nargs=-1, type=click.UNPROCESSED)
+    @click.option("--container", "-c", default="", help="The container to run in (default: the first).")
+    @flag_option("-i", "--stdin", help="Pass stdin to the container.")
+    @flag_option("-t", "--tty", help="Stdin is a TTY.")
+    @flag_option("-q", "--quiet", help="Print only what the command prints.")
+    @global_options(hidden=True)
+    def command(pod: str, command: tuple[str, ...], container: str, stdin: bool, tty: bool, quiet: bool) -> None:
+        opts = podcmds.ExecOptions(pod=pod, command=command, container=container, stdin=stdin, tty=tty,
+                                   attach=attach, quiet=quiet)
+        execute(lambda s, st: podcmds.run_exec(s, opts, podcmds.Terminal.real()))
+
+    command.__doc__ = ("Attach to the main process of a running container." if attach else
+                       "Run a command in a container: kubelite exec POD [-c C] [-i] [-t] -- COMMAND [args...]")
+    return click.command("attach" if attach else "exec", context_settings={"ignore_unknown_options": False})(
+        command)
+
+
+cli.add_command(_exec_like(False))
+cli.add_command(_exec_like(True))
+
+
+@cli.command("port-forward")
+@click.argument("pod")
+@click.argument("ports", nargs=-1, required=True)
+@click.option("--address", default="127.0.0.1", help="The local address to listen on.")
+@global_options(hidden=True)
+def port_forward_cmd(pod: str, ports: tuple[str, ...], address: str) -> None:
+    """Forward local ports to a pod: kubelite port-forward POD LOCAL:REMOTE [...]."""
+    opts = podcmds.PortForwardOptions(pod=pod, ports=ports, address=address)
+    execute(lambda s, st: podcmds.run_port_forward(s, opts, podcmds.Terminal.real()))
+
+
+@cli.command("run")
+@click.argument("name")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--image", default="", help="The container image.")
+@flag_option("--command", help="Use the extra arguments as the command instead of the image's arguments.")
+@click.option("--env", multiple=True, help="NAME=VALUE; repeatable.")
+@click.option("--labels", "-L", "labels", default="", help="k=v,k2=v2 (default: run=NAME).")
+@click.option("--port", default=0, type=int, help="The port the container exposes.")
+@click.option("--restart", default="Always", help="Always, OnFailure or Never.")
+@click.option("--image-pull-policy", default="", help="Always, IfNotPresent or Never.")
+@flag_option("-i", "--stdin", help="Keep stdin open and attach to it.")
+@flag_option("-t", "--tty", help="Allocate a TTY.")
+@flag_option("--rm", help="Delete the pod when the attached session ends.")
+@flag_option("--attach", help="Wait for the pod and attach to it.")
+@dry_run_option()
+@output_option("Output format: name, yaml or json.")
+@global_options(hidden=True)
+def run_cmd(name: str, args: tuple[str, ...], image: str, command: bool, env: tuple[str, ...], labels: str,
+            port: int, restart: str, image_pull_policy: str, stdin: bool, tty: bool, rm: bool, attach: bool,
+            dry_run: str, output: str) -> None:
+    """Create and run a pod: kubelite run NAME --image=IMAGE [--rm -it] [-- COMMAND args...]."""
+    opts = podcmds.RunOptions(name=name, image=image, args=args, command=command, env=env, labels=labels,
+                              port=port, restart=restart, image_pull_policy=image_pull_policy, stdin=stdin,
+                              tty=tty, rm=rm, attach=attach, dry_run=dry_run, output=output)
+    execute(lambda s, st: podcmds.run_run(s, opts, podcmds.Terminal.real(), _printer(output or "yaml", s)))
 
 
 @cli.command("api-resources")
