@@ -247,6 +247,97 @@ async def test_stop_matching_deleted_carries_last_matching_state() -> None:
         assert dict(gone.metadata.labels) == {"app": "web"}
 
 
+# --- watcher index ---------------------------------------------------------------
+
+def on_node(node: str) -> Filter:
+    return Filter(fields=parse_field_selector(f"spec.nodeName={node}"))
+
+
+@asynccontextmanager
+async def counting_filters(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[int]]:
+    """Counts Filter.matches calls while the block runs (one element: the count)."""
+    count = [0]
+    real = Filter.matches
+
+    def matches(self: Filter, co: watchcache.CachedObject) -> bool:
+        count[0] += 1
+        return real(self, co)
+
+    monkeypatch.setattr(Filter, "matches", matches)
+    yield count
+    monkeypatch.setattr(Filter, "matches", real)
+
+
+async def test_pod_event_is_tested_only_against_its_nodes_watchers_and_unindexed_ones(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """1,000 node watchers: an event for a pod on n7 costs the filter checks of n7's watcher and the unindexed one."""
+    storage = FakeStorage()
+    async with running(storage) as cache:
+        await cache_stream(storage)
+        nodes = {f"n{i}": cache.watch(None, on_node(f"n{i}"), allow_bookmarks=False) for i in range(1000)}
+        everything = cache.watch(None, Filter(), allow_bookmarks=False)
+        by_label = cache.watch(None, labels("app=web"), allow_bookmarks=False)
+        assert cache.watcher_count == 1002
+        async with counting_filters(monkeypatch) as count:
+            await storage.create(key("a"), pod("a", labels={"app": "web"}, node="n7"))  # 2
+            await caught_up(cache, 2)
+            # ADDED: one check per candidate (n7's watcher, the label watcher, the unfiltered one).
+            assert count[0] == 3
+            count[0] = 0
+            await storage.update(key("a"), pod("a", labels={"app": "web"}, node="n7"), expected_revision=2)  # 3
+            await caught_up(cache, 3)
+            # MODIFIED: new and previous state, for each of the same three candidates.
+            assert count[0] == 6
+        assert drain(nodes["n7"]) == [[("ADDED", "default/a", 2)], [("MODIFIED", "default/a", 3)]]
+        assert drain(everything) == drain(by_label) == [[("ADDED", "default/a", 2)], [("MODIFIED", "default/a", 3)]]
+        assert all(drain(w) == [] for name, w in nodes.items() if name != "n7")
+
+
+async def test_index_follows_node_transitions_and_multi_key_transactions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Binding (unset -> n1), moving (n1 -> n2), a transaction over two nodes and deletion reach the right nodes."""
+    storage = FakeStorage()
+    async with running(storage) as cache:
+        await cache_stream(storage)
+        unbound = cache.watch(None, on_node(""), allow_bookmarks=False)  # the scheduler's view
+        n1 = cache.watch(None, on_node("n1"), allow_bookmarks=False)
+        n2 = cache.watch(None, on_node("n2"), allow_bookmarks=False)
+        n3 = cache.watch(None, on_node("n3"), allow_bookmarks=False)
+        not_n1 = cache.watch(None, Filter(fields=parse_field_selector("spec.nodeName!=n1")), allow_bookmarks=False)
+        await storage.create(key("a"), pod("a"))  # 2
+        await storage.update(key("a"), pod("a", node="n1"), expected_revision=2)  # 3: bound
+        await storage.update(key("a"), pod("a", node="n2"), expected_revision=3)  # 4: moved
+        storage.write_many({key("b"): pod("b", node="n1"), key("c"): pod("c", node="n2")}, [key("a")])  # 5
+        await caught_up(cache, 5)
+        assert drain(unbound) == [[("ADDED", "default/a", 2)], [("DELETED", "default/a", 3)]]
+        assert drain(n1) == [[("ADDED", "default/a", 3)], [("DELETED", "default/a", 4)], [("ADDED", "default/b", 5)]]
+        assert drain(n2) == [[("ADDED", "default/a", 4)], [("ADDED", "default/c", 5), ("DELETED", "default/a", 5)]]
+        assert drain(n3) == []
+        assert drain(not_n1) == [[("ADDED", "default/a", 2)], [("DELETED", "default/a", 3)],
+                                 [("ADDED", "default/a", 4)], [("ADDED", "default/c", 5), ("DELETED", "default/a", 5)]]
+        # Unwatching removes a watcher from its index slot (and an emptied slot goes).
+        for w in (unbound, n1, n2, n3, not_n1):
+            cache.unwatch(w)
+        assert cache.watcher_count == 0
+        async with counting_filters(monkeypatch) as count:
+            await storage.create(key("d"), pod("d", node="n1"))  # 6
+            await caught_up(cache, 6)
+            assert count[0] == 0
+
+
+async def test_name_selector_is_indexed_for_every_resource(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kubelet's own-Node watch (metadata.name=<node>) is indexed too: other objects never test it."""
+    storage = FakeStorage()
+    async with running(storage) as cache:
+        await cache_stream(storage)
+        mine = cache.watch(None, Filter(fields=parse_field_selector("metadata.name=a")), allow_bookmarks=False)
+        async with counting_filters(monkeypatch) as count:
+            await storage.create(key("b"), pod("b"))  # 2
+            await storage.create(key("a"), pod("a"))  # 3
+            await caught_up(cache, 3)
+            assert count[0] == 1
+        assert drain(mine) == [[("ADDED", "default/a", 3)]]
+
+
 # --- bookmarks, revisions ---------------------------------------------------------------
 
 async def test_bookmarks_follow_progress_only_for_watchers_that_allow_them() -> None:

@@ -20,7 +20,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +116,9 @@ class CacheWatcher:
     # the limit itself (``offer``).
     queue: asyncio.Queue[WatchItem] = field(default_factory=asyncio.Queue)
     closed: bool = False
+    # (field, value) when the filter pins an indexed field to one value: the
+    # cache then offers this watcher only the events of objects with that value.
+    index_key: tuple[str, str] | None = None
 
     def offer(self, item: WatchItem) -> bool:
         if self.queue.qsize() >= WATCHER_QUEUE_LIMIT:
@@ -123,28 +126,109 @@ class CacheWatcher:
         self.queue.put_nowait(item)
         return True
 
-    def convert(self, batch: CacheBatch) -> list[tuple[str, CachedObject]]:
-        """The events of a batch as this watcher sees them.
+    def convert_event(self, ev: CacheEvent) -> tuple[str, CachedObject] | None:
+        """One event as this watcher sees it, or None when it does not concern the watcher.
 
         An object that starts or stops matching the filter appears to the
         watcher as ADDED or DELETED, as in Kubernetes.
         """
-        out: list[tuple[str, CachedObject]] = []
         f = self.filter
+        cur = f.matches(ev.obj)
+        if ev.type == "MODIFIED":
+            old = ev.prev is not None and f.matches(ev.prev)
+            if cur and old:
+                return "MODIFIED", ev.obj
+            if cur:
+                return "ADDED", ev.obj
+            if old:
+                assert ev.prev is not None
+                return "DELETED", ev.prev
+            return None
+        return (ev.type, ev.obj) if cur else None
+
+    def convert(self, batch: CacheBatch) -> list[tuple[str, CachedObject]]:
+        """The events of a batch as this watcher sees them."""
+        out: list[tuple[str, CachedObject]] = []
         for ev in batch.events:
-            cur = f.matches(ev.obj)
-            if ev.type == "MODIFIED":
-                old = ev.prev is not None and f.matches(ev.prev)
-                if cur and old:
-                    out.append(("MODIFIED", ev.obj))
-                elif cur:
-                    out.append(("ADDED", ev.obj))
-                elif old:
-                    assert ev.prev is not None
-                    out.append(("DELETED", ev.prev))
-            elif cur:
-                out.append((ev.type, ev.obj))
+            seen = self.convert_event(ev)
+            if seen is not None:
+                out.append(seen)
         return out
+
+
+# Fields whose watchers the cache indexes, by resource: a kubelet watches its
+# pods by spec.nodeName and its Node by metadata.name, so that with thousands
+# of nodes an event is offered to a handful of watchers, not to all of them
+# (kube-apiserver's cacher "triggers"). Every resource indexes metadata.name.
+INDEXED_FIELDS: Mapping[str, tuple[str, ...]] = {
+    "pods": ("spec.nodeName", "metadata.name"),
+}
+DEFAULT_INDEXED_FIELDS = ("metadata.name",)
+
+
+class WatcherIndex:
+    """The live watchers of one cache, indexed by the field value their filter pins.
+
+    ``candidates`` gives, for one event, the watchers that may want it: the
+    unindexed ones plus those indexed under the object's value of each
+    indexed field, and under the previous state's value (a pod that moved
+    between nodes is a DELETED for the old node's watchers).
+    """
+
+    def __init__(self, fields: tuple[str, ...]) -> None:
+        self.fields = fields
+        self.unindexed: set[CacheWatcher] = set()
+        self.by_value: dict[str, dict[str, set[CacheWatcher]]] = {f: {} for f in fields}
+
+    def __len__(self) -> int:
+        return len(self.unindexed) + sum(len(ws) for by in self.by_value.values() for ws in by.values())
+
+    def __iter__(self) -> Iterator[CacheWatcher]:
+        yield from self.unindexed
+        for by in self.by_value.values():
+            for ws in by.values():
+                yield from ws
+
+    def key_for(self, flt: Filter) -> tuple[str, str] | None:
+        if flt.fields is None:
+            return None
+        for f in self.fields:
+            value = flt.fields.requires(f)
+            if value is not None:
+                return f, value
+        return None
+
+    def add(self, w: CacheWatcher) -> None:
+        w.index_key = self.key_for(w.filter)
+        if w.index_key is None:
+            self.unindexed.add(w)
+        else:
+            f, value = w.index_key
+            self.by_value[f].setdefault(value, set()).add(w)
+
+    def discard(self, w: CacheWatcher) -> None:
+        if w.index_key is None:
+            self.unindexed.discard(w)
+            return
+        f, value = w.index_key
+        ws = self.by_value[f].get(value)
+        if ws is not None:
+            ws.discard(w)
+            if not ws:
+                del self.by_value[f][value]
+
+    def candidates(self, ev: CacheEvent) -> Iterator[CacheWatcher]:
+        """Each watcher that may want ``ev``, once."""
+        yield from self.unindexed
+        for f, by in self.by_value.items():
+            if not by:
+                continue
+            value = ev.obj.fields.get(f, "")
+            yield from by.get(value, ())
+            if ev.prev is not None:
+                old = ev.prev.fields.get(f, "")
+                if old != value:
+                    yield from by.get(old, ())
 
 
 class WatchCache:
@@ -172,7 +256,7 @@ class WatchCache:
         # Every event with a revision above this is in the history.
         self._oldest = 0
         self.revision = 0
-        self._watchers: set[CacheWatcher] = set()
+        self._watchers = WatcherIndex(INDEXED_FIELDS.get(self.rt.resource, DEFAULT_INDEXED_FIELDS))
         self._stream: WatchStream | None = None
         self._progress_wanted = False
         self._advanced = asyncio.Condition()
@@ -308,14 +392,32 @@ class WatchCache:
                 self._advanced.notify_all()
 
     def _dispatch(self, cb: CacheBatch) -> None:
-        for w in list(self._watchers):
-            out = w.convert(cb)
-            if not out:
-                continue
-            w.sent_revision = cb.revision
-            if not w.offer(out):
-                log.info("watch cache %s: closing a watcher that fell behind", self.rt.group_resource)
-                self._close_watcher(w)
+        """Offers each watcher its view of the batch, testing only the watchers the index names."""
+        if len(cb.events) == 1:
+            ev = cb.events[0]
+            for w in list(self._watchers.candidates(ev)):
+                seen = w.convert_event(ev)
+                if seen is not None:
+                    self._deliver(w, cb.revision, [seen])
+            return
+        # Several events at one revision (a multi-key transaction): one item per watcher, in event order.
+        per_watcher: dict[CacheWatcher, list[tuple[str, CachedObject]]] = {}
+        for ev in cb.events:
+            for w in self._watchers.candidates(ev):
+                # A watcher sits under one index key, so it is offered each event at most once.
+                seen = w.convert_event(ev)
+                if seen is not None:
+                    per_watcher.setdefault(w, []).append(seen)
+        for w, out in per_watcher.items():
+            self._deliver(w, cb.revision, out)
+
+    def _deliver(self, w: CacheWatcher, revision: int, out: list[tuple[str, CachedObject]]) -> None:
+        if w.closed:
+            return
+        w.sent_revision = revision
+        if not w.offer(out):
+            log.info("watch cache %s: closing a watcher that fell behind", self.rt.group_resource)
+            self._close_watcher(w)
 
     def _close_watcher(self, w: CacheWatcher) -> None:
         if w.closed:
