@@ -96,6 +96,7 @@ async def running(storage: FakeStorage, **options: Any) -> AsyncIterator[WatchCa
     options.setdefault("bookmark_interval", 3600.0)
     cache = WatchCache(strategy(PODS), cast(Storage, storage), PREFIX, PODS.message.FromString, **options)
     await cache.start()
+    await asyncio.wait_for(cache.wait_ready(), 1.0)  # the start replays history up to the current revision
     try:
         yield cache
     finally:
@@ -202,11 +203,59 @@ async def test_watch_older_than_history_is_out_of_window() -> None:
         for too_old in (2, 1):
             with pytest.raises(OutOfWindow):
                 cache.watch(too_old, Filter(), allow_bookmarks=False)
-    async with running(storage) as fresh:  # a fresh cache has no history before its list
+    async with running(storage, history_backfill=0) as fresh:  # without backfill: no history before its list
         assert fresh.revision == 5
         assert drain(fresh.watch(5, Filter(), allow_bookmarks=False)) == []
         with pytest.raises(OutOfWindow):
             fresh.watch(4, Filter(), allow_bookmarks=False)
+    async with running(storage, history_backfill=2) as fresh:  # lists at 3, replays 4 and 5
+        assert fresh.revision == 5
+        assert drain(fresh.watch(3, Filter(), allow_bookmarks=False)) == [
+            [("ADDED", "default/c", 4)], [("ADDED", "default/d", 5)]]
+        with pytest.raises(OutOfWindow):
+            fresh.watch(2, Filter(), allow_bookmarks=False)
+
+
+async def test_start_replays_recent_revisions_into_history_before_it_is_ready() -> None:
+    """A starting cache lists history_backfill revisions back and replays them: resuming watchers need no etcd watch."""
+    storage = FakeStorage()
+    await storage.create(key("a"), pod("a", node="n1"))  # 2
+    await storage.create(key("b"), pod("b", node="n2"))  # 3
+    await storage.update(key("a"), pod("a", node="n2"), expected_revision=2)  # 4
+    await storage.delete(key("b"))  # 5
+    await storage.create(ELSEWHERE, b"x")  # 6: only progress tells the cache it is at 6
+    cache = WatchCache(strategy(PODS), cast(Storage, storage), PREFIX, PODS.message.FromString,
+                       bookmark_interval=3600.0, history_backfill=4)
+    await cache.start()  # lists at 2
+    try:
+        assert not cache.ready and cache.revision == 2
+        assert cache.get(key("a")) is None  # a replaying cache is not a source of truth: callers read etcd
+        await asyncio.wait_for(cache.wait_ready(), 1.0)
+        assert cache.revision == 6 and cache.get(key("a")) is not None
+        assert storage.watch_calls == [(PREFIX, 3)]
+        n2 = cache.watch(2, on_node("n2"), allow_bookmarks=False)
+        assert drain(n2) == [[("ADDED", "default/b", 3)], [("ADDED", "default/a", 4)], [("DELETED", "default/b", 5)]]
+        n1 = cache.watch(3, on_node("n1"), allow_bookmarks=False)
+        assert drain(n1) == [[("DELETED", "default/a", 4)]]
+        with pytest.raises(OutOfWindow):
+            cache.watch(1, Filter(), allow_bookmarks=False)
+        assert [(co.key, co.revision) for co in cache.list(Filter())[0]] == [(key("a"), 4)]
+    finally:
+        await cache.stop()
+
+
+async def test_start_backfill_beyond_compaction_replays_from_the_compaction_point() -> None:
+    """A backfill that reaches past etcd's compaction point lists at the compaction point instead."""
+    storage = FakeStorage()
+    for name in ("a", "b", "c", "d"):  # 2..5
+        await storage.create(key(name), pod(name))
+    await storage.compact(4)
+    async with running(storage, history_backfill=100) as cache:
+        assert cache.revision == 5
+        assert drain(cache.watch(4, Filter(), allow_bookmarks=False)) == [[("ADDED", "default/d", 5)]]
+        with pytest.raises(OutOfWindow):
+            cache.watch(3, Filter(), allow_bookmarks=False)
+        assert storage.watch_calls == [(PREFIX, 5)]
 
 
 async def test_selector_transitions_become_added_and_deleted() -> None:
@@ -413,7 +462,8 @@ async def test_compacted_cache_stream_relists_and_ends_watchers() -> None:
         await storage.create(key("d"), pod("d"))  # 7: the re-opened stream delivers it
         await caught_up(cache, 7)
         assert drain(new) == [[("ADDED", "default/a", 4), ("ADDED", "default/c", 6)], [("ADDED", "default/d", 7)]]
-        assert storage.watch_calls == [(PREFIX, 4), (PREFIX, 7)]
+        # Listed at 1 and replayed 2..3 at start; after the relist at 6, resumed at 7.
+        assert storage.watch_calls == [(PREFIX, 2), (PREFIX, 7)]
 
 
 async def test_relist_wakes_revision_waiters() -> None:
@@ -501,11 +551,11 @@ async def test_store_watch_without_revision_sends_state_then_changes() -> None:
 async def test_store_watch_older_than_cache_is_served_from_storage() -> None:
     """A resourceVersion before the cache's window falls back to a storage watch, with transitions."""
     storage = FakeStorage()
-    async with configmap_store(storage, start=False) as store:
+    async with configmap_store(storage, start=False, history_backfill=0) as store:
         await store.create(verb(), configmap("a"))  # 2
         await store.update(verb("a", "update"), configmap("a", k="v"))  # 3
         await store.create(verb(), configmap("b"))  # 4
-        await store.cache.start()  # lists at 4: no history before it
+        await store.cache.start()  # lists at 4 and replays nothing: no history before it
         await cache_stream(storage)
         events = watch(store, "2")
         assert chunk(await anext(events)) == [("MODIFIED", "a", "3")]
@@ -523,7 +573,7 @@ async def test_store_watch_older_than_cache_is_served_from_storage() -> None:
 async def test_closing_a_storage_served_watch_closes_its_stream_at_once() -> None:
     """aclose() on a watch served from storage closes the storage watch before it returns."""
     storage = FakeStorage()
-    async with configmap_store(storage, start=False) as store:
+    async with configmap_store(storage, start=False, history_backfill=0) as store:
         await store.create(verb(), configmap("a"))  # 2
         await store.create(verb(), configmap("b"))  # 3
         await store.cache.start()

@@ -32,6 +32,7 @@ from kubelite.machinery.selectors import FieldSelector, LabelSelector
 from kubelite.storage.interface import (
     CompactedError,
     EventBatch,
+    KeyValue,
     Storage,
     StorageError,
     WatchGapError,
@@ -243,6 +244,7 @@ class WatchCache:
         *,
         history_size: int = 10_000,
         bookmark_interval: float = 30.0,
+        history_backfill: int | None = None,
     ) -> None:
         self.strategy = strategy
         self.rt = strategy.rt
@@ -262,13 +264,28 @@ class WatchCache:
         self._advanced = asyncio.Condition()
         self._ready = asyncio.Event()
         self._bookmark_interval = bookmark_interval
+        # How many store revisions before the current one a starting cache
+        # replays into its history (default: as many as the history holds).
+        self._backfill = history_size if history_backfill is None else max(history_backfill, 0)
+        # The revision a starting cache must reach before it is ready.
+        self._ready_at = 0
         self._task: asyncio.Task[None] | None = None
         self._bookmark_task: asyncio.Task[None] | None = None
 
     # --- lifecycle -------------------------------------------------------
 
     async def start(self) -> None:
-        await self._relist()
+        """Lists, then follows etcd; ready once the cache has reached etcd's revision at start.
+
+        The list is read ``history_backfill`` revisions in the past, and the
+        etcd watch replays the revisions since into the history, so that
+        clients resuming from a resourceVersion after an API server restart
+        are served from this cache instead of one etcd watch each. A past
+        revision that etcd compacted falls back to the compaction point, then
+        to the current state (no history, as before).
+        """
+        current = await self._storage.current_revision()
+        await self._relist(at=max(current - self._backfill, 1) if self._backfill else 0, ready_at=current)
         self._task = asyncio.create_task(self._follow(), name=f"watchcache:{self.rt.group_resource}")
         self._bookmark_task = asyncio.create_task(self._bookmarks(), name=f"bookmarks:{self.rt.group_resource}")
 
@@ -301,8 +318,19 @@ class WatchCache:
             namespace=meta.namespace, labels=dict(meta.labels), fields=self.strategy.field_set(obj),
         )
 
-    async def _relist(self) -> None:
-        items, revision = await self._storage.list(self._prefix)
+    async def _relist(self, at: int = 0, ready_at: int = 0) -> None:
+        """Loads the state at revision ``at`` (0: now); ready when the cache reaches ``ready_at``."""
+        items: list[KeyValue] = []
+        revision = 0
+        while True:
+            try:
+                items, revision = await self._storage.list(self._prefix, revision=at)
+                break
+            except CompactedError as exc:
+                if not at:
+                    raise
+                # Replay from the compaction point when etcd says where it is, else give up the history.
+                at = exc.compact_revision if exc.compact_revision > at else 0
         self._objects = {kv.key: self.make(kv.key, kv.value, kv.mod_revision) for kv in items}
         self._history.clear()
         self._oldest = revision
@@ -311,7 +339,12 @@ class WatchCache:
         # streams so that they resume (or get Expired) from their own revision.
         for w in list(self._watchers):
             self._close_watcher(w)
-        self._ready.set()
+        self._ready_at = ready_at
+        if self.revision >= ready_at:
+            self._ready.set()
+        else:
+            self._ready.clear()
+            self._progress_wanted = True  # the replay ends with etcd's answer, if no event gets there first
         async with self._advanced:
             self._advanced.notify_all()
 
@@ -355,6 +388,14 @@ class WatchCache:
     async def _bookmarks(self) -> None:
         """Keeps idle resources' revision fresh and tells bookmark-aware watchers about it."""
         while True:
+            if not self._ready.is_set():
+                # Replaying history at start: ask for progress often, so that the
+                # cache learns it has caught up even when nothing more is written.
+                await asyncio.sleep(0.2)
+                if self._stream is not None:
+                    with contextlib.suppress(StorageError):
+                        await self._stream.request_progress()
+                continue
             await asyncio.sleep(self._bookmark_interval)
             if self._stream is not None:
                 with contextlib.suppress(StorageError):
@@ -388,6 +429,10 @@ class WatchCache:
             self._dispatch(cb)
         if batch.revision > self.revision:
             self.revision = batch.revision
+            if self.revision >= self._ready_at and not self._ready.is_set():
+                log.info("watch cache %s: ready at revision %d, history from %d", self.rt.group_resource,
+                         self.revision, self._oldest)
+                self._ready.set()
             async with self._advanced:
                 self._advanced.notify_all()
 
@@ -455,7 +500,8 @@ class WatchCache:
             ) from None
 
     def get(self, key: str) -> CachedObject | None:
-        return self._objects.get(key)
+        """The cached object, or None (also while a starting cache replays its history: read etcd)."""
+        return self._objects.get(key) if self._ready.is_set() else None
 
     def list(self, flt: Filter) -> tuple[list[CachedObject], int]:
         """Matching objects sorted by key, and the revision they reflect."""
