@@ -622,3 +622,50 @@ async def test_store_list_pages_at_one_revision_and_full_list_is_consistent() ->
         with pytest.raises(errors.StatusError) as info:
             await store.list("default", limit=2, continue_token=token2)
         assert info.value.reason == "Expired"
+
+
+async def test_paged_list_reads_each_key_once_and_reports_remaining_items() -> None:
+    """Without selectors a page reads exactly its keys; remainingItemCount counts what follows."""
+    storage = FakeStorage()
+    async with configmap_store(storage) as store:
+        for i in range(10):  # c00..c09 at 2..11
+            await store.create(verb(), configmap(f"c{i:02d}"))
+        await store.create(Attributes(USER, "create", CONFIGMAPS, "other", ""),
+                           load({"metadata": {"name": "x", "namespace": "other"}}, core_v1.ConfigMap))  # 12
+        pages: list[tuple[list[str], int | None]] = []
+        token = ""
+        while True:
+            page = await store.list("default", limit=3, continue_token=token)
+            items, _, token = page
+            pages.append(([decoded(w)[0] for w in items], page.remaining_item_count))
+            if not token:
+                break
+        assert pages == [(["c00", "c01", "c02"], 7), (["c03", "c04", "c05"], 4), (["c06", "c07", "c08"], 1),
+                         (["c09"], None)]
+        assert storage.keys_read == 10  # the other namespace's key is outside the prefix, never read
+
+
+async def test_paged_list_with_a_selector_reads_on_until_the_page_is_full() -> None:
+    """A label selector that drops most keys still fills the page, no key is read twice, no remaining count."""
+    storage = FakeStorage()
+    async with configmap_store(storage) as store:
+        for i in range(20):  # every fifth is a match: c00, c05, c10, c15
+            cm = configmap(f"c{i:02d}")
+            if i % 5 == 0:
+                cm.metadata.labels["pick"] = "yes"
+            await store.create(verb(), cm)
+        page = await store.list("default", "pick=yes", limit=2)
+        items, _, token = page
+        assert [decoded(w)[0] for w in items] == ["c00", "c05"] and token and page.remaining_item_count is None
+        # Chunks of 2, then 4 keys: c00..c05, and the page is full at its last key.
+        assert storage.keys_read == 6
+        page = await store.list("default", "pick=yes", limit=2, continue_token=token)
+        items, _, token = page
+        assert [decoded(w)[0] for w in items] == ["c10", "c15"]
+        # From c06: chunks of 2, 4 and 8 (c06..c19); the page fills at c15, c16..c19 are read again next time.
+        assert storage.keys_read == 6 + 14
+        page = await store.list("default", "pick=yes", limit=2, continue_token=token)
+        assert (page[0], page[2]) == ([], "")  # c16..c19 hold no match: an empty last page, as in Kubernetes
+        with pytest.raises(errors.StatusError) as info:  # a token for another prefix is refused
+            await store.list("kube-system", limit=2, continue_token=token)
+        assert info.value.reason == "BadRequest"
