@@ -669,3 +669,24 @@ async def test_paged_list_with_a_selector_reads_on_until_the_page_is_full() -> N
         with pytest.raises(errors.StatusError) as info:  # a token for another prefix is refused
             await store.list("kube-system", limit=2, continue_token=token)
         assert info.value.reason == "BadRequest"
+
+
+async def test_watches_end_after_the_server_chosen_timeout() -> None:
+    """Cache- and storage-served watches end by themselves after watch_timeout (jittered up to 2x), cleanly."""
+    storage = FakeStorage()
+    async with configmap_store(storage, start=False, history_backfill=0, watch_timeout=0.05) as store:
+        await store.create(verb(), configmap("a"))  # 2
+        await store.cache.start()
+        await store.create(verb(), configmap("b"))  # 3
+        await caught_up(store.cache, 3)
+        await storage.create(ELSEWHERE, b"x")  # 4: the bookmark before the end carries it
+        await store.cache.wait_for_revision(4)
+        got: list[list[tuple[str, str, str]] | int] = []
+        with_bookmarks = store.watch("default", "", "", "2", allow_bookmarks=True)
+        async for item in with_bookmarks:  # the loop ends: the server ended the stream
+            got.append(chunk(item))
+        assert got == [[("ADDED", "b", "3")], 4]
+        assert store.cache.watcher_count == 0
+        from_storage = [chunk(item) async for item in watch(store, "1")]  # older than the cache: etcd serves it
+        assert from_storage == [[("ADDED", "a", "2")], [("ADDED", "b", "3")]]
+        assert len(storage.streams) == 1  # the storage watch was closed; the cache's own remains

@@ -79,7 +79,8 @@ def build_registry(config: APIServerConfig, storage: Storage) -> Registry:
 
     def cache_factory(store: ResourceStore) -> WatchCache:
         return WatchCache(store.strategy, storage, store.prefix, store.decode,
-                          history_size=config.watch_cache_size, bookmark_interval=config.bookmark_interval)
+                          history_size=config.watch_cache_size, bookmark_interval=config.bookmark_interval,
+                          watch_timeout=config.watch_timeout_seconds)
 
     for rt in SCHEME:
         stores[(rt.group, rt.resource)] = ResourceStore(strategies[(rt.group, rt.resource)], storage, admission,

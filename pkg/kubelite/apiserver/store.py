@@ -11,10 +11,12 @@ grace periods, dry runs, and the size limit.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
 import logging
+import random
 import secrets
 import time
 import uuid
@@ -592,14 +594,20 @@ class ResourceStore:
             start = parse_rv(resource_version)
             await self.cache.wait_ready()
             await self.cache.wait_for_revision(start)
+        # Every watch ends after a server-chosen time, jittered so that the
+        # clients of a restarted server do not all come back at once; they
+        # resume from their last resourceVersion, maybe on another server.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cache.watch_timeout * (1.0 + random.random())
         try:
             w = self.cache.watch(start, flt, allow_bookmarks)
         except OutOfWindow:
             assert start is not None
-            async with contextlib.aclosing(self._watch_storage(start, flt)) as chunks:
+            async with contextlib.aclosing(self._watch_storage(start, flt, deadline)) as chunks:
                 async for chunk in chunks:
                     yield chunk
             return
+        expiry = loop.call_at(deadline, self.cache.expire, w)
         try:
             while True:
                 item = await w.queue.get()
@@ -610,13 +618,20 @@ class ResourceStore:
                 else:
                     yield [(t, co.wire) for t, co in item]
         finally:
+            expiry.cancel()
             self.cache.unwatch(w)
 
-    async def _watch_storage(self, start: int, flt: Filter) -> AsyncGenerator[WatchChunk, None]:
-        """Serves a watch older than the cache's history straight from etcd's history."""
+    async def _watch_storage(self, start: int, flt: Filter, deadline: float) -> AsyncGenerator[WatchChunk, None]:
+        """Serves a watch older than the cache's history straight from etcd's history, until ``deadline``."""
         stream = self.storage.watch(self.prefix, start_revision=start + 1)
+        loop = asyncio.get_running_loop()
+        batches = aiter(stream)
         try:
-            async for batch in stream:
+            while True:
+                try:
+                    batch = await asyncio.wait_for(anext(batches), max(deadline - loop.time(), 0))
+                except (StopAsyncIteration, TimeoutError):
+                    return
                 out: list[tuple[str, bytes]] = []
                 for ev in batch.events:
                     co = self.cache.make(ev.key, ev.value, ev.revision)

@@ -245,6 +245,7 @@ class WatchCache:
         history_size: int = 10_000,
         bookmark_interval: float = 30.0,
         history_backfill: int | None = None,
+        watch_timeout: float = 1800.0,
     ) -> None:
         self.strategy = strategy
         self.rt = strategy.rt
@@ -264,6 +265,8 @@ class WatchCache:
         self._advanced = asyncio.Condition()
         self._ready = asyncio.Event()
         self._bookmark_interval = bookmark_interval
+        # Watches served from this cache end after this long, jittered (ResourceStore.watch).
+        self.watch_timeout = watch_timeout
         # How many store revisions before the current one a starting cache
         # replays into its history (default: as many as the history holds).
         self._backfill = history_size if history_backfill is None else max(history_backfill, 0)
@@ -541,6 +544,17 @@ class WatchCache:
                 w.queue.put_nowait(chunk)
         self._watchers.add(w)
         return w
+
+    def expire(self, w: CacheWatcher) -> None:
+        """Ends a watcher's stream after what it has queued (its server-chosen timeout passed).
+
+        A bookmark-aware watcher gets the cache's revision first, so that it
+        resumes from there rather than from its last event.
+        """
+        if not w.closed and w.allow_bookmarks and w.sent_revision < self.revision:
+            w.sent_revision = self.revision
+            w.queue.put_nowait(self.revision)
+        self._close_watcher(w)
 
     def unwatch(self, w: CacheWatcher) -> None:
         self._watchers.discard(w)
