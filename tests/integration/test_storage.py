@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 
@@ -30,6 +32,7 @@ from kubelite.storage import (
     UnavailableError,
 )
 from kubelite.storage.etcd import EtcdStorage, EtcdWatchStream
+from tests.support.apiserver import APIServerProcess
 from tests.support.etcd import EtcdCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -586,3 +589,44 @@ async def test_paged_list_of_10000_objects_reads_each_key_once(storage: EtcdStor
         assert keys_read("list_page") - before == 10_000
     finally:
         await storage.delete_range(prefix, prefix[:-1] + "0")
+
+
+# -- readiness -----------------------------------------------------------------------
+
+
+def readyz(api: APIServerProcess) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{api.http_port}/readyz?verbose", timeout=2) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+async def wait_readyz(api: APIServerProcess, status: int, timeout: float) -> str:
+    """Polls /readyz until it answers ``status``; returns the verbose body."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        got, body = await asyncio.to_thread(readyz, api)
+        if got == status:
+            return body
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"/readyz stayed {got}, not {status}:\n{body}")
+        await asyncio.sleep(0.2)
+
+
+@pytest.mark.timeout(180)
+async def test_readyz_is_false_while_etcd_is_down_and_true_after(
+        etcd_cluster: EtcdCluster, apiserver: APIServerProcess) -> None:
+    """Every etcd member stopped: the API server's /readyz fails naming etcd; members back: ready again."""
+    etcd_cluster.ensure_running()
+    if apiserver.proc is None:
+        apiserver.start()
+    await wait_readyz(apiserver, 200, 30)
+    try:
+        await asyncio.to_thread(lambda: [etcd_cluster.stop_member(i) for i in range(len(etcd_cluster.members))])
+        body = await wait_readyz(apiserver, 503, 60)
+        assert "[-]etcd failed" in body
+    finally:
+        await asyncio.to_thread(etcd_cluster.ensure_running)
+    body = await wait_readyz(apiserver, 200, 90)
+    assert "[+]etcd ok" in body and "[+]watch-cache:pods ok" in body

@@ -16,6 +16,7 @@ import pytest
 
 from kubelite.api.core.v1 import generated_pb2 as core_v1
 from kubelite.apiserver import watchcache
+from kubelite.apiserver.health import StorageHealth
 from kubelite.apiserver.pipeline import Admission, Attributes, UserInfo
 from kubelite.apiserver.registry.strategy import Strategy
 from kubelite.apiserver.store import ResourceStore, WatchChunk
@@ -23,7 +24,7 @@ from kubelite.apiserver.watchcache import CacheWatcher, Filter, OutOfWindow, Wat
 from kubelite.machinery import errors
 from kubelite.machinery.kinds import CONFIGMAPS, PODS
 from kubelite.machinery.selectors import parse_field_selector, parse_label_selector
-from kubelite.storage.interface import CompactedError, Storage
+from kubelite.storage.interface import CompactedError, Storage, UnavailableError
 from tests.unit.fakes_storage import FakeStorage, FakeWatchStream
 from tests.unit.test_registry_helpers import load, strategy
 
@@ -690,3 +691,49 @@ async def test_watches_end_after_the_server_chosen_timeout() -> None:
         from_storage = [chunk(item) async for item in watch(store, "1")]  # older than the cache: etcd serves it
         assert from_storage == [[("ADDED", "a", "2")], [("ADDED", "b", "3")]]
         assert len(storage.streams) == 1  # the storage watch was closed; the cache's own remains
+
+
+# --- readiness ---------------------------------------------------------------------------
+
+async def test_readiness_follows_etcd_reachability_and_cache_lag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """etcd failing or hanging makes etcd_ok false; a cache that does not reach etcd's revision in time is behind."""
+    storage = FakeStorage()
+    now = [0.0]
+    async with running(storage) as cache:
+        stream = await cache_stream(storage)
+        health = StorageHealth(cast(Storage, storage), [cache], timeout=0.01, max_cache_lag=10.0,
+                               clock=lambda: now[0])
+        await health.check_once()
+        assert health.etcd_ok() and health.cache_ok(cache)
+
+        async def unavailable() -> int:
+            raise UnavailableError("no member answered")
+
+        async def hangs() -> int:
+            await asyncio.Event().wait()
+            return 0
+
+        for broken in (unavailable, hangs):
+            monkeypatch.setattr(storage, "current_revision", broken)
+            await health.check_once()
+            assert not health.etcd_ok()
+            monkeypatch.undo()
+            await health.check_once()
+            assert health.etcd_ok()
+
+        async def unanswered() -> None:
+            stream.progress_requests += 1
+
+        monkeypatch.setattr(stream, "request_progress", unanswered)  # the cache's stream is stuck
+        await storage.create(ELSEWHERE, b"x")  # 2: a pod cache learns of it only through progress
+        await health.check_once()
+        assert stream.progress_requests == 1 and health.cache_ok(cache)  # asked; not late yet
+        now[0] = 10.5
+        await health.check_once()
+        assert not health.cache_ok(cache)
+        monkeypatch.undo()
+        await stream.request_progress()
+        await caught_up(cache, 2)
+        assert health.cache_ok(cache)
+        await health.check_once()
+        assert health.cache_ok(cache)

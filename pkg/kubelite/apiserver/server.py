@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from google.protobuf.message import Message
 from kubelite.api.service.v1 import service_pb2_grpc as pb_grpc
 from kubelite.apiserver import http
 from kubelite.apiserver.config import APIServerConfig
+from kubelite.apiserver.health import StorageHealth
 from kubelite.apiserver.pipeline import SYSTEM, Admission, Attributes, NamespaceLifecycle, Pipeline
 from kubelite.apiserver.registry.all import build_strategies
 from kubelite.apiserver.service import DiscoveryServicer, Registry, ResourceServicer
@@ -47,10 +49,12 @@ class APIServer:
     http_runner: web.AppRunner
     grpc_port: int
     http_port: int
+    health: StorageHealth
 
     async def stop(self, grace: float = 1.0) -> None:
         await self.grpc_server.stop(grace)
         await self.http_runner.cleanup()
+        await self.health.stop()
         for store in self.registry.stores.values():
             await store.cache.stop()
         await self.storage.close()
@@ -128,7 +132,12 @@ async def start(config: APIServerConfig, storage_factory: Callable[[APIServerCon
         raise OSError(f"cannot listen on {config.bind_address}:{config.secure_port}")
     await server.start()
 
-    checks = {f"watch-cache:{s.rt.group_resource}": (lambda s=s: s.cache.ready) for s in registry.stores.values()}
+    # Ready while etcd answers the periodic check and every cache is started and keeping up.
+    health = StorageHealth(storage, [s.cache for s in registry.stores.values()])
+    health.start()
+    checks: dict[str, Callable[[], bool]] = {"etcd": health.etcd_ok}
+    for s in registry.stores.values():
+        checks[f"watch-cache:{s.rt.group_resource}"] = functools.partial(health.cache_ok, s.cache)
     runner = web.AppRunner(http.make_app(checks), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.http_bind_address, config.http_port)
@@ -136,7 +145,7 @@ async def start(config: APIServerConfig, storage_factory: Callable[[APIServerCon
     http_port = runner.addresses[0][1] if runner.addresses else config.http_port
     log.info("serving the API on %s:%d (gRPC), health and metrics on %s:%d", config.bind_address, grpc_port,
              config.http_bind_address, http_port)
-    return APIServer(config, storage, registry, server, runner, grpc_port, http_port)
+    return APIServer(config, storage, registry, server, runner, grpc_port, http_port, health)
 
 
 async def _maybe_start(storage: Storage) -> None:

@@ -272,6 +272,9 @@ class WatchCache:
         self._backfill = history_size if history_backfill is None else max(history_backfill, 0)
         # The revision a starting cache must reach before it is ready.
         self._ready_at = 0
+        # A revision etcd reported that the cache has not reached yet, and when (readiness).
+        self._lag_target = 0
+        self._lag_since = 0.0
         self._task: asyncio.Task[None] | None = None
         self._bookmark_task: asyncio.Task[None] | None = None
 
@@ -501,6 +504,28 @@ class WatchCache:
                 "Timeout", f"Too large resource version: {revision}, current: {self.revision}",
                 retry_after_seconds=1,
             ) from None
+
+    async def observe_store_revision(self, revision: int, now: float) -> None:
+        """The health monitor saw etcd at ``revision`` at time ``now``.
+
+        Remembers the first such revision the cache has not reached and asks
+        etcd for progress, so that an idle resource catches up at once; the
+        cache is behind when it has not reached that revision in time.
+        """
+        if self._lag_target and self.revision >= self._lag_target:
+            self._lag_target = 0
+        if self.revision >= revision or self._lag_target:
+            return
+        self._lag_target, self._lag_since = revision, now
+        if self._stream is not None:
+            with contextlib.suppress(StorageError):
+                await self._stream.request_progress()
+        else:
+            self._progress_wanted = True
+
+    def behind(self, now: float, max_lag: float) -> bool:
+        """True while a revision etcd reported more than ``max_lag`` seconds ago is still ahead of the cache."""
+        return bool(self._lag_target) and self.revision < self._lag_target and now - self._lag_since > max_lag
 
     def get(self, key: str) -> CachedObject | None:
         """The cached object, or None (also while a starting cache replays its history: read etcd)."""
