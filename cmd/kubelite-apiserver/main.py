@@ -36,12 +36,15 @@ from kubelite.machinery import duration
                    "that have none.")
 @click.option("--endpoint-lease-seconds", default=15, type=int,
               help="Lifetime of this server's entry in the kubernetes Endpoints unless renewed.")
+@click.option("--min-request-timeout", default=1800, type=int,
+              help="Seconds a watch lasts at least before the server ends it (jittered up to twice), so that "
+                   "clients spread over API servers again.")
 @click.option("-v", "--v", "verbosity", default=0, type=int, help="Log verbosity (0: info, 4+: debug).")
 def main(etcd_servers: str, bind_address: str, secure_port: int, http_bind_address: str, http_port: int,
          service_cluster_ip_range: str, service_node_port_range: str, watch_cache_size: int,
          watch_bookmark_interval: float, advertise_address: str, event_ttl: str,
          default_not_ready_toleration_seconds: int, default_unreachable_toleration_seconds: int,
-         endpoint_lease_seconds: int, verbosity: int) -> None:
+         endpoint_lease_seconds: int, min_request_timeout: int, verbosity: int) -> None:
     """The kubelite API server: the only component that talks to etcd."""
     logging.basicConfig(level=logging.DEBUG if verbosity >= 4 else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -59,7 +62,7 @@ def main(etcd_servers: str, bind_address: str, secure_port: int, http_bind_addre
             event_ttl_seconds=round(ttl),
             default_not_ready_toleration_seconds=default_not_ready_toleration_seconds,
             default_unreachable_toleration_seconds=default_unreachable_toleration_seconds,
-            endpoint_lease_seconds=endpoint_lease_seconds)
+            endpoint_lease_seconds=endpoint_lease_seconds, watch_timeout_seconds=min_request_timeout)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     asyncio.run(_serve(config))

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import REGISTRY
 
+from kubelite.api.core.v1 import generated_pb2 as core_v1
+from kubelite.apiserver.pipeline import Admission
+from kubelite.apiserver.registry.all import build_strategies
+from kubelite.apiserver.store import ResourceStore
+from kubelite.apiserver.watchcache import WatchCache
+from kubelite.machinery.kinds import CONFIGMAPS, SCHEME
 from kubelite.storage import (
     Claim,
     ClaimTakenError,
@@ -23,9 +32,12 @@ from kubelite.storage import (
     UnavailableError,
 )
 from kubelite.storage.etcd import EtcdStorage, EtcdWatchStream
+from tests.support.apiserver import APIServerProcess
 from tests.support.etcd import EtcdCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+STRATEGIES = build_strategies(SCHEME)
 
 
 # -- helpers -------------------------------------------------------------------
@@ -519,3 +531,102 @@ async def test_unavailable_without_quorum(etcd_cluster: EtcdCluster) -> None:
         assert await store.create("/noquorum/b", b"y") > 0
     finally:
         await store.close()
+
+
+# -- paged reads -----------------------------------------------------------------
+
+
+def keys_read(operation: str) -> float:
+    """The process-wide etcd_read_keys_total counter for ``operation``."""
+    return REGISTRY.get_sample_value("etcd_read_keys_total", {"operation": operation}) or 0.0
+
+
+async def test_list_page_reads_one_page_with_the_count_of_the_rest(storage: EtcdStorage) -> None:
+    """A Range with a limit from a start key: the page, `more`, etcd's count, a pinned revision; only its keys read."""
+    await asyncio.gather(*(storage.create(f"/lp/{i:02d}", b"v") for i in range(10)))
+    await storage.create("/lpx", b"not under the prefix")
+    before = keys_read("list_page")
+    first = await storage.list_page("/lp/", limit=4)
+    assert [kv.key for kv in first.items] == ["/lp/00", "/lp/01", "/lp/02", "/lp/03"]
+    assert (first.more, first.count) == (True, 10)
+    await storage.create("/lp/05a", b"late")  # after the first page: invisible at its revision
+    rest = await storage.list_page("/lp/", start="/lp/03\0", limit=100, revision=first.revision)
+    assert [kv.key for kv in rest.items] == [f"/lp/{i:02d}" for i in range(4, 10)]
+    assert (rest.more, rest.count, rest.revision) == (False, 6, first.revision)
+    assert keys_read("list_page") - before == 10
+    with pytest.raises(ValueError):
+        await storage.list_page("/lp/", start="/other", limit=1)
+
+
+async def test_paged_list_of_10000_objects_reads_each_key_once(storage: EtcdStorage) -> None:
+    """ResourceStore.list with limit/continue over 10,000 ConfigMaps in etcd: 10,000 keys read, by the metric."""
+    namespace = f"paged-{uuid.uuid4().hex[:6]}"
+    prefix = f"/registry/configmaps/{namespace}/"
+
+    def configmap(i: int) -> bytes:
+        cm = core_v1.ConfigMap()
+        cm.metadata.name, cm.metadata.namespace = f"cm-{i:05d}", namespace
+        cm.data["i"] = str(i)
+        return cm.SerializeToString(deterministic=True)
+
+    try:
+        await asyncio.gather(*(storage.create(f"{prefix}cm-{i:05d}", configmap(i)) for i in range(10_000)))
+        store = ResourceStore(STRATEGIES[("", "configmaps")], storage, Admission(),
+                              lambda s: WatchCache(s.strategy, storage, s.prefix, s.decode))
+        before = keys_read("list_page")
+        names: list[str] = []
+        remaining: list[int | None] = []
+        token = ""
+        while True:
+            page = await store.list(namespace, limit=500, continue_token=token)
+            items, _, token = page
+            names.extend(CONFIGMAPS.message.FromString(w).metadata.name for w in items)  # type: ignore[attr-defined]
+            remaining.append(page.remaining_item_count)
+            if not token:
+                break
+        assert names == [f"cm-{i:05d}" for i in range(10_000)]
+        assert remaining == [10_000 - 500 * n for n in range(1, 20)] + [None]
+        assert keys_read("list_page") - before == 10_000
+    finally:
+        await storage.delete_range(prefix, prefix[:-1] + "0")
+
+
+# -- readiness -----------------------------------------------------------------------
+
+
+def readyz(api: APIServerProcess) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{api.http_port}/readyz?verbose", timeout=2) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+async def wait_readyz(api: APIServerProcess, status: int, timeout: float) -> str:
+    """Polls /readyz until it answers ``status``; returns the verbose body."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        got, body = await asyncio.to_thread(readyz, api)
+        if got == status:
+            return body
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"/readyz stayed {got}, not {status}:\n{body}")
+        await asyncio.sleep(0.2)
+
+
+@pytest.mark.timeout(180)
+async def test_readyz_is_false_while_etcd_is_down_and_true_after(
+        etcd_cluster: EtcdCluster, apiserver: APIServerProcess) -> None:
+    """Every etcd member stopped: the API server's /readyz fails naming etcd; members back: ready again."""
+    etcd_cluster.ensure_running()
+    if apiserver.proc is None:
+        apiserver.start()
+    await wait_readyz(apiserver, 200, 30)
+    try:
+        await asyncio.to_thread(lambda: [etcd_cluster.stop_member(i) for i in range(len(etcd_cluster.members))])
+        body = await wait_readyz(apiserver, 503, 60)
+        assert "[-]etcd failed" in body
+    finally:
+        await asyncio.to_thread(etcd_cluster.ensure_running)
+    body = await wait_readyz(apiserver, 200, 90)
+    assert "[+]etcd ok" in body and "[+]watch-cache:pods ok" in body

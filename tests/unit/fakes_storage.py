@@ -26,6 +26,7 @@ from kubelite.storage.interface import (
     KeyExistsError,
     KeyNotFoundError,
     KeyValue,
+    RangePage,
     StorageError,
 )
 
@@ -98,6 +99,7 @@ class FakeStorage:
         self.streams: list[FakeWatchStream] = []  # open watches
         self.watch_calls: list[tuple[str, int]] = []  # (prefix, start_revision) of every watch()
         self.ttls: dict[str, int] = {}  # the ttl asked for at each key's last write (0: none)
+        self.keys_read = 0  # keys returned by list_page (what EtcdStorage counts in etcd_read_keys_total)
 
     def _claim(self, claims: Sequence[Claim]) -> None:
         for c in claims:
@@ -152,6 +154,15 @@ class FakeStorage:
             else:
                 state.pop(ev.key, None)
         return [kv for k, kv in sorted(state.items()) if k.startswith(prefix)], revision
+
+    async def list_page(self, prefix: str, *, start: str = "", limit: int, revision: int = 0) -> RangePage:
+        if limit < 1:
+            raise ValueError("list_page needs a positive limit")
+        items, at = await self.list(prefix, revision=revision)
+        rest = [kv for kv in items if kv.key >= start] if start else items
+        page = rest[:limit]
+        self.keys_read += len(page)
+        return RangePage(page, at, len(rest) > limit, len(rest))
 
     async def update(self, key: str, value: bytes, *, expected_revision: int, claims: Sequence[Claim] = (),
                      releases: Sequence[str] = (), ttl: int = 0) -> int:

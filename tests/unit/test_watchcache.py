@@ -16,6 +16,7 @@ import pytest
 
 from kubelite.api.core.v1 import generated_pb2 as core_v1
 from kubelite.apiserver import watchcache
+from kubelite.apiserver.health import StorageHealth
 from kubelite.apiserver.pipeline import Admission, Attributes, UserInfo
 from kubelite.apiserver.registry.strategy import Strategy
 from kubelite.apiserver.store import ResourceStore, WatchChunk
@@ -23,7 +24,7 @@ from kubelite.apiserver.watchcache import CacheWatcher, Filter, OutOfWindow, Wat
 from kubelite.machinery import errors
 from kubelite.machinery.kinds import CONFIGMAPS, PODS
 from kubelite.machinery.selectors import parse_field_selector, parse_label_selector
-from kubelite.storage.interface import CompactedError, Storage
+from kubelite.storage.interface import CompactedError, Storage, UnavailableError
 from tests.unit.fakes_storage import FakeStorage, FakeWatchStream
 from tests.unit.test_registry_helpers import load, strategy
 
@@ -96,6 +97,7 @@ async def running(storage: FakeStorage, **options: Any) -> AsyncIterator[WatchCa
     options.setdefault("bookmark_interval", 3600.0)
     cache = WatchCache(strategy(PODS), cast(Storage, storage), PREFIX, PODS.message.FromString, **options)
     await cache.start()
+    await asyncio.wait_for(cache.wait_ready(), 1.0)  # the start replays history up to the current revision
     try:
         yield cache
     finally:
@@ -202,11 +204,59 @@ async def test_watch_older_than_history_is_out_of_window() -> None:
         for too_old in (2, 1):
             with pytest.raises(OutOfWindow):
                 cache.watch(too_old, Filter(), allow_bookmarks=False)
-    async with running(storage) as fresh:  # a fresh cache has no history before its list
+    async with running(storage, history_backfill=0) as fresh:  # without backfill: no history before its list
         assert fresh.revision == 5
         assert drain(fresh.watch(5, Filter(), allow_bookmarks=False)) == []
         with pytest.raises(OutOfWindow):
             fresh.watch(4, Filter(), allow_bookmarks=False)
+    async with running(storage, history_backfill=2) as fresh:  # lists at 3, replays 4 and 5
+        assert fresh.revision == 5
+        assert drain(fresh.watch(3, Filter(), allow_bookmarks=False)) == [
+            [("ADDED", "default/c", 4)], [("ADDED", "default/d", 5)]]
+        with pytest.raises(OutOfWindow):
+            fresh.watch(2, Filter(), allow_bookmarks=False)
+
+
+async def test_start_replays_recent_revisions_into_history_before_it_is_ready() -> None:
+    """A starting cache lists history_backfill revisions back and replays them: resuming watchers need no etcd watch."""
+    storage = FakeStorage()
+    await storage.create(key("a"), pod("a", node="n1"))  # 2
+    await storage.create(key("b"), pod("b", node="n2"))  # 3
+    await storage.update(key("a"), pod("a", node="n2"), expected_revision=2)  # 4
+    await storage.delete(key("b"))  # 5
+    await storage.create(ELSEWHERE, b"x")  # 6: only progress tells the cache it is at 6
+    cache = WatchCache(strategy(PODS), cast(Storage, storage), PREFIX, PODS.message.FromString,
+                       bookmark_interval=3600.0, history_backfill=4)
+    await cache.start()  # lists at 2
+    try:
+        assert not cache.ready and cache.revision == 2
+        assert cache.get(key("a")) is None  # a replaying cache is not a source of truth: callers read etcd
+        await asyncio.wait_for(cache.wait_ready(), 1.0)
+        assert cache.revision == 6 and cache.get(key("a")) is not None
+        assert storage.watch_calls == [(PREFIX, 3)]
+        n2 = cache.watch(2, on_node("n2"), allow_bookmarks=False)
+        assert drain(n2) == [[("ADDED", "default/b", 3)], [("ADDED", "default/a", 4)], [("DELETED", "default/b", 5)]]
+        n1 = cache.watch(3, on_node("n1"), allow_bookmarks=False)
+        assert drain(n1) == [[("DELETED", "default/a", 4)]]
+        with pytest.raises(OutOfWindow):
+            cache.watch(1, Filter(), allow_bookmarks=False)
+        assert [(co.key, co.revision) for co in cache.list(Filter())[0]] == [(key("a"), 4)]
+    finally:
+        await cache.stop()
+
+
+async def test_start_backfill_beyond_compaction_replays_from_the_compaction_point() -> None:
+    """A backfill that reaches past etcd's compaction point lists at the compaction point instead."""
+    storage = FakeStorage()
+    for name in ("a", "b", "c", "d"):  # 2..5
+        await storage.create(key(name), pod(name))
+    await storage.compact(4)
+    async with running(storage, history_backfill=100) as cache:
+        assert cache.revision == 5
+        assert drain(cache.watch(4, Filter(), allow_bookmarks=False)) == [[("ADDED", "default/d", 5)]]
+        with pytest.raises(OutOfWindow):
+            cache.watch(3, Filter(), allow_bookmarks=False)
+        assert storage.watch_calls == [(PREFIX, 5)]
 
 
 async def test_selector_transitions_become_added_and_deleted() -> None:
@@ -245,6 +295,97 @@ async def test_stop_matching_deleted_carries_last_matching_state() -> None:
         gone: Any = PODS.message.FromString(item[0][1].wire)
         assert gone.metadata.resource_version == "3"
         assert dict(gone.metadata.labels) == {"app": "web"}
+
+
+# --- watcher index ---------------------------------------------------------------
+
+def on_node(node: str) -> Filter:
+    return Filter(fields=parse_field_selector(f"spec.nodeName={node}"))
+
+
+@asynccontextmanager
+async def counting_filters(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[int]]:
+    """Counts Filter.matches calls while the block runs (one element: the count)."""
+    count = [0]
+    real = Filter.matches
+
+    def matches(self: Filter, co: watchcache.CachedObject) -> bool:
+        count[0] += 1
+        return real(self, co)
+
+    monkeypatch.setattr(Filter, "matches", matches)
+    yield count
+    monkeypatch.setattr(Filter, "matches", real)
+
+
+async def test_pod_event_is_tested_only_against_its_nodes_watchers_and_unindexed_ones(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """1,000 node watchers: an event for a pod on n7 costs the filter checks of n7's watcher and the unindexed one."""
+    storage = FakeStorage()
+    async with running(storage) as cache:
+        await cache_stream(storage)
+        nodes = {f"n{i}": cache.watch(None, on_node(f"n{i}"), allow_bookmarks=False) for i in range(1000)}
+        everything = cache.watch(None, Filter(), allow_bookmarks=False)
+        by_label = cache.watch(None, labels("app=web"), allow_bookmarks=False)
+        assert cache.watcher_count == 1002
+        async with counting_filters(monkeypatch) as count:
+            await storage.create(key("a"), pod("a", labels={"app": "web"}, node="n7"))  # 2
+            await caught_up(cache, 2)
+            # ADDED: one check per candidate (n7's watcher, the label watcher, the unfiltered one).
+            assert count[0] == 3
+            count[0] = 0
+            await storage.update(key("a"), pod("a", labels={"app": "web"}, node="n7"), expected_revision=2)  # 3
+            await caught_up(cache, 3)
+            # MODIFIED: new and previous state, for each of the same three candidates.
+            assert count[0] == 6
+        assert drain(nodes["n7"]) == [[("ADDED", "default/a", 2)], [("MODIFIED", "default/a", 3)]]
+        assert drain(everything) == drain(by_label) == [[("ADDED", "default/a", 2)], [("MODIFIED", "default/a", 3)]]
+        assert all(drain(w) == [] for name, w in nodes.items() if name != "n7")
+
+
+async def test_index_follows_node_transitions_and_multi_key_transactions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Binding (unset -> n1), moving (n1 -> n2), a transaction over two nodes and deletion reach the right nodes."""
+    storage = FakeStorage()
+    async with running(storage) as cache:
+        await cache_stream(storage)
+        unbound = cache.watch(None, on_node(""), allow_bookmarks=False)  # the scheduler's view
+        n1 = cache.watch(None, on_node("n1"), allow_bookmarks=False)
+        n2 = cache.watch(None, on_node("n2"), allow_bookmarks=False)
+        n3 = cache.watch(None, on_node("n3"), allow_bookmarks=False)
+        not_n1 = cache.watch(None, Filter(fields=parse_field_selector("spec.nodeName!=n1")), allow_bookmarks=False)
+        await storage.create(key("a"), pod("a"))  # 2
+        await storage.update(key("a"), pod("a", node="n1"), expected_revision=2)  # 3: bound
+        await storage.update(key("a"), pod("a", node="n2"), expected_revision=3)  # 4: moved
+        storage.write_many({key("b"): pod("b", node="n1"), key("c"): pod("c", node="n2")}, [key("a")])  # 5
+        await caught_up(cache, 5)
+        assert drain(unbound) == [[("ADDED", "default/a", 2)], [("DELETED", "default/a", 3)]]
+        assert drain(n1) == [[("ADDED", "default/a", 3)], [("DELETED", "default/a", 4)], [("ADDED", "default/b", 5)]]
+        assert drain(n2) == [[("ADDED", "default/a", 4)], [("ADDED", "default/c", 5), ("DELETED", "default/a", 5)]]
+        assert drain(n3) == []
+        assert drain(not_n1) == [[("ADDED", "default/a", 2)], [("DELETED", "default/a", 3)],
+                                 [("ADDED", "default/a", 4)], [("ADDED", "default/c", 5), ("DELETED", "default/a", 5)]]
+        # Unwatching removes a watcher from its index slot (and an emptied slot goes).
+        for w in (unbound, n1, n2, n3, not_n1):
+            cache.unwatch(w)
+        assert cache.watcher_count == 0
+        async with counting_filters(monkeypatch) as count:
+            await storage.create(key("d"), pod("d", node="n1"))  # 6
+            await caught_up(cache, 6)
+            assert count[0] == 0
+
+
+async def test_name_selector_is_indexed_for_every_resource(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kubelet's own-Node watch (metadata.name=<node>) is indexed too: other objects never test it."""
+    storage = FakeStorage()
+    async with running(storage) as cache:
+        await cache_stream(storage)
+        mine = cache.watch(None, Filter(fields=parse_field_selector("metadata.name=a")), allow_bookmarks=False)
+        async with counting_filters(monkeypatch) as count:
+            await storage.create(key("b"), pod("b"))  # 2
+            await storage.create(key("a"), pod("a"))  # 3
+            await caught_up(cache, 3)
+            assert count[0] == 1
+        assert drain(mine) == [[("ADDED", "default/a", 3)]]
 
 
 # --- bookmarks, revisions ---------------------------------------------------------------
@@ -322,7 +463,8 @@ async def test_compacted_cache_stream_relists_and_ends_watchers() -> None:
         await storage.create(key("d"), pod("d"))  # 7: the re-opened stream delivers it
         await caught_up(cache, 7)
         assert drain(new) == [[("ADDED", "default/a", 4), ("ADDED", "default/c", 6)], [("ADDED", "default/d", 7)]]
-        assert storage.watch_calls == [(PREFIX, 4), (PREFIX, 7)]
+        # Listed at 1 and replayed 2..3 at start; after the relist at 6, resumed at 7.
+        assert storage.watch_calls == [(PREFIX, 2), (PREFIX, 7)]
 
 
 async def test_relist_wakes_revision_waiters() -> None:
@@ -410,11 +552,11 @@ async def test_store_watch_without_revision_sends_state_then_changes() -> None:
 async def test_store_watch_older_than_cache_is_served_from_storage() -> None:
     """A resourceVersion before the cache's window falls back to a storage watch, with transitions."""
     storage = FakeStorage()
-    async with configmap_store(storage, start=False) as store:
+    async with configmap_store(storage, start=False, history_backfill=0) as store:
         await store.create(verb(), configmap("a"))  # 2
         await store.update(verb("a", "update"), configmap("a", k="v"))  # 3
         await store.create(verb(), configmap("b"))  # 4
-        await store.cache.start()  # lists at 4: no history before it
+        await store.cache.start()  # lists at 4 and replays nothing: no history before it
         await cache_stream(storage)
         events = watch(store, "2")
         assert chunk(await anext(events)) == [("MODIFIED", "a", "3")]
@@ -432,7 +574,7 @@ async def test_store_watch_older_than_cache_is_served_from_storage() -> None:
 async def test_closing_a_storage_served_watch_closes_its_stream_at_once() -> None:
     """aclose() on a watch served from storage closes the storage watch before it returns."""
     storage = FakeStorage()
-    async with configmap_store(storage, start=False) as store:
+    async with configmap_store(storage, start=False, history_backfill=0) as store:
         await store.create(verb(), configmap("a"))  # 2
         await store.create(verb(), configmap("b"))  # 3
         await store.cache.start()
@@ -481,3 +623,117 @@ async def test_store_list_pages_at_one_revision_and_full_list_is_consistent() ->
         with pytest.raises(errors.StatusError) as info:
             await store.list("default", limit=2, continue_token=token2)
         assert info.value.reason == "Expired"
+
+
+async def test_paged_list_reads_each_key_once_and_reports_remaining_items() -> None:
+    """Without selectors a page reads exactly its keys; remainingItemCount counts what follows."""
+    storage = FakeStorage()
+    async with configmap_store(storage) as store:
+        for i in range(10):  # c00..c09 at 2..11
+            await store.create(verb(), configmap(f"c{i:02d}"))
+        await store.create(Attributes(USER, "create", CONFIGMAPS, "other", ""),
+                           load({"metadata": {"name": "x", "namespace": "other"}}, core_v1.ConfigMap))  # 12
+        pages: list[tuple[list[str], int | None]] = []
+        token = ""
+        while True:
+            page = await store.list("default", limit=3, continue_token=token)
+            items, _, token = page
+            pages.append(([decoded(w)[0] for w in items], page.remaining_item_count))
+            if not token:
+                break
+        assert pages == [(["c00", "c01", "c02"], 7), (["c03", "c04", "c05"], 4), (["c06", "c07", "c08"], 1),
+                         (["c09"], None)]
+        assert storage.keys_read == 10  # the other namespace's key is outside the prefix, never read
+
+
+async def test_paged_list_with_a_selector_reads_on_until_the_page_is_full() -> None:
+    """A label selector that drops most keys still fills the page, no key is read twice, no remaining count."""
+    storage = FakeStorage()
+    async with configmap_store(storage) as store:
+        for i in range(20):  # every fifth is a match: c00, c05, c10, c15
+            cm = configmap(f"c{i:02d}")
+            if i % 5 == 0:
+                cm.metadata.labels["pick"] = "yes"
+            await store.create(verb(), cm)
+        page = await store.list("default", "pick=yes", limit=2)
+        items, _, token = page
+        assert [decoded(w)[0] for w in items] == ["c00", "c05"] and token and page.remaining_item_count is None
+        # Chunks of 2, then 4 keys: c00..c05, and the page is full at its last key.
+        assert storage.keys_read == 6
+        page = await store.list("default", "pick=yes", limit=2, continue_token=token)
+        items, _, token = page
+        assert [decoded(w)[0] for w in items] == ["c10", "c15"]
+        # From c06: chunks of 2, 4 and 8 (c06..c19); the page fills at c15, c16..c19 are read again next time.
+        assert storage.keys_read == 6 + 14
+        page = await store.list("default", "pick=yes", limit=2, continue_token=token)
+        assert (page[0], page[2]) == ([], "")  # c16..c19 hold no match: an empty last page, as in Kubernetes
+        with pytest.raises(errors.StatusError) as info:  # a token for another prefix is refused
+            await store.list("kube-system", limit=2, continue_token=token)
+        assert info.value.reason == "BadRequest"
+
+
+async def test_watches_end_after_the_server_chosen_timeout() -> None:
+    """Cache- and storage-served watches end by themselves after watch_timeout (jittered up to 2x), cleanly."""
+    storage = FakeStorage()
+    async with configmap_store(storage, start=False, history_backfill=0, watch_timeout=0.05) as store:
+        await store.create(verb(), configmap("a"))  # 2
+        await store.cache.start()
+        await store.create(verb(), configmap("b"))  # 3
+        await caught_up(store.cache, 3)
+        await storage.create(ELSEWHERE, b"x")  # 4: the bookmark before the end carries it
+        await store.cache.wait_for_revision(4)
+        got: list[list[tuple[str, str, str]] | int] = []
+        with_bookmarks = store.watch("default", "", "", "2", allow_bookmarks=True)
+        async for item in with_bookmarks:  # the loop ends: the server ended the stream
+            got.append(chunk(item))
+        assert got == [[("ADDED", "b", "3")], 4]
+        assert store.cache.watcher_count == 0
+        from_storage = [chunk(item) async for item in watch(store, "1")]  # older than the cache: etcd serves it
+        assert from_storage == [[("ADDED", "a", "2")], [("ADDED", "b", "3")]]
+        assert len(storage.streams) == 1  # the storage watch was closed; the cache's own remains
+
+
+# --- readiness ---------------------------------------------------------------------------
+
+async def test_readiness_follows_etcd_reachability_and_cache_lag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """etcd failing or hanging makes etcd_ok false; a cache that does not reach etcd's revision in time is behind."""
+    storage = FakeStorage()
+    now = [0.0]
+    async with running(storage) as cache:
+        stream = await cache_stream(storage)
+        health = StorageHealth(cast(Storage, storage), [cache], timeout=0.01, max_cache_lag=10.0,
+                               clock=lambda: now[0])
+        await health.check_once()
+        assert health.etcd_ok() and health.cache_ok(cache)
+
+        async def unavailable() -> int:
+            raise UnavailableError("no member answered")
+
+        async def hangs() -> int:
+            await asyncio.Event().wait()
+            return 0
+
+        for broken in (unavailable, hangs):
+            monkeypatch.setattr(storage, "current_revision", broken)
+            await health.check_once()
+            assert not health.etcd_ok()
+            monkeypatch.undo()
+            await health.check_once()
+            assert health.etcd_ok()
+
+        async def unanswered() -> None:
+            stream.progress_requests += 1
+
+        monkeypatch.setattr(stream, "request_progress", unanswered)  # the cache's stream is stuck
+        await storage.create(ELSEWHERE, b"x")  # 2: a pod cache learns of it only through progress
+        await health.check_once()
+        assert stream.progress_requests == 1 and health.cache_ok(cache)  # asked; not late yet
+        now[0] = 10.5
+        await health.check_once()
+        assert not health.cache_ok(cache)
+        monkeypatch.undo()
+        await stream.request_progress()
+        await caught_up(cache, 2)
+        assert health.cache_ok(cache)
+        await health.check_once()
+        assert health.cache_ok(cache)

@@ -18,6 +18,9 @@ class APIServerConfig:
     service_node_port_range: str = "30000-32767"
     watch_cache_size: int = 10_000
     bookmark_interval: float = 30.0
+    # A watch ends after this long, jittered up to twice it, so that clients
+    # spread over API servers again (kube-apiserver's --min-request-timeout).
+    watch_timeout_seconds: float = 1800.0
     # gRPC request size limit (kube-apiserver accepts 3 MB request bodies).
     max_request_bytes: int = 3 * 1024 * 1024
     # --event-ttl: Events expire from etcd after this long.
@@ -56,6 +59,8 @@ class APIServerConfig:
                 raise ValueError(f"--advertise-address {self.advertise_address!r} is not an IP address") from None
         if self.bookmark_interval <= 0:
             raise ValueError("--watch-bookmark-interval must be positive")
+        if self.watch_timeout_seconds <= 0:
+            raise ValueError("--min-request-timeout must be positive")
         try:
             ipaddress.ip_network(self.service_cluster_ip_range)
         except ValueError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from kubelite.api.service.v1 import service_pb2_grpc as pb_grpc
 from kubelite.api.service.v1 import streaming_pb2_grpc as streaming_grpc
 from kubelite.apiserver import endpoints, http
 from kubelite.apiserver.config import APIServerConfig
+from kubelite.apiserver.health import StorageHealth
 from kubelite.apiserver.pipeline import (
     SYSTEM,
     Admission,
@@ -59,12 +61,14 @@ class APIServer:
     http_port: int
     kubernetes_service: endpoints.KubernetesService
     kubelets: KubeletDialer
+    health: StorageHealth
 
     async def stop(self, grace: float = 1.0) -> None:
         await self.kubernetes_service.stop()
         await self.grpc_server.stop(grace)
         await self.kubelets.close()
         await self.http_runner.cleanup()
+        await self.health.stop()
         for store in self.registry.stores.values():
             await store.cache.stop()
         await self.storage.close()
@@ -97,7 +101,8 @@ def build_registry(config: APIServerConfig, storage: Storage) -> Registry:
 
     def cache_factory(store: ResourceStore) -> WatchCache:
         return WatchCache(store.strategy, storage, store.prefix, store.decode,
-                          history_size=config.watch_cache_size, bookmark_interval=config.bookmark_interval)
+                          history_size=config.watch_cache_size, bookmark_interval=config.bookmark_interval,
+                          watch_timeout=config.watch_timeout_seconds)
 
     for rt in SCHEME:
         stores[(rt.group, rt.resource)] = ResourceStore(strategies[(rt.group, rt.resource)], storage, admission,
@@ -152,7 +157,12 @@ async def start(config: APIServerConfig, storage_factory: Callable[[APIServerCon
         lease_seconds=config.endpoint_lease_seconds)
     await kubernetes_service.start()
 
-    checks = {f"watch-cache:{s.rt.group_resource}": (lambda s=s: s.cache.ready) for s in registry.stores.values()}
+    # Ready while etcd answers the periodic check and every cache is started and keeping up.
+    health = StorageHealth(storage, [s.cache for s in registry.stores.values()])
+    health.start()
+    checks: dict[str, Callable[[], bool]] = {"etcd": health.etcd_ok}
+    for s in registry.stores.values():
+        checks[f"watch-cache:{s.rt.group_resource}"] = functools.partial(health.cache_ok, s.cache)
     runner = web.AppRunner(http.make_app(checks), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.http_bind_address, config.http_port)
@@ -160,7 +170,8 @@ async def start(config: APIServerConfig, storage_factory: Callable[[APIServerCon
     http_port = runner.addresses[0][1] if runner.addresses else config.http_port
     log.info("serving the API on %s:%d (gRPC), health and metrics on %s:%d", config.bind_address, grpc_port,
              config.http_bind_address, http_port)
-    return APIServer(config, storage, registry, server, runner, grpc_port, http_port, kubernetes_service, kubelets)
+    return APIServer(config, storage, registry, server, runner, grpc_port, http_port, kubernetes_service, kubelets,
+                     health)
 
 
 async def _maybe_start(storage: Storage) -> None:

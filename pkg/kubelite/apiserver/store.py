@@ -17,6 +17,7 @@ import builtins
 import contextlib
 import json
 import logging
+import random
 import secrets
 import time
 import uuid
@@ -86,8 +87,26 @@ def now_seconds() -> int:
 
 # What a watch yields: the (type, wire bytes) events of one revision, or a bookmark revision.
 WatchChunk = list[tuple[str, bytes]] | int
-# A page of a list: wire bytes of the objects, the revision, the continue token.
-ListPage = tuple[list[bytes], int, str]
+# A paged list reads at most this many keys in one storage call, however
+# sparse the selector's matches are (kube-apiserver's cap is the same).
+MAX_PAGE_READ = 10_000
+
+
+class ListPage(tuple[list[bytes], int, str]):
+    """A page of a list: wire bytes of the objects, the revision, the continue token.
+
+    Unpacks as that triple; ``remaining_item_count`` is the ListMeta field of
+    the same name: how many objects follow this page, known only for a paged
+    list without selectors (as Kubernetes reports it), else None.
+    """
+
+    remaining_item_count: int | None
+
+    def __new__(cls, items: list[bytes], revision: int, continue_token: str = "",
+                remaining_item_count: int | None = None) -> ListPage:
+        page = super().__new__(cls, (items, revision, continue_token))
+        page.remaining_item_count = remaining_item_count
+        return page
 
 
 @dataclass(frozen=True)
@@ -326,9 +345,16 @@ class ResourceStore:
             return await self._list_pages(flt, limit, continue_token)
         await self._wait_cache(resource_version)
         items, revision = self.cache.list(flt)
-        return [co.wire for co in items], revision, ""
+        return ListPage([co.wire for co in items], revision)
 
     async def _list_pages(self, flt: Filter, limit: int, continue_token: str) -> ListPage:
+        """One page read from etcd: only the keys it needs, at the revision of the first page.
+
+        Reads ``limit`` keys from where the token left off; when the selector
+        drops some, reads on in doubling chunks until the page is full or the
+        prefix ends. The token points after the last key read, so no key is
+        read twice across pages.
+        """
         revision, after = 0, ""
         if continue_token:
             try:
@@ -337,29 +363,47 @@ class ResourceStore:
             except (ValueError, KeyError, TypeError) as exc:
                 raise errors.bad_request("the continue token is not valid") from exc
         prefix = self.prefix + (f"{flt.namespace}/" if flt.namespace and self.rt.namespaced else "")
-        try:
-            kvs, read_at = await self.storage.list(prefix, revision=revision)
-        except CompactedError as exc:
-            raise errors.expired("The provided continue parameter is too old to display a consistent list "
-                                 "result. You can start a new list without the continue parameter.") from exc
-        except StorageError as exc:
-            raise translate(exc, self, "") from exc
-        revision = revision or read_at
+        if after and not after.startswith(prefix):
+            raise errors.bad_request("the continue token is not valid")
+        # The namespace is in the prefix: without label or field selectors every key matches, undecoded.
+        unfiltered = flt.labels is None and flt.fields is None
+        chunk = limit or MAX_PAGE_READ
+        start = after + "\0" if after else ""
         out: list[bytes] = []
-        out_keys: list[str] = []
-        for kv in kvs:
-            if kv.key <= after:
+        last_read = ""
+        while True:
+            try:
+                page = await self.storage.list_page(prefix, start=start, limit=chunk, revision=revision)
+            except CompactedError as exc:
+                raise errors.expired("The provided continue parameter is too old to display a consistent list "
+                                     "result. You can start a new list without the continue parameter.") from exc
+            except StorageError as exc:
+                raise translate(exc, self, "") from exc
+            revision = revision or page.revision
+            more, consumed = page.more, 0
+            for kv in page.items:
+                if limit and len(out) == limit:
+                    more = True  # read but not returned: the next page starts at this key
+                    break
+                consumed += 1
+                last_read = kv.key
+                if unfiltered:
+                    out.append(kv.value + rv_suffix(self.rt.message, kv.mod_revision))
+                    continue
+                co = self.cache.make(kv.key, kv.value, kv.mod_revision)
+                if flt.matches(co):
+                    out.append(co.wire)
+            if not more:
+                return ListPage(out, revision)
+            if not limit or len(out) < limit:
+                # Not full yet (a selector dropped items, or no limit): read on, in larger chunks.
+                start = last_read + "\0"
+                chunk = min(chunk * 2, MAX_PAGE_READ)
                 continue
-            co = self.cache.make(kv.key, kv.value, kv.mod_revision)
-            if not flt.matches(co):
-                continue
-            if limit and len(out) == limit:
-                last = out_keys[-1]
-                token_doc = json.dumps({"rv": revision, "start": last}).encode()
-                return out, revision, base64.urlsafe_b64encode(token_doc).decode()
-            out.append(co.wire)
-            out_keys.append(kv.key)
-        return out, revision, ""
+            token_doc = json.dumps({"rv": revision, "start": last_read}).encode()
+            # Without selectors every remaining key is an item: etcd's count says how many.
+            remaining = page.count - consumed if unfiltered else None
+            return ListPage(out, revision, base64.urlsafe_b64encode(token_doc).decode(), remaining)
 
     # --- update ----------------------------------------------------------
 
@@ -660,14 +704,20 @@ class ResourceStore:
             start = parse_rv(resource_version)
             await self.cache.wait_ready()
             await self.cache.wait_for_revision(start)
+        # Every watch ends after a server-chosen time, jittered so that the
+        # clients of a restarted server do not all come back at once; they
+        # resume from their last resourceVersion, maybe on another server.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cache.watch_timeout * (1.0 + random.random())
         try:
             w = self.cache.watch(start, flt, allow_bookmarks)
         except OutOfWindow:
             assert start is not None
-            async with contextlib.aclosing(self._watch_storage(start, flt)) as chunks:
+            async with contextlib.aclosing(self._watch_storage(start, flt, deadline)) as chunks:
                 async for chunk in chunks:
                     yield chunk
             return
+        expiry = loop.call_at(deadline, self.cache.expire, w)
         try:
             while True:
                 item = await w.queue.get()
@@ -678,13 +728,20 @@ class ResourceStore:
                 else:
                     yield [(t, co.wire) for t, co in item]
         finally:
+            expiry.cancel()
             self.cache.unwatch(w)
 
-    async def _watch_storage(self, start: int, flt: Filter) -> AsyncGenerator[WatchChunk, None]:
-        """Serves a watch older than the cache's history straight from etcd's history."""
+    async def _watch_storage(self, start: int, flt: Filter, deadline: float) -> AsyncGenerator[WatchChunk, None]:
+        """Serves a watch older than the cache's history straight from etcd's history, until ``deadline``."""
         stream = self.storage.watch(self.prefix, start_revision=start + 1)
+        loop = asyncio.get_running_loop()
+        batches = aiter(stream)
         try:
-            async for batch in stream:
+            while True:
+                try:
+                    batch = await asyncio.wait_for(anext(batches), max(deadline - loop.time(), 0))
+                except (StopAsyncIteration, TimeoutError):
+                    return
                 out: list[tuple[str, bytes]] = []
                 for ev in batch.events:
                     co = self.cache.make(ev.key, ev.value, ev.revision)

@@ -20,7 +20,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ from kubelite.machinery.selectors import FieldSelector, LabelSelector
 from kubelite.storage.interface import (
     CompactedError,
     EventBatch,
+    KeyValue,
     Storage,
     StorageError,
     WatchGapError,
@@ -116,6 +117,9 @@ class CacheWatcher:
     # the limit itself (``offer``).
     queue: asyncio.Queue[WatchItem] = field(default_factory=asyncio.Queue)
     closed: bool = False
+    # (field, value) when the filter pins an indexed field to one value: the
+    # cache then offers this watcher only the events of objects with that value.
+    index_key: tuple[str, str] | None = None
 
     def offer(self, item: WatchItem) -> bool:
         if self.queue.qsize() >= WATCHER_QUEUE_LIMIT:
@@ -123,28 +127,109 @@ class CacheWatcher:
         self.queue.put_nowait(item)
         return True
 
-    def convert(self, batch: CacheBatch) -> list[tuple[str, CachedObject]]:
-        """The events of a batch as this watcher sees them.
+    def convert_event(self, ev: CacheEvent) -> tuple[str, CachedObject] | None:
+        """One event as this watcher sees it, or None when it does not concern the watcher.
 
         An object that starts or stops matching the filter appears to the
         watcher as ADDED or DELETED, as in Kubernetes.
         """
-        out: list[tuple[str, CachedObject]] = []
         f = self.filter
+        cur = f.matches(ev.obj)
+        if ev.type == "MODIFIED":
+            old = ev.prev is not None and f.matches(ev.prev)
+            if cur and old:
+                return "MODIFIED", ev.obj
+            if cur:
+                return "ADDED", ev.obj
+            if old:
+                assert ev.prev is not None
+                return "DELETED", ev.prev
+            return None
+        return (ev.type, ev.obj) if cur else None
+
+    def convert(self, batch: CacheBatch) -> list[tuple[str, CachedObject]]:
+        """The events of a batch as this watcher sees them."""
+        out: list[tuple[str, CachedObject]] = []
         for ev in batch.events:
-            cur = f.matches(ev.obj)
-            if ev.type == "MODIFIED":
-                old = ev.prev is not None and f.matches(ev.prev)
-                if cur and old:
-                    out.append(("MODIFIED", ev.obj))
-                elif cur:
-                    out.append(("ADDED", ev.obj))
-                elif old:
-                    assert ev.prev is not None
-                    out.append(("DELETED", ev.prev))
-            elif cur:
-                out.append((ev.type, ev.obj))
+            seen = self.convert_event(ev)
+            if seen is not None:
+                out.append(seen)
         return out
+
+
+# Fields whose watchers the cache indexes, by resource: a kubelet watches its
+# pods by spec.nodeName and its Node by metadata.name, so that with thousands
+# of nodes an event is offered to a handful of watchers, not to all of them
+# (kube-apiserver's cacher "triggers"). Every resource indexes metadata.name.
+INDEXED_FIELDS: Mapping[str, tuple[str, ...]] = {
+    "pods": ("spec.nodeName", "metadata.name"),
+}
+DEFAULT_INDEXED_FIELDS = ("metadata.name",)
+
+
+class WatcherIndex:
+    """The live watchers of one cache, indexed by the field value their filter pins.
+
+    ``candidates`` gives, for one event, the watchers that may want it: the
+    unindexed ones plus those indexed under the object's value of each
+    indexed field, and under the previous state's value (a pod that moved
+    between nodes is a DELETED for the old node's watchers).
+    """
+
+    def __init__(self, fields: tuple[str, ...]) -> None:
+        self.fields = fields
+        self.unindexed: set[CacheWatcher] = set()
+        self.by_value: dict[str, dict[str, set[CacheWatcher]]] = {f: {} for f in fields}
+
+    def __len__(self) -> int:
+        return len(self.unindexed) + sum(len(ws) for by in self.by_value.values() for ws in by.values())
+
+    def __iter__(self) -> Iterator[CacheWatcher]:
+        yield from self.unindexed
+        for by in self.by_value.values():
+            for ws in by.values():
+                yield from ws
+
+    def key_for(self, flt: Filter) -> tuple[str, str] | None:
+        if flt.fields is None:
+            return None
+        for f in self.fields:
+            value = flt.fields.requires(f)
+            if value is not None:
+                return f, value
+        return None
+
+    def add(self, w: CacheWatcher) -> None:
+        w.index_key = self.key_for(w.filter)
+        if w.index_key is None:
+            self.unindexed.add(w)
+        else:
+            f, value = w.index_key
+            self.by_value[f].setdefault(value, set()).add(w)
+
+    def discard(self, w: CacheWatcher) -> None:
+        if w.index_key is None:
+            self.unindexed.discard(w)
+            return
+        f, value = w.index_key
+        ws = self.by_value[f].get(value)
+        if ws is not None:
+            ws.discard(w)
+            if not ws:
+                del self.by_value[f][value]
+
+    def candidates(self, ev: CacheEvent) -> Iterator[CacheWatcher]:
+        """Each watcher that may want ``ev``, once."""
+        yield from self.unindexed
+        for f, by in self.by_value.items():
+            if not by:
+                continue
+            value = ev.obj.fields.get(f, "")
+            yield from by.get(value, ())
+            if ev.prev is not None:
+                old = ev.prev.fields.get(f, "")
+                if old != value:
+                    yield from by.get(old, ())
 
 
 class WatchCache:
@@ -159,6 +244,8 @@ class WatchCache:
         *,
         history_size: int = 10_000,
         bookmark_interval: float = 30.0,
+        history_backfill: int | None = None,
+        watch_timeout: float = 1800.0,
     ) -> None:
         self.strategy = strategy
         self.rt = strategy.rt
@@ -172,19 +259,39 @@ class WatchCache:
         # Every event with a revision above this is in the history.
         self._oldest = 0
         self.revision = 0
-        self._watchers: set[CacheWatcher] = set()
+        self._watchers = WatcherIndex(INDEXED_FIELDS.get(self.rt.resource, DEFAULT_INDEXED_FIELDS))
         self._stream: WatchStream | None = None
         self._progress_wanted = False
         self._advanced = asyncio.Condition()
         self._ready = asyncio.Event()
         self._bookmark_interval = bookmark_interval
+        # Watches served from this cache end after this long, jittered (ResourceStore.watch).
+        self.watch_timeout = watch_timeout
+        # How many store revisions before the current one a starting cache
+        # replays into its history (default: as many as the history holds).
+        self._backfill = history_size if history_backfill is None else max(history_backfill, 0)
+        # The revision a starting cache must reach before it is ready.
+        self._ready_at = 0
+        # A revision etcd reported that the cache has not reached yet, and when (readiness).
+        self._lag_target = 0
+        self._lag_since = 0.0
         self._task: asyncio.Task[None] | None = None
         self._bookmark_task: asyncio.Task[None] | None = None
 
     # --- lifecycle -------------------------------------------------------
 
     async def start(self) -> None:
-        await self._relist()
+        """Lists, then follows etcd; ready once the cache has reached etcd's revision at start.
+
+        The list is read ``history_backfill`` revisions in the past, and the
+        etcd watch replays the revisions since into the history, so that
+        clients resuming from a resourceVersion after an API server restart
+        are served from this cache instead of one etcd watch each. A past
+        revision that etcd compacted falls back to the compaction point, then
+        to the current state (no history, as before).
+        """
+        current = await self._storage.current_revision()
+        await self._relist(at=max(current - self._backfill, 1) if self._backfill else 0, ready_at=current)
         self._task = asyncio.create_task(self._follow(), name=f"watchcache:{self.rt.group_resource}")
         self._bookmark_task = asyncio.create_task(self._bookmarks(), name=f"bookmarks:{self.rt.group_resource}")
 
@@ -217,8 +324,19 @@ class WatchCache:
             namespace=meta.namespace, labels=dict(meta.labels), fields=self.strategy.field_set(obj),
         )
 
-    async def _relist(self) -> None:
-        items, revision = await self._storage.list(self._prefix)
+    async def _relist(self, at: int = 0, ready_at: int = 0) -> None:
+        """Loads the state at revision ``at`` (0: now); ready when the cache reaches ``ready_at``."""
+        items: list[KeyValue] = []
+        revision = 0
+        while True:
+            try:
+                items, revision = await self._storage.list(self._prefix, revision=at)
+                break
+            except CompactedError as exc:
+                if not at:
+                    raise
+                # Replay from the compaction point when etcd says where it is, else give up the history.
+                at = exc.compact_revision if exc.compact_revision > at else 0
         self._objects = {kv.key: self.make(kv.key, kv.value, kv.mod_revision) for kv in items}
         self._history.clear()
         self._oldest = revision
@@ -227,7 +345,12 @@ class WatchCache:
         # streams so that they resume (or get Expired) from their own revision.
         for w in list(self._watchers):
             self._close_watcher(w)
-        self._ready.set()
+        self._ready_at = ready_at
+        if self.revision >= ready_at:
+            self._ready.set()
+        else:
+            self._ready.clear()
+            self._progress_wanted = True  # the replay ends with etcd's answer, if no event gets there first
         async with self._advanced:
             self._advanced.notify_all()
 
@@ -271,6 +394,14 @@ class WatchCache:
     async def _bookmarks(self) -> None:
         """Keeps idle resources' revision fresh and tells bookmark-aware watchers about it."""
         while True:
+            if not self._ready.is_set():
+                # Replaying history at start: ask for progress often, so that the
+                # cache learns it has caught up even when nothing more is written.
+                await asyncio.sleep(0.2)
+                if self._stream is not None:
+                    with contextlib.suppress(StorageError):
+                        await self._stream.request_progress()
+                continue
             await asyncio.sleep(self._bookmark_interval)
             if self._stream is not None:
                 with contextlib.suppress(StorageError):
@@ -304,18 +435,40 @@ class WatchCache:
             self._dispatch(cb)
         if batch.revision > self.revision:
             self.revision = batch.revision
+            if self.revision >= self._ready_at and not self._ready.is_set():
+                log.info("watch cache %s: ready at revision %d, history from %d", self.rt.group_resource,
+                         self.revision, self._oldest)
+                self._ready.set()
             async with self._advanced:
                 self._advanced.notify_all()
 
     def _dispatch(self, cb: CacheBatch) -> None:
-        for w in list(self._watchers):
-            out = w.convert(cb)
-            if not out:
-                continue
-            w.sent_revision = cb.revision
-            if not w.offer(out):
-                log.info("watch cache %s: closing a watcher that fell behind", self.rt.group_resource)
-                self._close_watcher(w)
+        """Offers each watcher its view of the batch, testing only the watchers the index names."""
+        if len(cb.events) == 1:
+            ev = cb.events[0]
+            for w in list(self._watchers.candidates(ev)):
+                seen = w.convert_event(ev)
+                if seen is not None:
+                    self._deliver(w, cb.revision, [seen])
+            return
+        # Several events at one revision (a multi-key transaction): one item per watcher, in event order.
+        per_watcher: dict[CacheWatcher, list[tuple[str, CachedObject]]] = {}
+        for ev in cb.events:
+            for w in self._watchers.candidates(ev):
+                # A watcher sits under one index key, so it is offered each event at most once.
+                seen = w.convert_event(ev)
+                if seen is not None:
+                    per_watcher.setdefault(w, []).append(seen)
+        for w, out in per_watcher.items():
+            self._deliver(w, cb.revision, out)
+
+    def _deliver(self, w: CacheWatcher, revision: int, out: list[tuple[str, CachedObject]]) -> None:
+        if w.closed:
+            return
+        w.sent_revision = revision
+        if not w.offer(out):
+            log.info("watch cache %s: closing a watcher that fell behind", self.rt.group_resource)
+            self._close_watcher(w)
 
     def _close_watcher(self, w: CacheWatcher) -> None:
         if w.closed:
@@ -352,8 +505,31 @@ class WatchCache:
                 retry_after_seconds=1,
             ) from None
 
+    async def observe_store_revision(self, revision: int, now: float) -> None:
+        """The health monitor saw etcd at ``revision`` at time ``now``.
+
+        Remembers the first such revision the cache has not reached and asks
+        etcd for progress, so that an idle resource catches up at once; the
+        cache is behind when it has not reached that revision in time.
+        """
+        if self._lag_target and self.revision >= self._lag_target:
+            self._lag_target = 0
+        if self.revision >= revision or self._lag_target:
+            return
+        self._lag_target, self._lag_since = revision, now
+        if self._stream is not None:
+            with contextlib.suppress(StorageError):
+                await self._stream.request_progress()
+        else:
+            self._progress_wanted = True
+
+    def behind(self, now: float, max_lag: float) -> bool:
+        """True while a revision etcd reported more than ``max_lag`` seconds ago is still ahead of the cache."""
+        return bool(self._lag_target) and self.revision < self._lag_target and now - self._lag_since > max_lag
+
     def get(self, key: str) -> CachedObject | None:
-        return self._objects.get(key)
+        """The cached object, or None (also while a starting cache replays its history: read etcd)."""
+        return self._objects.get(key) if self._ready.is_set() else None
 
     def list(self, flt: Filter) -> tuple[list[CachedObject], int]:
         """Matching objects sorted by key, and the revision they reflect."""
@@ -393,6 +569,17 @@ class WatchCache:
                 w.queue.put_nowait(chunk)
         self._watchers.add(w)
         return w
+
+    def expire(self, w: CacheWatcher) -> None:
+        """Ends a watcher's stream after what it has queued (its server-chosen timeout passed).
+
+        A bookmark-aware watcher gets the cache's revision first, so that it
+        resumes from there rather than from its last event.
+        """
+        if not w.closed and w.allow_bookmarks and w.sent_revision < self.revision:
+            w.sent_revision = self.revision
+            w.queue.put_nowait(self.revision)
+        self._close_watcher(w)
 
     def unwatch(self, w: CacheWatcher) -> None:
         self._watchers.discard(w)

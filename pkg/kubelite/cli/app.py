@@ -29,7 +29,7 @@ import click
 from kubelite.cli import apply as apply_mod
 from kubelite.cli import delete as delete_mod
 from kubelite.cli import describe as describe_mod
-from kubelite.cli import discovery, patchcmd, podcmds
+from kubelite.cli import discovery, nodecmds, patchcmd, podcmds
 from kubelite.cli import edit as edit_mod
 from kubelite.cli import get as get_mod
 from kubelite.cli import label as label_mod
@@ -590,6 +590,58 @@ def run_cmd(name: str, args: tuple[str, ...], image: str, command: bool, env: tu
                               port=port, restart=restart, image_pull_policy=image_pull_policy, stdin=stdin,
                               tty=tty, rm=rm, attach=attach, dry_run=dry_run, output=output)
     execute(lambda s, st: podcmds.run_run(s, opts, podcmds.Terminal.real(), _printer(output or "yaml", s)))
+
+
+@cli.command("scale")
+@click.argument("args", nargs=-1, required=True)
+@click.option("--replicas", type=int, default=-1, help="The new number of replicas.")
+@click.option("--current-replicas", type=int, default=-1, help="Only scale if the current count is this.")
+@click.option("--resource-version", default="", help="Only scale if the object is at this version.")
+@global_options(hidden=True)
+def scale_cmd(args: tuple[str, ...], replicas: int, current_replicas: int, resource_version: str) -> None:
+    """Set the replica count of Deployments and ReplicaSets (the scale subresource)."""
+    opts = nodecmds.ScaleOptions(args=args, replicas=replicas, current_replicas=current_replicas,
+                                 resource_version=resource_version)
+    execute(lambda s, st: nodecmds.run_scale(s, opts, st.scheme))
+
+
+@cli.command("cordon")
+@click.argument("nodes", nargs=-1)
+@global_options(hidden=True)
+def cordon_cmd(nodes: tuple[str, ...]) -> None:
+    """Mark nodes unschedulable."""
+    execute(lambda s, st: nodecmds.set_unschedulable(s, nodes, True))
+
+
+@cli.command("uncordon")
+@click.argument("nodes", nargs=-1)
+@global_options(hidden=True)
+def uncordon_cmd(nodes: tuple[str, ...]) -> None:
+    """Mark nodes schedulable again."""
+    execute(lambda s, st: nodecmds.set_unschedulable(s, nodes, False))
+
+
+@cli.command("drain")
+@click.argument("node")
+@flag_option("--ignore-daemonsets", help="Leave DaemonSet-managed pods.")
+@flag_option("--delete-emptydir-data", help="Evict pods with emptyDir volumes (their data is lost).")
+@flag_option("--force", help="Also evict pods no controller would recreate.")
+@flag_option("--disable-eviction", help="Delete pods instead of evicting them (skips PodDisruptionBudgets).")
+@click.option("--timeout", default="0", help="Give up after this long (0: no limit).")
+@click.option("--grace-period", type=int, default=-1, help="Seconds each pod gets to terminate (-1: its own).")
+@click.option("--pod-selector", default="", help="Only pods matching this label selector.")
+@global_options(hidden=True)
+def drain_cmd(node: str, ignore_daemonsets: bool, delete_emptydir_data: bool, force: bool, disable_eviction: bool,
+              timeout: str, grace_period: int, pod_selector: str) -> None:
+    """Cordon a node and evict its pods, honouring PodDisruptionBudgets."""
+    def body(s: Session, st: CliState) -> Any:
+        opts = nodecmds.DrainOptions(node=node, ignore_daemonsets=ignore_daemonsets,
+                                     delete_emptydir_data=delete_emptydir_data, force=force,
+                                     timeout=parse_duration(timeout, "--timeout"), grace_period=grace_period,
+                                     pod_selector=pod_selector, disable_eviction=disable_eviction)
+        return nodecmds.run_drain(s, opts)
+
+    execute(body)
 
 
 @cli.command("api-resources")

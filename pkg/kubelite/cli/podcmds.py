@@ -417,17 +417,24 @@ async def _wait_running(session: Session, name: str) -> None:
     """Waits for the pod to run (or to finish, for a short command) through a watch."""
     ns = session.namespace
 
+    def started(pod: core_v1.Pod) -> bool:
+        if pod.status.phase in ("Running", "Succeeded", "Failed"):
+            return True
+        for status in pod.status.container_statuses:
+            reason = status.state.waiting.reason
+            if reason in ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "CreateContainerConfigError",
+                          "InvalidImageName"):
+                raise CliError(f"pod {ns}/{name} cannot start: {reason}: {status.state.waiting.message}")
+        return False
+
     async def watch() -> None:
-        async for event in session.watch(core_v1.Pod, ns, "", f"metadata.name={name}", ""):
-            pod = event.object
-            phase = pod.status.phase
-            if phase in ("Running", "Succeeded", "Failed"):
+        pod = await session.client.get(core_v1.Pod, name, ns)
+        if started(pod):
+            return
+        async for event in session.watch(core_v1.Pod, ns, "", f"metadata.name={name}",
+                                         pod.metadata.resource_version):
+            if started(event.object):
                 return
-            for status in pod.status.container_statuses:
-                reason = status.state.waiting.reason
-                if reason in ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "CreateContainerConfigError",
-                              "InvalidImageName"):
-                    raise CliError(f"pod {ns}/{name} cannot start: {reason}: {status.state.waiting.message}")
 
     try:
         await asyncio.wait_for(watch(), POD_RUNNING_TIMEOUT)

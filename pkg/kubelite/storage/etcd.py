@@ -84,6 +84,7 @@ from kubelite.storage.interface import (
     FutureRevisionError,
     KeyNotFoundError,
     KeyValue,
+    RangePage,
     StorageError,
     TooLargeError,
     UnavailableError,
@@ -458,6 +459,8 @@ class EtcdStorage:
             revision=int(request.revision),
         )
         self._observe_header(response.header)
+        if response.kvs:
+            metrics.KEYS_READ.labels(operation).inc(len(response.kvs))
         return response
 
     # -- reads -------------------------------------------------------------
@@ -494,6 +497,23 @@ class EtcdStorage:
             if not response.more or not response.kvs:
                 return items, at
             key = bytes(response.kvs[-1].key) + b"\0"
+
+    async def list_page(self, prefix: str, *, start: str = "", limit: int, revision: int = 0) -> RangePage:
+        """One Range with a limit: the keys of one page, and etcd's count of the rest of the range."""
+        if limit < 1:
+            raise ValueError("list_page needs a positive limit")
+        if start and not start.startswith(prefix):
+            raise ValueError(f"start key {start!r} is not under {prefix!r}")
+        at = max(revision, 0)
+        request = rpc.RangeRequest(key=(start or prefix).encode() or b"\0", range_end=prefix_end(prefix.encode()),
+                                   revision=at, limit=limit)
+        try:
+            response = await self._range("list_page", request)
+        except CompactedError as exc:
+            raise CompactedError(at, await self._compact_revision_hint(at)) from exc
+        return RangePage(items=[to_key_value(kv) for kv in response.kvs],
+                         revision=at or int(response.header.revision), more=bool(response.more),
+                         count=int(response.count))
 
     async def current_revision(self) -> int:
         response = await self._range("current_revision", rpc.RangeRequest(key=b"\0", count_only=True))

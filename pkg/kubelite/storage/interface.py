@@ -30,6 +30,21 @@ class KeyValue:
 
 
 @dataclass(frozen=True)
+class RangePage:
+    """One page of keys under a prefix, from a start key, at one revision.
+
+    ``count`` is how many keys the range from the start key to the end of the
+    prefix held at that revision, the returned ones included (etcd's range
+    ``count``), so that a caller can report what remains without reading it.
+    """
+
+    items: list[KeyValue]
+    revision: int
+    more: bool
+    count: int
+
+
+@dataclass(frozen=True)
 class Event:
     """One change of one key.
 
@@ -202,6 +217,14 @@ class Storage(Protocol):
 
         ``revision`` > 0 reads at that past revision (CompactedError when it was
         compacted); the returned revision is then ``revision`` itself.
+        """
+        ...
+
+    async def list_page(self, prefix: str, *, start: str = "", limit: int, revision: int = 0) -> RangePage:
+        """At most ``limit`` keys under ``prefix`` from ``start`` (inclusive; "" = the prefix's first key).
+
+        Reads only those keys (a paged list reads each key once). ``revision``
+        as for list(); the page's revision is the one it was read at.
         """
         ...
 

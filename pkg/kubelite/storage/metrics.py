@@ -45,3 +45,9 @@ WATCH_RESTARTS = Counter(
     "etcd_watch_restarts_total",
     "Watch streams re-established after a broken stream (member failover).",
 )
+
+KEYS_READ = Counter(
+    "etcd_read_keys_total",
+    "Keys returned by etcd range reads (get, list, list_page), by operation.",
+    ["operation"],
+)
