@@ -103,3 +103,18 @@ def test_write_then_load_round_trip(tmp_path: Path) -> None:
     assert yaml.safe_load(path.read_text())["kind"] == "Config"
     client = Client.from_kubeconfig(cfg)  # no event loop needed until the first call
     assert client.target == "127.0.0.1:6443"
+
+
+def test_in_cluster_config(tmp_path: Path) -> None:
+    from kubelite.client.kubeconfig import KubeConfigError, in_cluster_config
+
+    (tmp_path / "token").write_text("tok\n")
+    (tmp_path / "namespace").write_text("team\n")
+    kc = in_cluster_config(environ={"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"},
+                           account_dir=str(tmp_path))
+    assert (kc.server, kc.token, kc.namespace) == ("http://10.96.0.1:443", "tok", "team")
+    kc6 = in_cluster_config(environ={"KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "443"},
+                            account_dir=str(tmp_path / "none"))
+    assert (kc6.server, kc6.token, kc6.namespace) == ("http://[fd00::1]:443", "", "default")
+    with pytest.raises(KubeConfigError, match="KUBERNETES_SERVICE_HOST"):
+        in_cluster_config(environ={})

@@ -189,3 +189,33 @@ def write_kubeconfig(path: str | os.PathLike[str], server: str, cluster_name: st
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# Where the kubelet mounts a pod's ServiceAccount credentials (token, namespace; the CA later).
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def in_cluster_config(*, environ: Mapping[str, str] | None = None,
+                      account_dir: str = SERVICE_ACCOUNT_DIR) -> KubeConfig:
+    """The settings of a program running in a pod: the `kubernetes` Service the kubelet points it at.
+
+    The kubelet sets KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT in
+    every container (the Service's ClusterIP and port), as Kubernetes does;
+    the token and namespace come from the ServiceAccount mount when present.
+    """
+    env = os.environ if environ is None else environ
+    host, port = env.get("KUBERNETES_SERVICE_HOST", ""), env.get("KUBERNETES_SERVICE_PORT", "")
+    if not host or not port:
+        raise KubeConfigError("not running in a cluster: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT "
+                              "are not set")
+    root = Path(account_dir)
+
+    def read(name: str) -> str:
+        try:
+            return (root / name).read_text().strip()
+        except OSError:
+            return ""
+
+    server = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return KubeConfig(server=server, namespace=read("namespace") or DEFAULT_NAMESPACE, token=read("token"),
+                      paths=(str(root),))

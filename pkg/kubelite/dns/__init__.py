@@ -1,0 +1,1 @@
+"""Cluster DNS: `<svc>.<ns>.svc.cluster.local` for pods, in the role of CoreDNS."""
