@@ -130,8 +130,11 @@ class InstrumentedQueue(RateLimitingQueue[T]):
 class Controller(Protocol):
     """What the runner needs of a controller: a name, its queue and one sync per key."""
 
-    name: str
-    queue: RateLimitingQueue[str]
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def queue(self) -> RateLimitingQueue[str]: ...
 
     async def sync(self, key: str) -> None: ...
 

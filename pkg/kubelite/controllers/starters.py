@@ -1,0 +1,44 @@
+"""How each controller is built from the shared context: its informers, listers and workers.
+
+One function per controller, named in config.KNOWN_CONTROLLERS; each returns
+the coroutines to run (named), all of which wait for their informers' first
+list before a worker takes a key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from kubelite.api.apps.v1 import generated_pb2 as apps
+from kubelite.api.core.v1 import generated_pb2 as core
+from kubelite.client.controller import ControllerRunner
+from kubelite.client.informer import Informer, wait_for_cache_sync
+from kubelite.client.informer_factory import Lister
+from kubelite.controllers.podcontrol import ClientPodControl
+from kubelite.controllers.replicaset import ReplicaSetController
+
+Runnable = Callable[[], Coroutine[Any, Any, None]]
+
+
+def _synced(*informers: Informer[Any]) -> Callable[[], Coroutine[Any, Any, bool]]:
+    async def ready() -> bool:
+        return await wait_for_cache_sync(*informers)
+
+    return ready
+
+
+def start_replicaset(ctx: Any) -> list[tuple[str, Runnable]]:
+    rs_informer = ctx.factory.informer_for(apps.ReplicaSet)
+    pod_informer = ctx.factory.informer_for(core.Pod)
+    recorder = ctx.recorder("replicaset-controller")
+    controller = ReplicaSetController(Lister(rs_informer), Lister(pod_informer), ctx.client,
+                                      ClientPodControl(ctx.client, recorder), recorder)
+    controller.attach(rs_informer, pod_informer)
+    runner = ControllerRunner(controller, ctx.config.concurrent_replicaset_syncs)
+    return [("replicaset", lambda: runner.run(_synced(rs_informer, pod_informer)))]
+
+
+START_FUNCS: dict[str, Callable[[Any], list[tuple[str, Runnable]]]] = {
+    "replicaset": start_replicaset,
+}
