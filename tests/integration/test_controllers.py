@@ -134,3 +134,90 @@ async def test_replicaset_adopts_an_orphan_and_releases_a_relabelled_pod(
 
     await eventually(released)
     await eventually(lambda: _count(client, ns, "app=adopt", 2))
+
+
+def deployment(ns: str, name: str, replicas: int, image: str = "nginx:1") -> apps.Deployment:
+    d = apps.Deployment(api_version="apps/v1", kind="Deployment")
+    d.metadata.name = name
+    d.metadata.namespace = ns
+    d.spec.replicas = replicas
+    d.spec.selector.match_labels["app"] = name
+    d.spec.template.metadata.labels["app"] = name
+    d.spec.template.spec.containers.add(name="web", image=image)
+    d.spec.strategy.type = "RollingUpdate"
+    d.spec.strategy.rolling_update.max_surge = "25%"
+    d.spec.strategy.rolling_update.max_unavailable = "25%"
+    return d
+
+
+def _ready(pod: core.Pod) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions)
+
+
+async def _rolled_out(client: Client, ns: str, name: str, replicas: int) -> bool:
+    d = await client.get(apps.Deployment, name, ns)
+    s = d.status
+    return bool(s.observed_generation == d.metadata.generation and s.updated_replicas == replicas
+                and s.replicas == replicas and s.available_replicas == replicas)
+
+
+async def test_rolling_update_stays_within_max_surge_and_max_unavailable(
+        controller_manager: ControllerManagerProcess, client: Client, ns: str) -> None:
+    # 6 replicas at 25%: maxSurge rounds up to 2, maxUnavailable down to 1.
+    async with PodStatusWriter(client, ns, ["node-1", "node-2"], ready_delay=0.3):
+        await client.create(deployment(ns, "roll", 6))
+        await eventually(lambda: _rolled_out(client, ns, "roll", 6))
+        await eventually(lambda: _count(client, ns, "app=roll", 6))
+        listed = await client.list(core.Pod, ns, label_selector="app=roll")
+        pods: dict[str, core.Pod] = {p.metadata.uid: p for p in listed.items}
+        violations: list[str] = []
+        extremes = {"max_active": 0, "min_available": 6, "events": 0}
+        done = asyncio.Event()
+
+        def check(event_type: str, pod: core.Pod) -> None:
+            if event_type == "DELETED":
+                pods.pop(pod.metadata.uid, None)
+            else:
+                pods[pod.metadata.uid] = pod
+            active = [p for p in pods.values() if not p.metadata.HasField("deletion_timestamp")
+                      and p.status.phase not in ("Succeeded", "Failed")]
+            available = [p for p in active if _ready(p)]
+            extremes["events"] += 1
+            extremes["max_active"] = max(extremes["max_active"], len(active))
+            extremes["min_available"] = min(extremes["min_available"], len(available))
+            if len(active) > 6 + 2:
+                violations.append(f"{len(active)} pods at resourceVersion {pod.metadata.resource_version}")
+            if len(available) < 6 - 1:
+                violations.append(f"{len(available)} available at resourceVersion {pod.metadata.resource_version}")
+
+        async def follow() -> None:
+            async for event in client.watch(core.Pod, ns, label_selector="app=roll",
+                                            resource_version=listed.resource_version):
+                check(event.type, event.object)
+                images = {p.spec.containers[0].image for p in pods.values()}
+                if images == {"nginx:2"} and len(pods) == 6 and all(_ready(p) for p in pods.values()):
+                    done.set()
+                    return
+
+        watcher = asyncio.get_running_loop().create_task(follow(), name="follow-rollout")
+        try:
+            d = await client.get(apps.Deployment, "roll", ns)
+            d.spec.template.spec.containers[0].image = "nginx:2"
+            await client.update(d)
+            await asyncio.wait_for(done.wait(), 90)
+        finally:
+            watcher.cancel()
+            await asyncio.wait([watcher])
+        assert violations == []
+        # The rollout used its room: it did surge and did take a pod down.
+        assert extremes["max_active"] > 6 and extremes["min_available"] < 6
+        await eventually(lambda: _rolled_out(client, ns, "roll", 6))
+        d = await client.get(apps.Deployment, "roll", ns)
+        assert d.metadata.annotations["deployment.kubernetes.io/revision"] == "2"
+        conditions = {c.type: (c.status, c.reason) for c in d.status.conditions}
+        assert conditions["Available"] == ("True", "MinimumReplicasAvailable")
+        assert conditions["Progressing"] == ("True", "NewReplicaSetAvailable")
+        replicasets = (await client.list(apps.ReplicaSet, ns)).items
+        sizes = sorted((rs.metadata.annotations["deployment.kubernetes.io/revision"], rs.spec.replicas)
+                       for rs in replicasets)
+        assert sizes == [("1", 0), ("2", 6)]

@@ -17,6 +17,7 @@ from kubelite.client.leaderelection import LeaderElectionConfig
 # "-controller" names and the older short ones).
 KNOWN_CONTROLLERS: dict[str, tuple[str, ...]] = {
     "replicaset": ("replicaset", "replicaset-controller"),
+    "deployment": ("deployment", "deployment-controller"),
 }
 
 # Kubernetes leaves a few controllers out of "*"; none of ours is one of them.

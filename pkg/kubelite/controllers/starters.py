@@ -15,6 +15,7 @@ from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.client.controller import ControllerRunner
 from kubelite.client.informer import Informer, wait_for_cache_sync
 from kubelite.client.informer_factory import Lister
+from kubelite.controllers.deployment import DeploymentController
 from kubelite.controllers.podcontrol import ClientPodControl
 from kubelite.controllers.replicaset import ReplicaSetController
 
@@ -39,6 +40,18 @@ def start_replicaset(ctx: Any) -> list[tuple[str, Runnable]]:
     return [("replicaset", lambda: runner.run(_synced(rs_informer, pod_informer)))]
 
 
+def start_deployment(ctx: Any) -> list[tuple[str, Runnable]]:
+    d_informer = ctx.factory.informer_for(apps.Deployment)
+    rs_informer = ctx.factory.informer_for(apps.ReplicaSet)
+    pod_informer = ctx.factory.informer_for(core.Pod)
+    controller = DeploymentController(Lister(d_informer), Lister(rs_informer), Lister(pod_informer), ctx.client,
+                                      ctx.recorder("deployment-controller"))
+    controller.attach(d_informer, rs_informer, pod_informer)
+    runner = ControllerRunner(controller, ctx.config.concurrent_deployment_syncs)
+    return [("deployment", lambda: runner.run(_synced(d_informer, rs_informer, pod_informer)))]
+
+
 START_FUNCS: dict[str, Callable[[Any], list[tuple[str, Runnable]]]] = {
     "replicaset": start_replicaset,
+    "deployment": start_deployment,
 }
