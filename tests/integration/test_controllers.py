@@ -16,6 +16,7 @@ import pytest
 from kubelite.api.apps.v1 import generated_pb2 as apps
 from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.client.client import Client
+from kubelite.machinery.errors import StatusError
 from tests.support.apiserver import APIServerProcess
 from tests.support.controller_manager import ControllerManagerProcess
 from tests.support.podstatus import PodStatusWriter
@@ -221,3 +222,68 @@ async def test_rolling_update_stays_within_max_surge_and_max_unavailable(
         sizes = sorted((rs.metadata.annotations["deployment.kubernetes.io/revision"], rs.spec.replicas)
                        for rs in replicasets)
         assert sizes == [("1", 0), ("2", 6)]
+
+
+async def test_endpoints_follow_ready_pods(controller_manager: ControllerManagerProcess, client: Client, ns: str,
+                                           kubelets: PodStatusWriter) -> None:
+    svc = core.Service(api_version="v1", kind="Service")
+    svc.metadata.name = "web"
+    svc.metadata.namespace = ns
+    svc.spec.selector["app"] = "ep"
+    svc.spec.ports.add(name="http", port=80, target_port="http", protocol="TCP")
+    await client.create(svc)
+    for i, port in enumerate([8080, 9090]):
+        p = core.Pod(api_version="v1", kind="Pod")
+        p.metadata.name = f"ep-{i}"
+        p.metadata.namespace = ns
+        p.metadata.labels["app"] = "ep"
+        c = p.spec.containers.add(name="web", image="nginx:local")
+        c.ports.add(name="http", container_port=port, protocol="TCP")
+        await client.create(p)
+
+    async def endpoints() -> list[tuple[str, str, int, str]]:
+        try:
+            ep = await client.get(core.Endpoints, "web", ns)
+        except StatusError as exc:
+            assert exc.reason == "NotFound"
+            return []
+        out = []
+        for s in ep.subsets:
+            for a in s.addresses:
+                out.append(("ready", a.target_ref.name, s.ports[0].port, a.node_name))
+            for a in s.not_ready_addresses:
+                out.append(("not-ready", a.target_ref.name, s.ports[0].port, a.node_name))
+        return sorted(out)
+
+    async def ready_both() -> bool:
+        got = await endpoints()
+        return [(state, name, port) for state, name, port, _ in got] == \
+            [("ready", "ep-0", 8080), ("ready", "ep-1", 9090)] and all(node for *_, node in got)
+
+    await eventually(ready_both)
+    pod = await client.get(core.Pod, "ep-1", ns)
+    for cond in pod.status.conditions:
+        if cond.type == "Ready":
+            cond.status = "False"
+    await client.update_status(pod)
+
+    async def one_not_ready() -> bool:
+        return [(s, n) for s, n, _, _ in await endpoints()] == [("not-ready", "ep-1"), ("ready", "ep-0")]
+
+    await eventually(one_not_ready)
+    await client.delete(core.Pod, "ep-0", ns)
+
+    async def only_not_ready() -> bool:
+        return [(s, n) for s, n, _, _ in await endpoints()] == [("not-ready", "ep-1")]
+
+    await eventually(only_not_ready)
+    await client.delete(core.Service, "web", ns)
+
+    async def gone() -> bool:
+        try:
+            await client.get(core.Endpoints, "web", ns)
+        except StatusError as exc:
+            return exc.reason == "NotFound"
+        return False
+
+    await eventually(gone)

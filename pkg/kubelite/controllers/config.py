@@ -18,6 +18,7 @@ from kubelite.client.leaderelection import LeaderElectionConfig
 KNOWN_CONTROLLERS: dict[str, tuple[str, ...]] = {
     "replicaset": ("replicaset", "replicaset-controller"),
     "deployment": ("deployment", "deployment-controller"),
+    "endpoint": ("endpoint", "endpoints", "endpoints-controller"),
 }
 
 # Kubernetes leaves a few controllers out of "*"; none of ours is one of them.

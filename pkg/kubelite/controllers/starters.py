@@ -16,6 +16,7 @@ from kubelite.client.controller import ControllerRunner
 from kubelite.client.informer import Informer, wait_for_cache_sync
 from kubelite.client.informer_factory import Lister
 from kubelite.controllers.deployment import DeploymentController
+from kubelite.controllers.endpoints import EndpointsController
 from kubelite.controllers.podcontrol import ClientPodControl
 from kubelite.controllers.replicaset import ReplicaSetController
 
@@ -51,7 +52,18 @@ def start_deployment(ctx: Any) -> list[tuple[str, Runnable]]:
     return [("deployment", lambda: runner.run(_synced(d_informer, rs_informer, pod_informer)))]
 
 
+def start_endpoint(ctx: Any) -> list[tuple[str, Runnable]]:
+    svc_informer = ctx.factory.informer_for(core.Service)
+    pod_informer = ctx.factory.informer_for(core.Pod)
+    ep_informer = ctx.factory.informer_for(core.Endpoints)
+    controller = EndpointsController(Lister(svc_informer), Lister(pod_informer), Lister(ep_informer), ctx.client)
+    controller.attach(svc_informer, pod_informer, ep_informer)
+    runner = ControllerRunner(controller, ctx.config.concurrent_endpoint_syncs)
+    return [("endpoint", lambda: runner.run(_synced(svc_informer, pod_informer, ep_informer)))]
+
+
 START_FUNCS: dict[str, Callable[[Any], list[tuple[str, Runnable]]]] = {
     "replicaset": start_replicaset,
     "deployment": start_deployment,
+    "endpoint": start_endpoint,
 }
