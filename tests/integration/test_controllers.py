@@ -287,3 +287,45 @@ async def test_endpoints_follow_ready_pods(controller_manager: ControllerManager
         return False
 
     await eventually(gone)
+
+
+async def test_pod_cidrs_are_unique_across_250_nodes_and_a_restart(
+        controller_manager: ControllerManagerProcess, client: Client, ns: str) -> None:
+    prefix = f"ipam-{ns[-6:]}"
+    # 200 nodes, a restart, 50 more: 250 of the 256 /24 blocks of the default 10.244.0.0/16.
+    names = [f"{prefix}-{i}" for i in range(250)]
+
+    async def create(name: str) -> None:
+        node = core.Node(api_version="v1", kind="Node")
+        node.metadata.name = name
+        await client.create(node)
+
+    async def cidrs_of(wanted: list[str]) -> dict[str, str] | None:
+        nodes = (await client.list(core.Node)).items
+        mine = {n.metadata.name: n.spec.pod_cidr for n in nodes if n.metadata.name in set(wanted)}
+        return mine if len(mine) == len(wanted) and all(mine.values()) else None
+
+    try:
+        for start in range(0, 200, 50):
+            await asyncio.gather(*(create(n) for n in names[start:start + 50]))
+        await eventually(lambda: cidrs_of(names[:200]), timeout=120)
+        before = await cidrs_of(names[:200])
+        assert before is not None
+        assert len(set(before.values())) == 200
+        assert all(c.endswith("/24") and c.startswith("10.244.") for c in before.values())
+
+        controller_manager.restart()  # the new process knows only what it reads back from the nodes
+        await asyncio.gather(*(create(n) for n in names[200:]))
+        await eventually(lambda: cidrs_of(names), timeout=120)
+        after = await cidrs_of(names)
+        assert after is not None
+        assert {n: after[n] for n in names[:200]} == before  # nobody's block changed
+        assert len(set(after.values())) == 250
+        every = [n.spec.pod_cidr for n in (await client.list(core.Node)).items if n.spec.pod_cidr]
+        assert len(every) == len(set(every))
+        node = await client.get(core.Node, names[0])
+        assert list(node.spec.pod_cidrs) == [node.spec.pod_cidr]
+    finally:
+        for start in range(0, len(names), 50):
+            await asyncio.gather(*(client.delete(core.Node, n) for n in names[start:start + 50]),
+                                 return_exceptions=True)

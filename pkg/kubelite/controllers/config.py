@@ -19,6 +19,7 @@ KNOWN_CONTROLLERS: dict[str, tuple[str, ...]] = {
     "replicaset": ("replicaset", "replicaset-controller"),
     "deployment": ("deployment", "deployment-controller"),
     "endpoint": ("endpoint", "endpoints", "endpoints-controller"),
+    "nodeipam": ("nodeipam", "node-ipam-controller"),
 }
 
 # Kubernetes leaves a few controllers out of "*"; none of ours is one of them.

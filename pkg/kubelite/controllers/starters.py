@@ -17,6 +17,7 @@ from kubelite.client.informer import Informer, wait_for_cache_sync
 from kubelite.client.informer_factory import Lister
 from kubelite.controllers.deployment import DeploymentController
 from kubelite.controllers.endpoints import EndpointsController
+from kubelite.controllers.nodeipam import NodeIPAMController
 from kubelite.controllers.podcontrol import ClientPodControl
 from kubelite.controllers.replicaset import ReplicaSetController
 
@@ -62,8 +63,27 @@ def start_endpoint(ctx: Any) -> list[tuple[str, Runnable]]:
     return [("endpoint", lambda: runner.run(_synced(svc_informer, pod_informer, ep_informer)))]
 
 
+def start_nodeipam(ctx: Any) -> list[tuple[str, Runnable]]:
+    config = ctx.config
+    if not config.allocate_node_cidrs:
+        return []
+    node_informer = ctx.factory.informer_for(core.Node)
+    controller = NodeIPAMController(Lister(node_informer), ctx.client, ctx.recorder("node-ipam-controller"),
+                                    config.cluster_cidr, config.node_cidr_mask_size)
+    controller.attach(node_informer)
+
+    async def ready() -> None:
+        await wait_for_cache_sync(node_informer)
+        controller.occupy_existing()  # before any allocation: blocks survive a restart
+
+    # One worker: allocation is in memory and instant; the patches are the only I/O.
+    runner = ControllerRunner(controller, 1)
+    return [("nodeipam", lambda: runner.run(ready))]
+
+
 START_FUNCS: dict[str, Callable[[Any], list[tuple[str, Runnable]]]] = {
     "replicaset": start_replicaset,
     "deployment": start_deployment,
     "endpoint": start_endpoint,
+    "nodeipam": start_nodeipam,
 }
