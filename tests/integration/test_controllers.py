@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from kubelite.api.apps.v1 import generated_pb2 as apps
+from kubelite.api.coordination.v1 import generated_pb2 as coordination
 from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.client.client import Client
 from kubelite.machinery.errors import StatusError
@@ -329,3 +330,67 @@ async def test_pod_cidrs_are_unique_across_250_nodes_and_a_restart(
         for start in range(0, len(names), 50):
             await asyncio.gather(*(client.delete(core.Node, n) for n in names[start:start + 50]),
                                  return_exceptions=True)
+
+
+@pytest.fixture
+def fast_node_monitor(apiserver: APIServerProcess, tmp_path: Path) -> Iterator[ControllerManagerProcess]:
+    with ControllerManagerProcess(apiserver.server, tmp_path / "controller-manager.log",
+                                  extra_args=[*FAST_ELECTION, "--node-monitor-grace-period=2s",
+                                              "--node-monitor-period=0.5s"]) as cm:
+        yield cm
+
+
+async def test_pods_leave_a_node_whose_lease_stops(fast_node_monitor: ControllerManagerProcess, client: Client,
+                                                   ns: str) -> None:
+    dead, alive = f"{ns[-6:]}-dead", f"{ns[-6:]}-alive"
+    for name in (dead, alive):
+        node = core.Node(api_version="v1", kind="Node")
+        node.metadata.name = name
+        cond = node.status.conditions.add(type="Ready", status="True", reason="KubeletReady")
+        cond.last_heartbeat_time.GetCurrentTime()
+        await client.create(node)
+        lease = coordination.Lease(api_version="coordination.k8s.io/v1", kind="Lease")
+        lease.metadata.name = name
+        lease.metadata.namespace = "kube-node-lease"
+        lease.spec.holder_identity = name
+        lease.spec.lease_duration_seconds = 40
+        lease.spec.renew_time.GetCurrentTime()
+        await client.create(lease)
+
+    async def renew_alive() -> None:
+        while True:
+            lease = await client.get(coordination.Lease, alive, "kube-node-lease")
+            lease.spec.renew_time.GetCurrentTime()
+            await client.update(lease)
+            await asyncio.sleep(0.3)
+
+    rs = replicaset(ns, "evict", 2)
+    rs.spec.template.spec.tolerations.add(key="node.kubernetes.io/unreachable", operator="Exists",
+                                          effect="NoExecute", toleration_seconds=2)
+    renewer = asyncio.get_running_loop().create_task(renew_alive(), name="renew-alive-lease")
+    try:
+        async with PodStatusWriter(client, ns, [dead]) as writer:
+            await client.create(rs)
+
+            async def on(node_name: str) -> bool:
+                pods = await pods_of(client, ns, "app=evict")
+                return len(pods) == 2 and all(p.spec.node_name == node_name and _ready(p) and
+                                              not p.metadata.HasField("deletion_timestamp") for p in pods)
+
+            await eventually(lambda: on(dead))
+            writer.nodes[:] = [alive]  # the scheduler would now avoid the tainted node
+            await eventually(lambda: on(alive), timeout=60)
+
+        node = await client.get(core.Node, dead)
+        assert {(t.key, t.effect) for t in node.spec.taints} >= {("node.kubernetes.io/unreachable", "NoExecute")}
+        ready = next(c for c in node.status.conditions if c.type == "Ready")
+        assert (ready.status, ready.reason) == ("Unknown", "NodeStatusUnknown")
+        assert not (await client.get(core.Node, alive)).spec.taints
+        events = (await client.list(core.Event, ns)).items
+        assert "TaintManagerEviction" in {e.reason for e in events}
+    finally:
+        renewer.cancel()
+        await asyncio.wait([renewer])
+        for name in (dead, alive):
+            await client.delete(core.Node, name)
+            await client.delete(coordination.Lease, name, "kube-node-lease")

@@ -1,7 +1,8 @@
 """A stand-in for kubelets in controller tests: binds pods and writes their status.
 
 Until hollow kubelets exist this is how a controller test gets pods that run:
-it watches a namespace, binds each new pod to a node (round robin), reports it
+it watches a namespace, binds each new pod to a node (round robin over
+``nodes``, which a test may change, as a scheduler would avoid a bad node), reports it
 Running and Ready (with a pod IP from the node's range), and confirms
 graceful deletions with a zero grace period, as a kubelet does once the
 containers are gone. ``ready=False`` templates (a label) stay not-ready.
@@ -30,7 +31,7 @@ class PodStatusWriter:
         self.namespace = namespace
         self.nodes = nodes
         self.ready_delay = ready_delay
-        self._rr = itertools.cycle(range(len(nodes)))
+        self._placed = itertools.count()
         self._ips = itertools.count(2)
         self._task: asyncio.Task[None] | None = None
         self._handled: set[str] = set()
@@ -85,7 +86,7 @@ class PodStatusWriter:
         try:
             node = pod.spec.node_name
             if not node:
-                node = self.nodes[next(self._rr)]
+                node = self.nodes[next(self._placed) % len(self.nodes)]
                 await self.client.bind(self.namespace, name, node, uid=pod.metadata.uid)
             if self.ready_delay:
                 await asyncio.sleep(self.ready_delay)

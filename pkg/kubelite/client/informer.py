@@ -118,6 +118,9 @@ class Store(Generic[M]):
         for key, obj in self._items.items():
             self._index_one(name, key, obj)
 
+    def has_index(self, name: str) -> bool:
+        return name in self._index_funcs
+
     def by_index(self, name: str, value: str) -> builtins.list[M]:
         keys = self._index(name).get(value, set())
         return [self._items[k] for k in sorted(keys)]

@@ -20,6 +20,7 @@ KNOWN_CONTROLLERS: dict[str, tuple[str, ...]] = {
     "deployment": ("deployment", "deployment-controller"),
     "endpoint": ("endpoint", "endpoints", "endpoints-controller"),
     "nodeipam": ("nodeipam", "node-ipam-controller"),
+    "nodelifecycle": ("nodelifecycle", "node-lifecycle-controller"),
 }
 
 # Kubernetes leaves a few controllers out of "*"; none of ours is one of them.

@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from kubelite.api.apps.v1 import generated_pb2 as apps
+from kubelite.api.coordination.v1 import generated_pb2 as coordination
 from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.client.controller import ControllerRunner
 from kubelite.client.informer import Informer, wait_for_cache_sync
@@ -18,6 +19,7 @@ from kubelite.client.informer_factory import Lister
 from kubelite.controllers.deployment import DeploymentController
 from kubelite.controllers.endpoints import EndpointsController
 from kubelite.controllers.nodeipam import NodeIPAMController
+from kubelite.controllers.nodelifecycle import NODE_LEASE_NAMESPACE, NodeLifecycleController, TaintManager
 from kubelite.controllers.podcontrol import ClientPodControl
 from kubelite.controllers.replicaset import ReplicaSetController
 
@@ -29,6 +31,16 @@ def _synced(*informers: Informer[Any]) -> Callable[[], Coroutine[Any, Any, bool]
         return await wait_for_cache_sync(*informers)
 
     return ready
+
+
+NODE_NAME_INDEX = "spec.nodeName"
+
+
+def pods_by_node(pod_informer: Informer[core.Pod]) -> Callable[[str], list[core.Pod]]:
+    """``pods_on_node(name)`` from an index on the shared pod informer (added once)."""
+    if not pod_informer.store.has_index(NODE_NAME_INDEX):
+        pod_informer.add_index(NODE_NAME_INDEX, lambda pod: [pod.spec.node_name] if pod.spec.node_name else [])
+    return lambda name: pod_informer.by_index(NODE_NAME_INDEX, name)
 
 
 def start_replicaset(ctx: Any) -> list[tuple[str, Runnable]]:
@@ -81,9 +93,37 @@ def start_nodeipam(ctx: Any) -> list[tuple[str, Runnable]]:
     return [("nodeipam", lambda: runner.run(ready))]
 
 
+def start_nodelifecycle(ctx: Any) -> list[tuple[str, Runnable]]:
+    config = ctx.config
+    node_informer = ctx.factory.informer_for(core.Node)
+    lease_informer = ctx.factory.informer_for(coordination.Lease, NODE_LEASE_NAMESPACE)
+    pod_informer = ctx.factory.informer_for(core.Pod)
+    on_node = pods_by_node(pod_informer)
+    lifecycle = NodeLifecycleController(Lister(node_informer), Lister(lease_informer), on_node, ctx.client,
+                                        ctx.recorder("node-controller"),
+                                        grace_period=config.node_monitor_grace_period,
+                                        monitor_period=config.node_monitor_period)
+    lifecycle.attach(node_informer, lease_informer)
+    taints = TaintManager(Lister(node_informer), Lister(pod_informer), on_node, ctx.client,
+                          ctx.recorder("taint-eviction-controller"))
+    taints.attach(node_informer, pod_informer)
+    ready = _synced(node_informer, lease_informer, pod_informer)
+
+    async def monitor() -> None:
+        await ready()
+        await lifecycle.monitor()
+
+    lifecycle_runner = ControllerRunner(lifecycle, 1)
+    taint_runner = ControllerRunner(taints, 1)
+    return [("nodelifecycle", lambda: lifecycle_runner.run(ready)),
+            ("nodelifecycle-monitor", monitor),
+            ("taint-eviction", lambda: taint_runner.run(ready))]
+
+
 START_FUNCS: dict[str, Callable[[Any], list[tuple[str, Runnable]]]] = {
     "replicaset": start_replicaset,
     "deployment": start_deployment,
     "endpoint": start_endpoint,
     "nodeipam": start_nodeipam,
+    "nodelifecycle": start_nodelifecycle,
 }
