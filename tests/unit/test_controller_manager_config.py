@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from kubelite_cmd.controller_manager.main import main
 
 from kubelite.controllers.config import KNOWN_CONTROLLERS, ControllerManagerConfig, select_controllers
-from kubelite.machinery.duration import format_duration, parse_duration
+from kubelite.machinery.duration import parse_duration
 
 
 def test_select_controllers_like_kube_controller_manager() -> None:
@@ -40,10 +40,8 @@ def test_durations() -> None:
     assert parse_duration("1m30s") == 90
     assert parse_duration("500ms") == 0.5
     assert parse_duration("2") == 2
-    with pytest.raises(ValueError, match="invalid duration"):
+    with pytest.raises(ValueError, match="is not a duration"):
         parse_duration("forty")
-    assert format_duration(90) == "1m30s"
-    assert format_duration(15) == "15s"
 
 
 def test_command_line_errors_exit_non_zero_naming_the_flag() -> None:

@@ -39,7 +39,7 @@ import click
 
 from kubelite.api.coordination.v1 import generated_pb2 as coordination
 from kubelite.client.client import Client
-from kubelite.machinery.duration import format_duration, parse_duration
+from kubelite.machinery.duration import parse_duration
 from kubelite.machinery.errors import StatusError
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class LeaderElectionConfig:
                             ("--leader-elect-renew-deadline", self.renew_deadline),
                             ("--leader-elect-retry-period", self.retry_period)):
             if value <= 0:
-                raise ValueError(f"{flag}: must be greater than zero, got {format_duration(value)}")
+                raise ValueError(f"{flag}: must be greater than zero, got {value:g}s")
         if self.lease_duration <= self.renew_deadline:
             raise ValueError("--leader-elect-lease-duration: must be greater than --leader-elect-renew-deadline")
         if self.renew_deadline <= JITTER_FACTOR * self.retry_period:

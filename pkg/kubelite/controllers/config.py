@@ -21,6 +21,7 @@ KNOWN_CONTROLLERS: dict[str, tuple[str, ...]] = {
     "endpoint": ("endpoint", "endpoints", "endpoints-controller"),
     "nodeipam": ("nodeipam", "node-ipam-controller"),
     "nodelifecycle": ("nodelifecycle", "node-lifecycle-controller"),
+    "namespace": ("namespace", "namespace-controller"),
 }
 
 # Kubernetes leaves a few controllers out of "*"; none of ours is one of them.

@@ -18,6 +18,7 @@ from kubelite.client.informer import Informer, wait_for_cache_sync
 from kubelite.client.informer_factory import Lister
 from kubelite.controllers.deployment import DeploymentController
 from kubelite.controllers.endpoints import EndpointsController
+from kubelite.controllers.namespace import ClientNamespaceFinalizer, NamespaceController
 from kubelite.controllers.nodeipam import NodeIPAMController
 from kubelite.controllers.nodelifecycle import NODE_LEASE_NAMESPACE, NodeLifecycleController, TaintManager
 from kubelite.controllers.podcontrol import ClientPodControl
@@ -120,10 +121,20 @@ def start_nodelifecycle(ctx: Any) -> list[tuple[str, Runnable]]:
             ("taint-eviction", lambda: taint_runner.run(ready))]
 
 
+def start_namespace(ctx: Any) -> list[tuple[str, Runnable]]:
+    ns_informer = ctx.factory.informer_for(core.Namespace)
+    controller = NamespaceController(Lister(ns_informer), ctx.client, ClientNamespaceFinalizer(ctx.client),
+                                     list(ctx.client.scheme))
+    controller.attach(ns_informer)
+    runner = ControllerRunner(controller, ctx.config.concurrent_namespace_syncs)
+    return [("namespace", lambda: runner.run(_synced(ns_informer)))]
+
+
 START_FUNCS: dict[str, Callable[[Any], list[tuple[str, Runnable]]]] = {
     "replicaset": start_replicaset,
     "deployment": start_deployment,
     "endpoint": start_endpoint,
     "nodeipam": start_nodeipam,
     "nodelifecycle": start_nodelifecycle,
+    "namespace": start_namespace,
 }
