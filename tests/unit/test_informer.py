@@ -10,7 +10,15 @@ import pytest
 
 from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.api.meta.v1 import generated_pb2 as metav1
-from kubelite.client import Informer, ObjectList, Store, WatchEvent, meta_namespace_key, split_key
+from kubelite.client import (
+    DeletedFinalStateUnknown,
+    Informer,
+    ObjectList,
+    Store,
+    WatchEvent,
+    meta_namespace_key,
+    split_key,
+)
 from kubelite.machinery import errors
 
 
@@ -69,8 +77,11 @@ class Recorder:
     def on_update(self, old: core.ConfigMap, new: core.ConfigMap) -> None:
         self._record("update", new.metadata.name, old.metadata.resource_version, new.metadata.resource_version)
 
-    def on_delete(self, obj: core.ConfigMap) -> None:
-        self._record("delete", obj.metadata.name, obj.metadata.resource_version)
+    def on_delete(self, obj: core.ConfigMap | DeletedFinalStateUnknown) -> None:
+        if isinstance(obj, DeletedFinalStateUnknown):
+            self._record("tombstone", obj.key, obj.obj.metadata.resource_version)
+        else:
+            self._record("delete", obj.metadata.name, obj.metadata.resource_version)
 
     def _record(self, *event: str) -> None:
         self.events.append(event)
@@ -178,8 +189,9 @@ async def test_expired_relists_and_delivers_the_differences() -> None:
         stream.put_nowait(errors.expired("too old resource version: 11 (25)"))
         await lw.next_stream()
         events = await rec.wait_for(7)
-        # a is unchanged since the watch saw it; b changed, d is new, c vanished while we were away.
-        assert events[4:] == [("update", "b", "1", "15"), ("add", "d", "15"), ("delete", "c", "1")]
+        # a is unchanged since the watch saw it; b changed, d is new, c vanished while we were away:
+        # its deletion comes as a tombstone holding the last state cached.
+        assert events[4:] == [("update", "b", "1", "15"), ("add", "d", "15"), ("tombstone", "default/c", "1")]
         assert sorted(informer.store.keys()) == ["default/a", "default/b", "default/d"]
         assert lw.list_calls == 2
         assert lw.watch_versions == ["10", "30"]

@@ -15,7 +15,11 @@ event anyway.
 Failure handling follows client-go's reflector: a watch that breaks resumes
 from the last resourceVersion seen (after a backoff); a watch answered with
 Expired (the version was compacted) forces a relist, whose differences from
-the Store are delivered as add/update/delete so handlers miss nothing.
+the Store are delivered as add/update/delete so handlers miss nothing. A
+deletion noticed only by a relist reaches ``on_delete`` as a
+``DeletedFinalStateUnknown`` tombstone: the object inside is the last state
+this process saw, which may be older than the state the object was deleted
+in, and a controller that cares (expectations, say) must know that.
 """
 
 from __future__ import annotations
@@ -50,6 +54,23 @@ def split_key(key: str) -> tuple[str, str]:
 
 
 IndexFunc = Callable[[M], Iterable[str]]
+
+
+@dataclass(frozen=True)
+class DeletedFinalStateUnknown:
+    """What ``on_delete`` gets for a deletion seen only on relist (client-go's tombstone).
+
+    The watch that would have carried the DELETED event was lost, so ``obj`` is
+    the last state cached here, not the state the object was deleted in.
+    """
+
+    key: str
+    obj: Any
+
+
+def deleted_object(obj: Any) -> Any:
+    """The object inside a tombstone, or ``obj`` itself: what most delete handlers want."""
+    return obj.obj if isinstance(obj, DeletedFinalStateUnknown) else obj
 
 
 class Store(Generic[M]):
@@ -96,6 +117,9 @@ class Store(Generic[M]):
         self._indices[name] = {}
         for key, obj in self._items.items():
             self._index_one(name, key, obj)
+
+    def has_index(self, name: str) -> bool:
+        return name in self._index_funcs
 
     def by_index(self, name: str, value: str) -> builtins.list[M]:
         keys = self._index(name).get(value, set())
@@ -201,8 +225,9 @@ class ResourceEventHandler:
     """Callbacks for one consumer; each may be sync or async, and any may be None.
 
     ``on_update(old, new)`` also fires with ``old is new`` on a periodic resync.
-    ``on_delete`` gets the last state known: the object from the DELETED event,
-    or, when the deletion was noticed only by a relist, the cached object.
+    ``on_delete`` gets the object from the DELETED event or, when the deletion
+    was noticed only by a relist, a ``DeletedFinalStateUnknown`` holding the
+    cached object (unwrap with ``deleted_object``).
     """
 
     on_add: Callable[[Any], Awaitable[None] | None] | None = None
@@ -356,8 +381,8 @@ class Informer(Generic[M]):
                 elif _rv(previous) != _rv(obj):
                     await self._deliver("on_update", previous, obj)
             # Whatever the list no longer holds was deleted while we were not watching.
-            for gone in old.values():
-                await self._deliver("on_delete", gone)
+            for key, gone in old.items():
+                await self._deliver("on_delete", DeletedFinalStateUnknown(key, gone))
             self._synced.set()
 
     async def _apply(self, event: WatchEvent[M]) -> None:
@@ -405,10 +430,17 @@ class Informer(Generic[M]):
                 log.exception("%s handler %r for %s failed", which, fn, self._what)
 
 
-async def wait_for_cache_sync(*informers: Informer[Any]) -> None:
-    """Waits until every informer has synced: start controllers' workers only then."""
-    for informer in informers:
-        await informer.wait_for_sync()
+async def wait_for_cache_sync(*informers: Informer[Any], timeout: float | None = None) -> bool:
+    """Waits until every informer has synced: start controllers' workers only then.
+
+    Returns False if ``timeout`` seconds pass first (client-go's WaitForCacheSync
+    returns false when its stop channel closes); without one it waits for ever.
+    """
+    try:
+        await asyncio.wait_for(asyncio.gather(*(i.wait_for_sync() for i in informers)), timeout)
+    except TimeoutError:
+        return False
+    return True
 
 
 def _rv(obj: Any) -> str:

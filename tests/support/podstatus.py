@@ -1,0 +1,113 @@
+"""A stand-in for kubelets in controller tests: binds pods and writes their status.
+
+Until hollow kubelets exist this is how a controller test gets pods that run:
+it watches a namespace, binds each new pod to a node (round robin over
+``nodes``, which a test may change, as a scheduler would avoid a bad node), reports it
+Running and Ready (with a pod IP from the node's range), and confirms
+graceful deletions with a zero grace period, as a kubelet does once the
+containers are gone. ``ready=False`` templates (a label) stay not-ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator
+
+from kubelite.api.core.v1 import generated_pb2 as core
+from kubelite.client.client import Client
+from kubelite.machinery.errors import StatusError
+
+log = logging.getLogger(__name__)
+
+NOT_READY_LABEL = "test.kubelite.io/not-ready"
+
+
+class PodStatusWriter:
+    def __init__(self, client: Client, namespace: str, nodes: list[str], *, ready_delay: float = 0.0) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.nodes = nodes
+        self.ready_delay = ready_delay
+        self._placed = itertools.count()
+        self._ips = itertools.count(2)
+        self._task: asyncio.Task[None] | None = None
+        self._handled: set[str] = set()
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> PodStatusWriter:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"pod-status-{self.namespace}")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        tasks = [self._task, *self._pending]
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks)
+
+    async def _run(self) -> None:
+        listed = await self.client.list(core.Pod, self.namespace)
+        for pod in listed.items:
+            self._handle(pod)
+        rv = listed.resource_version
+        while True:
+            try:
+                async with contextlib.aclosing(self._watch(rv)) as events:
+                    async for etype, pod in events:
+                        rv = pod.metadata.resource_version or rv
+                        if etype != "DELETED":
+                            self._handle(pod)
+            except StatusError as exc:
+                log.info("pod status writer: watch ended (%s); resuming", exc)
+                await asyncio.sleep(0.2)
+
+    async def _watch(self, rv: str) -> AsyncIterator[tuple[str, core.Pod]]:
+        async for event in self.client.watch(core.Pod, self.namespace, resource_version=rv):
+            yield event.type, event.object
+
+    def _handle(self, pod: core.Pod) -> None:
+        key = pod.metadata.uid
+        if pod.metadata.HasField("deletion_timestamp"):
+            self._spawn(self._confirm_delete(pod))
+        elif key not in self._handled:
+            self._handled.add(key)
+            self._spawn(self._start(pod))
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name="pod-status-step")  # type: ignore[arg-type]
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _start(self, pod: core.Pod) -> None:
+        name = pod.metadata.name
+        try:
+            node = pod.spec.node_name
+            if not node:
+                node = self.nodes[next(self._placed) % len(self.nodes)]
+                await self.client.bind(self.namespace, name, node, uid=pod.metadata.uid)
+            if self.ready_delay:
+                await asyncio.sleep(self.ready_delay)
+            current = await self.client.get(core.Pod, name, self.namespace)
+            current.status.phase = "Running"
+            n = next(self._ips)
+            current.status.pod_ip = f"10.250.{n // 250}.{n % 250 + 1}"
+            current.status.host_ip = "127.0.0.1"
+            ready = "False" if current.metadata.labels.get(NOT_READY_LABEL) else "True"
+            for ctype in ("Initialized", "ContainersReady", "Ready"):
+                cond = current.status.conditions.add(type=ctype, status="True" if ctype == "Initialized" else ready)
+                cond.last_transition_time.GetCurrentTime()
+            current.status.start_time.GetCurrentTime()
+            await self.client.update_status(current)
+        except StatusError as exc:
+            log.info("pod status writer: starting %s failed: %s", name, exc)
+
+    async def _confirm_delete(self, pod: core.Pod) -> None:
+        try:
+            await self.client.delete(core.Pod, pod.metadata.name, self.namespace, grace_period_seconds=0,
+                                     uid=pod.metadata.uid)
+        except StatusError as exc:
+            if exc.reason != "NotFound":
+                log.info("pod status writer: deleting %s failed: %s", pod.metadata.name, exc)
