@@ -159,16 +159,7 @@ def prioritize(profile: Profile, state: CycleState, snapshot: Snapshot, pod: Pod
 
 
 def select_host(nodes: Sequence[NodeInfo], totals: Sequence[int], rng: random.Random) -> str:
-    """The best-scored node; ties are broken uniformly at random (reservoir sampling), as Kubernetes does."""
-    best = -1
-    chosen = ""
-    ties = 0
-    randrange = rng.randrange
-    for node, total in zip(nodes, totals, strict=True):
-        if total > best:
-            best, chosen, ties = total, node.name, 1
-        elif total == best:
-            ties += 1
-            if randrange(ties) == 0:
-                chosen = node.name
-    return chosen
+    """The best-scored node; ties are broken uniformly at random, as Kubernetes does."""
+    best = max(totals)
+    ties = [i for i, total in enumerate(totals) if total == best]
+    return nodes[ties[0] if len(ties) == 1 else rng.choice(ties)].name

@@ -152,7 +152,7 @@ class Cache:
                 continue
             clone = info.clone()
             snapshot.node_infos[name] = clone
-            if old is None or old.node is not info.node:
+            if old is None or old.image_sizes != clone.image_sizes:
                 images_changed = True
             if (old is not None and (old.pods_with_affinity or old.pods_with_required_anti_affinity)) or (
                     clone.pods_with_affinity or clone.pods_with_required_anti_affinity):
