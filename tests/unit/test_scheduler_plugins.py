@@ -313,7 +313,9 @@ def _term(labels: dict[str, str], key: str = "topology.kubernetes.io/zone", **ex
 def test_required_affinity_and_anti_affinity_from_the_documentation() -> None:
     # The documentation's example: with a security=S1 pod in zone a and a security=S2 pod in zone b,
     # a pod with affinity to S1 and anti-affinity to S2 (both by zone) may run only in zone a.
+    # (An S1 pod in zone b too, so that zone b is refused by the anti-affinity alone.)
     existing = [make_pod("s1", labels={"security": "S1"}, node_name="n0"),
+                make_pod("s1-b", labels={"security": "S1"}, node_name="n2"),
                 make_pod("s2", labels={"security": "S2"}, node_name="n2")]
     snapshot = Snapshot.from_objects(_zone_nodes(), existing)
     spec = {"affinity": {

@@ -95,16 +95,9 @@ class InterPodAffinity:
         return None, None
 
     def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
+        # Kubernetes' order: the pod's affinity, its anti-affinity, then existing pods' anti-affinity.
         s: _FilterState = state.read(self.name)
         labels = node.labels
-        if s.existing_anti:
-            for key, label in labels.items():
-                if s.existing_anti.get((key, label), 0) > 0:
-                    return self._existing
-        for term in pod.anti_affinity_terms:
-            anti_value = labels.get(term.topology_key)
-            if anti_value is not None and s.anti.get((term.topology_key, anti_value), 0) > 0:
-                return self._anti
         if pod.affinity_terms:
             pods_exist = True
             for term in pod.affinity_terms:
@@ -115,6 +108,14 @@ class InterPodAffinity:
                     pods_exist = False
             if not pods_exist and (s.affinity or not _matches_all(pod.affinity_terms, pod)):
                 return self._affinity
+        for term in pod.anti_affinity_terms:
+            anti_value = labels.get(term.topology_key)
+            if anti_value is not None and s.anti.get((term.topology_key, anti_value), 0) > 0:
+                return self._anti
+        if s.existing_anti:
+            for key, label in labels.items():
+                if s.existing_anti.get((key, label), 0) > 0:
+                    return self._existing
         return None
 
     # -- score -------------------------------------------------------------------------------------------------
