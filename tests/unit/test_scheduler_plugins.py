@@ -487,3 +487,44 @@ def test_node_info_accounts_pods_added_and_removed() -> None:
     assert (info.requested.milli_cpu, info.requested.memory, len(info.used_ports)) == (1000, GI, 1)
     assert info.remove_pod(pod)
     assert (info.requested.milli_cpu, info.requested.memory, len(info.used_ports)) == (0, 0, 0)
+
+
+# -- the vectorised path agrees with the per-node path --------------------------------------------------------
+
+
+def _random_cluster(rng: random.Random, n: int) -> tuple[list[Any], list[Any]]:
+    taints = [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"},
+              {"key": "spot", "value": "true", "effect": "PreferNoSchedule"}]
+    nodes = [make_node(f"n{i:03}", cpu=str(rng.choice([1, 2, 4, 8])), memory=f"{rng.choice([2, 4, 16])}Gi",
+                       pods=str(rng.choice([3, 110])), unschedulable=rng.random() < 0.05,
+                       taints=[t for t in taints if rng.random() < 0.15],
+                       labels={"topology.kubernetes.io/zone": f"z{i % 3}"}) for i in range(n)]
+    ports = {"containers": [{"name": "a", "image": "x", "ports": [{"containerPort": 80, "hostPort": 8080}],
+                             "resources": {"requests": {"cpu": "100m"}}}]}
+    pods = [make_pod(f"old{i}", cpu=f"{rng.choice([100, 500, 1500])}m", memory=f"{rng.choice([128, 1024])}Mi",
+                     node_name=f"n{rng.randrange(n):03}", spec=ports if rng.random() < 0.1 else None)
+            for i in range(n)]
+    return nodes, pods
+
+
+def test_vectorised_and_per_node_decisions_are_identical() -> None:
+    rng = random.Random(7)
+    nodes, existing = _random_cluster(rng, 300)
+    snapshot = Snapshot.from_objects(nodes, existing)
+    tolerate = {"tolerations": [{"key": "dedicated", "operator": "Exists"}]}
+    ports = {"containers": [{"name": "a", "image": "x", "ports": [{"containerPort": 80, "hostPort": 8080}]}]}
+    candidates = [make_pod("plain", cpu="200m", memory="256Mi"), make_pod("none"), make_pod("big", cpu="3"),
+                  make_pod("tol", cpu="1", spec=tolerate), make_pod("ports", spec=ports),
+                  make_pod("huge", cpu="64")]
+    profile = default_profile()
+    for pod in candidates:
+        for start in (0, 17, 299):
+            results = []
+            for vectorized in (True, False):
+                try:
+                    d = schedule(profile, snapshot, PodInfo(pod), start_index=start, rng=random.Random(3),
+                                 vectorized=vectorized)
+                    results.append((d.result, d.next_start_index, d.scores))
+                except FitError as err:
+                    results.append((str(err), 0, {}))
+            assert results[0] == results[1], pod.metadata.name

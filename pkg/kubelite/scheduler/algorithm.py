@@ -13,13 +13,18 @@ every node is looked at in turn.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
+
+from kubelite.scheduler.columns import BoolArray, IntArray
 from kubelite.scheduler.framework import (
     Code,
     CycleState,
     Diagnosis,
+    FilterPlugin,
     FitError,
     ScheduleResult,
     Status,
@@ -59,8 +64,13 @@ class Decision:
 
 
 def schedule(profile: Profile, snapshot: Snapshot, pod: PodInfo, *, start_index: int = 0,
-             rng: random.Random | None = None) -> Decision:
-    """Picks a node for ``pod``; raises FitError (with every node's reason) when none fits."""
+             rng: random.Random | None = None, vectorized: bool = True, explain: bool = True) -> Decision:
+    """Picks a node for ``pod``; raises FitError (with every node's reason) when none fits.
+
+    ``vectorized`` uses the plugins' array forms where they have one (same
+    result, less time); ``explain`` keeps every scored node's total in the
+    decision, which the scheduling loop does not need.
+    """
     nodes = snapshot.node_list
     num_all = len(nodes)
     if num_all == 0:
@@ -102,6 +112,23 @@ def schedule(profile: Profile, snapshot: Snapshot, pod: PodInfo, *, start_index:
 
     # -- Filter, until enough feasible nodes are found ---------------------------------------------------------
     want = num_feasible_nodes_to_find(len(candidates), profile.percentage_of_nodes_to_score)
+    if vectorized and allowed is None:
+        found = _find_feasible_vectorized(filters, state, pod, snapshot, start, want)
+        if found is not None:
+            feasible_idx, processed = found
+            next_start = (start + processed) % num_all
+            if len(feasible_idx) == 1:
+                host = nodes[int(feasible_idx[0])].name
+                return Decision(ScheduleResult(host, processed, 1), next_start, {})
+            totals_arr = _prioritize_vectorized(profile, state, snapshot, pod, feasible_idx)
+            best = totals_arr.max()
+            ties = np.flatnonzero(totals_arr == best).tolist()
+            pick = ties[0] if len(ties) == 1 else (rng or _RNG).choice(ties)
+            host = nodes[int(feasible_idx[pick])].name
+            scores = ({nodes[int(i)].name: int(t) for i, t in zip(feasible_idx, totals_arr, strict=True)}
+                      if explain else {})
+            return Decision(ScheduleResult(host, processed, len(feasible_idx)), next_start, scores)
+        # No node fits: the per-node path below gives every node's reason.
     feasible: list[NodeInfo] = []
     n_candidates = len(candidates)
     processed = 0
@@ -155,6 +182,102 @@ def prioritize(profile: Profile, state: CycleState, snapshot: Snapshot, pod: Pod
             normalizer.normalize_score(state, pod, nodes, scores)
         for i, s in enumerate(scores):
             totals[i] += s * weight
+    return totals
+
+
+def _find_feasible_vectorized(filters: Sequence[FilterPlugin], state: CycleState, pod: PodInfo, snapshot: Snapshot,
+                              start: int, want: int) -> tuple[IntArray, int] | None:
+    """The same feasible nodes, in the same order, as the per-node loop finds; None when there are none.
+
+    Plugins with a ``filter_mask`` answer for all nodes at once; the others run
+    per node, in round-robin order, on the nodes the masks let through, until
+    ``want`` nodes passed. ``processed`` counts nodes up to the last one looked
+    at, as the sequential scan would.
+    """
+    n = len(snapshot.node_list)
+    mask: BoolArray | None = None
+    per_node: list[FilterPlugin] = []
+    for plugin in filters:
+        fm = getattr(plugin, "filter_mask", None)
+        m = fm(state, pod, snapshot) if fm is not None else None
+        if m is None:
+            per_node.append(plugin)
+        else:
+            mask = m if mask is None else mask & m
+    order = np.arange(start, start + n) % n if start else np.arange(n)
+    positions = np.flatnonzero(mask[order]) if mask is not None else np.arange(n)
+    if not per_node:
+        if len(positions) == 0:
+            return None
+        chosen = positions[:want]
+        processed = int(chosen[-1]) + 1 if len(positions) >= want else n
+        return order[chosen], processed
+    nodes = snapshot.node_list
+    picked: list[int] = []
+    last = -1
+    for pos in positions.tolist():
+        i = int(order[pos])
+        node = nodes[i]
+        for plugin in per_node:
+            status = plugin.filter(state, pod, node)
+            if status is not None and status.code != Code.SUCCESS:
+                break
+        else:
+            picked.append(i)
+            if len(picked) >= want:
+                last = pos
+                break
+    if not picked:
+        return None
+    return np.array(picked, np.int64), (last + 1 if last >= 0 else n)
+
+
+class _NodesAt(Sequence[NodeInfo]):
+    """The feasible nodes as a sequence, built only if a plugin looks (most PreScores skip)."""
+
+    def __init__(self, nodes: list[NodeInfo], idx: IntArray) -> None:
+        self._nodes = nodes
+        self._idx = idx
+        self._list: list[NodeInfo] | None = None
+
+    def _materialise(self) -> list[NodeInfo]:
+        if self._list is None:
+            nodes = self._nodes
+            self._list = [nodes[i] for i in self._idx.tolist()]
+        return self._list
+
+    def __len__(self) -> int:
+        return len(self._idx)
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._materialise()[i]
+
+    def __iter__(self) -> Iterator[NodeInfo]:
+        return iter(self._materialise())
+
+
+def _prioritize_vectorized(profile: Profile, state: CycleState, snapshot: Snapshot, pod: PodInfo,
+                           idx: IntArray) -> IntArray:
+    nodes = snapshot.node_list
+    feasible: Sequence[NodeInfo] = _NodesAt(nodes, idx)
+    for plugin in profile.pre_score:
+        status = plugin.pre_score(state, pod, feasible, snapshot)
+        if status is not None and status.code == Code.SKIP:
+            state.skip_score.add(plugin.name)
+    totals: IntArray = np.zeros(len(idx), np.int64)
+    for scorer, weight in profile.score:
+        if scorer.name in state.skip_score:
+            continue
+        sb = getattr(scorer, "score_batch", None)
+        batch = sb(state, pod, snapshot, idx) if sb is not None else None
+        normalizer = profile.normalizer(scorer)
+        if batch is not None and normalizer is None:
+            totals += batch * weight
+            continue
+        scores = batch.tolist() if batch is not None else [scorer.score(state, pod, n) for n in feasible]
+        if normalizer is not None:
+            normalizer.normalize_score(state, pod, feasible, scores)
+        totals += np.asarray(scores, np.int64) * weight
     return totals
 
 

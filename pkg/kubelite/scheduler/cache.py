@@ -157,16 +157,21 @@ class Cache:
             if (old is not None and (old.pods_with_affinity or old.pods_with_required_anti_affinity)) or (
                     clone.pods_with_affinity or clone.pods_with_required_anti_affinity):
                 affinity_changed = True
-        if self._order_changed or affinity_changed or images_changed:
+        if self._order_changed:
             # The cache's order (nodes as they registered) is the round-robin order.
-            snapshot.rebuild_lists(order_changed=self._order_changed, order=self._nodes)
+            snapshot.rebuild_lists(order_changed=True, order=self._nodes)
             self._order_changed = False
         elif dirty:
-            # Only pods moved on nodes already listed: swap the clones in place.
+            if affinity_changed or images_changed:
+                snapshot.rebuild_lists(order_changed=False)
+            # Same nodes in the same order: swap the clones in and rewrite their rows only.
             positions = snapshot.positions()
+            columns = snapshot.columns
             for name in dirty:
                 i = positions.get(name)
                 if i is not None:
-                    snapshot.node_list[i] = snapshot.node_infos[name]
+                    info = snapshot.node_infos[name]
+                    snapshot.node_list[i] = info
+                    columns.set_row(i, info)
         snapshot.generation = self._generation
         return len(dirty)

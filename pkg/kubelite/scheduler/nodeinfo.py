@@ -20,6 +20,7 @@ from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.api.meta.v1 import generated_pb2 as metav1
 from kubelite.machinery.quantity import QuantityError, parse_quantity
 from kubelite.machinery.selectors import LabelSelector, from_label_selector_proto
+from kubelite.scheduler.columns import Columns
 
 CPU = "cpu"
 MEMORY = "memory"
@@ -537,6 +538,7 @@ class Snapshot:
         self.image_nodes: dict[str, int] = {}
         self.generation = 0
         self._positions: dict[str, int] | None = None
+        self.columns: Columns = Columns(())
         for n in nodes:
             self.node_infos[n.name] = n
         self.rebuild_lists()
@@ -554,6 +556,7 @@ class Snapshot:
             names = self.node_infos if order is None else order
             self.node_list = [n for n in (self.node_infos[name] for name in names) if n.node is not None]
             self._positions = None
+            self.columns = Columns(self.node_list)
         else:
             self.node_list = [self.node_infos[n.name] for n in self.node_list]
         self.have_pods_with_affinity = [n for n in self.node_list if n.pods_with_affinity]

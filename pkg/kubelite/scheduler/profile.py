@@ -30,8 +30,16 @@ class Profile:
     # 0: adaptive, as Kubernetes (50% minus 1% per 125 nodes, at least 5%).
     percentage_of_nodes_to_score: int = 0
 
+    _normalizers: dict[str, NormalizeScorePlugin | None] = field(default_factory=dict)
+
     def normalizer(self, plugin: ScorePlugin) -> NormalizeScorePlugin | None:
-        return plugin if isinstance(plugin, NormalizeScorePlugin) else None
+        # Protocol isinstance checks are slow; this runs per pod and scorer.
+        try:
+            return self._normalizers[plugin.name]
+        except KeyError:
+            found = plugin if isinstance(plugin, NormalizeScorePlugin) else None
+            self._normalizers[plugin.name] = found
+            return found
 
     def plugins(self) -> list[Plugin]:
         seen: dict[str, Plugin] = {}

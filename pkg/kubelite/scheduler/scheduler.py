@@ -168,7 +168,8 @@ class Scheduler:
             return False
         self.cache.update_snapshot(self.snapshot)
         try:
-            decision = schedule(profile, self.snapshot, pod_info, start_index=self._start_index, rng=self._rng)
+            decision = schedule(profile, self.snapshot, pod_info, start_index=self._start_index, rng=self._rng,
+                                explain=False)
         except FitError as err:
             self.failures += 1
             message = str(err)

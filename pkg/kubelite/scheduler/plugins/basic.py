@@ -5,7 +5,10 @@ They are the cheapest checks and the most decisive, so they run first.
 
 from __future__ import annotations
 
+import numpy as np
+
 from kubelite.api.core.v1 import generated_pb2 as core
+from kubelite.scheduler.columns import BoolArray
 from kubelite.scheduler.framework import (
     ALL_NODE_EVENTS,
     SKIP,
@@ -34,6 +37,12 @@ class NodeUnschedulable:
         if not node.unschedulable or tolerates_all(pod.tolerations, UNSCHEDULABLE_TAINT):
             return None
         return self._status
+
+    def filter_mask(self, state: CycleState, pod: PodInfo, snapshot: Snapshot) -> BoolArray | None:
+        cols = snapshot.columns
+        if tolerates_all(pod.tolerations, UNSCHEDULABLE_TAINT):
+            return np.ones(len(cols.unschedulable), np.bool_)
+        return ~cols.unschedulable
 
     def events_to_register(self) -> frozenset[ClusterEvent]:
         return frozenset({ClusterEvent.NODE_ADD, ClusterEvent.NODE_UPDATE})
@@ -75,6 +84,14 @@ class NodePorts:
     def pre_filter(self, state: CycleState, pod: PodInfo,
                    snapshot: Snapshot) -> tuple[PreFilterResult | None, Status | None]:
         return None, (None if pod.host_ports else SKIP)
+
+    def filter_mask(self, state: CycleState, pod: PodInfo, snapshot: Snapshot) -> BoolArray | None:
+        # Only nodes that already have host ports in use need a look.
+        mask = ~snapshot.columns.has_ports
+        nodes = snapshot.node_list
+        for i in np.flatnonzero(snapshot.columns.has_ports):
+            mask[i] = self.filter(state, pod, nodes[i]) is None
+        return mask
 
     def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
         used = node.used_ports

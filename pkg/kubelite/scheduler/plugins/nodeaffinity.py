@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
+from kubelite.scheduler.columns import BoolArray, IntArray
 from kubelite.scheduler.framework import (
     ALL_NODE_EVENTS,
     MAX_NODE_SCORE,
@@ -88,6 +91,14 @@ class TaintToleration:
                                     plugin=self.name)
         return None
 
+    def filter_mask(self, state: CycleState, pod: PodInfo, snapshot: Snapshot) -> BoolArray | None:
+        hard = snapshot.columns.hard_taints
+        mask = ~hard
+        nodes = snapshot.node_list
+        for i in np.flatnonzero(hard):
+            mask[i] = self.filter(state, pod, nodes[i]) is None
+        return mask
+
     def pre_score(self, state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo],
                   snapshot: Snapshot) -> Status | None:
         # Only tolerations that could tolerate a PreferNoSchedule taint matter for the score.
@@ -99,6 +110,14 @@ class TaintToleration:
             return 0
         tolerations = state.read(self.name)
         return sum(1 for t in node.taints if t.effect == "PreferNoSchedule" and not tolerates_all(tolerations, t))
+
+    def score_batch(self, state: CycleState, pod: PodInfo, snapshot: Snapshot, idx: IntArray) -> IntArray | None:
+        soft = snapshot.columns.soft_taints[idx]
+        out = np.zeros(len(idx), np.int64)
+        nodes = snapshot.node_list
+        for j in np.flatnonzero(soft):
+            out[j] = self.score(state, pod, nodes[idx[j]])
+        return out
 
     def normalize_score(self, state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo],
                         scores: list[int]) -> None:
