@@ -84,15 +84,26 @@ def _unschedulable_message(pod: core.Pod) -> str:
     return ""
 
 
-async def _pending_with(client: Client, ns: str, name: str) -> str:
-    pod = await _wait_pod(client, ns, name, lambda p: bool(_unschedulable_message(p)), "Pending with a reason")
+async def _pending_with(client: Client, ns: str, name: str, message: str) -> None:
+    """Waits for the message: an earlier attempt may have seen fewer nodes (watches are separate streams)."""
+    pod = await _wait_pod(client, ns, name, lambda p: _unschedulable_message(p) == message, f"Pending: {message}")
     assert not pod.spec.node_name
-    return _unschedulable_message(pod)
+
+
+async def _nodes(client: Client, scheduler: SchedulerProcess, nodes: list[core.Node]) -> None:
+    """Registers hollow nodes and waits until the scheduler's cache holds them all (watches are separate
+    streams: without this, a pod created next may be seen before the last node)."""
+    await register(client, nodes)
+    want = len((await client.list(core.Node)).items)
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while scheduler.metric("scheduler_cache_size", type="nodes") != want:
+        assert asyncio.get_running_loop().time() < deadline, "the scheduler did not see the nodes"
+        await asyncio.sleep(0.05)
 
 
 async def test_a_pod_that_fits_only_one_node_lands_there(client: Client, ns: str, scheduler: SchedulerProcess,
                                                          scheduler_name: str) -> None:
-    await register(client, [hollow_node("small-1", cpu="1"), hollow_node("small-2", cpu="2"),
+    await _nodes(client, scheduler, [hollow_node("small-1", cpu="1"), hollow_node("small-2", cpu="2"),
                             hollow_node("large", cpu="8"), hollow_node("tiny-mem", cpu="16", memory="1Gi")])
     await client.create(_pod("big", ns, scheduler_name, cpu="4", memory="4Gi"))
     assert await _bound(client, ns, "big") == "large"
@@ -103,7 +114,7 @@ async def test_a_pod_that_fits_only_one_node_lands_there(client: Client, ns: str
 async def test_taints_repel_pods_without_the_toleration(client: Client, ns: str, scheduler: SchedulerProcess,
                                                         scheduler_name: str) -> None:
     gpu_taint = {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}
-    await register(client, [hollow_node("gpu", labels={"dedicated": "gpu"}, taints=[gpu_taint]),
+    await _nodes(client, scheduler, [hollow_node("gpu", labels={"dedicated": "gpu"}, taints=[gpu_taint]),
                             hollow_node("plain")])
     for i in range(4):
         await client.create(_pod(f"web-{i}", ns, scheduler_name, cpu="100m"))
@@ -116,24 +127,23 @@ async def test_taints_repel_pods_without_the_toleration(client: Client, ns: str,
 
 async def test_required_anti_affinity_spreads_replicas_and_leaves_the_fourth_pending(
         client: Client, ns: str, scheduler: SchedulerProcess, scheduler_name: str) -> None:
-    await register(client, [hollow_node(f"node-{i}") for i in range(3)])
+    await _nodes(client, scheduler, [hollow_node(f"node-{i}") for i in range(3)])
     anti = {"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
         {"labelSelector": {"matchLabels": {"app": "store"}}, "topologyKey": "kubernetes.io/hostname"}]}}}
     for i in range(4):
         await client.create(_pod(f"store-{i}", ns, scheduler_name, labels={"app": "store"}, spec=anti))
     # The order in which the replicas are tried is not fixed: find the one left out.
+    expected = "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules."
     deadline = asyncio.get_running_loop().time() + WAIT
     while True:
         pods = (await client.list(core.Pod, ns)).items
         bound = [p for p in pods if p.spec.node_name]
-        waiting = [p for p in pods if _unschedulable_message(p)]
+        waiting = [p for p in pods if _unschedulable_message(p) == expected]
         if len(bound) == 3 and len(waiting) == 1:
             break
         assert asyncio.get_running_loop().time() < deadline, [(p.metadata.name, p.spec.node_name) for p in pods]
         await asyncio.sleep(0.1)
     assert sorted(p.spec.node_name for p in bound) == ["node-0", "node-1", "node-2"]
-    assert _unschedulable_message(waiting[0]) == (
-        "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules.")
 
 
 async def test_topology_spread_keeps_zones_within_max_skew(client: Client, ns: str, scheduler: SchedulerProcess,
@@ -142,7 +152,7 @@ async def test_topology_spread_keeps_zones_within_max_skew(client: Client, ns: s
     # Unequal zones: zone-a has 3 nodes, the others 1; plain LeastAllocated would favour zone-a.
     nodes = [hollow_node(f"a-{i}", labels={"topology.kubernetes.io/zone": "zone-a"}) for i in range(3)]
     nodes += [hollow_node(f"{z[-1]}-0", labels={"topology.kubernetes.io/zone": z}) for z in zones[1:]]
-    await register(client, nodes)
+    await _nodes(client, scheduler, nodes)
     zone_of = {n.metadata.name: n.metadata.labels["topology.kubernetes.io/zone"] for n in nodes}
     spread = {"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
                                              "whenUnsatisfiable": "DoNotSchedule",
@@ -157,33 +167,46 @@ async def test_topology_spread_keeps_zones_within_max_skew(client: Client, ns: s
 
 async def test_a_pod_too_big_for_every_node_waits_for_a_node_that_fits(
         client: Client, ns: str, scheduler: SchedulerProcess, scheduler_name: str) -> None:
-    await register(client, [hollow_node("n1", cpu="2"), hollow_node("n2", cpu="2")])
+    await _nodes(client, scheduler, [hollow_node("n1", cpu="2"), hollow_node("n2", cpu="2")])
     await client.create(_pod("huge", ns, scheduler_name, cpu="16"))
-    assert await _pending_with(client, ns, "huge") == "0/2 nodes are available: 2 Insufficient cpu."
+    # (The scheduler may see the pod before the second node, then retry on that node's arrival.)
+    expected = "0/2 nodes are available: 2 Insufficient cpu."
+    await _wait_pod(client, ns, "huge", lambda p: _unschedulable_message(p) == expected, "Pending, 2 nodes seen")
     attempts = {"result": "unschedulable", "profile": scheduler_name}
-    assert scheduler.metric("scheduler_schedule_attempts_total", **attempts) == 1
+    tried = scheduler.metric("scheduler_schedule_attempts_total", **attempts)
+    assert tried >= 1
     # Nothing changes in the cluster: the scheduler does not try again (no polling) ...
     await asyncio.sleep(3)
-    assert scheduler.metric("scheduler_schedule_attempts_total", **attempts) == 1
+    assert scheduler.metric("scheduler_schedule_attempts_total", **attempts) == tried
     assert scheduler.metric("scheduler_pending_pods", queue="unschedulable") == 1
     # ... until a node that fits registers.
-    await register(client, [hollow_node("big", cpu="32")])
+    await _nodes(client, scheduler, [hollow_node("big", cpu="32")])
     assert await _bound(client, ns, "huge") == "big"
-    assert scheduler.metric("scheduler_schedule_attempts_total", **attempts) == 1
+    assert scheduler.metric("scheduler_schedule_attempts_total", **attempts) == tried
     assert scheduler.metric("scheduler_schedule_attempts_total", result="scheduled", profile=scheduler_name) == 1
+    # Both stories are told as events on the pod.
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while True:
+        events = (await client.list(core.Event, ns, field_selector="involvedObject.name=huge")).items
+        reasons = {(e.type, e.reason, e.message) for e in events}
+        if len(reasons) >= tried + 1 or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert ("Normal", "Scheduled", f"Successfully assigned {ns}/huge to big") in reasons
+    assert ("Warning", "FailedScheduling", expected) in reasons
 
 
 async def test_a_node_selector_nothing_matches_is_pending_with_the_reason(
         client: Client, ns: str, scheduler: SchedulerProcess, scheduler_name: str) -> None:
-    await register(client, [hollow_node("n1"), hollow_node("n2"), hollow_node("n3", unschedulable=True)])
+    await _nodes(client, scheduler, [hollow_node("n1"), hollow_node("n2"), hollow_node("n3", unschedulable=True)])
     await client.create(_pod("picky", ns, scheduler_name, spec={"nodeSelector": {"disktype": "ssd"}}))
-    assert await _pending_with(client, ns, "picky") == (
-        "0/3 nodes are available: 1 node(s) were unschedulable, 2 node(s) didn't match Pod's node affinity/selector.")
+    await _pending_with(client, ns, "picky", "0/3 nodes are available: 1 node(s) were unschedulable, "
+                        "2 node(s) didn't match Pod's node affinity/selector.")
 
 
 async def test_pods_of_other_schedulers_are_left_alone(client: Client, ns: str, scheduler: SchedulerProcess,
                                                        scheduler_name: str) -> None:
-    await register(client, [hollow_node("n1")])
+    await _nodes(client, scheduler, [hollow_node("n1")])
     await client.create(_pod("theirs", ns, "another-scheduler"))
     await client.create(_pod("ours", ns, scheduler_name))
     assert await _bound(client, ns, "ours") == "n1"

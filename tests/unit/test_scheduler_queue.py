@@ -203,3 +203,34 @@ async def test_pods_for_other_schedulers_are_ignored() -> None:
     sched.on_pod_add(pod)
     assert len(sched.queue) == 0
     await sched.close()
+
+
+class FakeRecorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str, str]] = []
+
+    def record(self, pod: core.Pod, type_: str, reason: str, message: str) -> None:
+        self.events.append((pod.metadata.name, type_, reason, message))
+
+
+async def test_failed_scheduling_is_reported_once_per_distinct_message_and_scheduled_after() -> None:
+    recorder = FakeRecorder()
+    sched = Scheduler({"default-scheduler": default_profile()}, binder=FakeBinder(), conditions=FakeConditions(),
+                      events=recorder)
+    sched.queue.initial_backoff = 0
+    sched.on_node_add(make_node("small", cpu="1"))
+    sched.on_pod_add(make_pod("big", cpu="4"))
+    await sched.schedule_next()
+    sched.on_node_add(make_node("small-2", cpu="1"))  # a retry, with a different message
+    await sched.schedule_next()
+    sched.queue.move_all(ClusterEvent.FORCE_ACTIVATE)  # the same refusal again: not reported twice
+    await sched.schedule_next()
+    sched.on_node_add(make_node("large", cpu="8"))
+    await sched.schedule_next()
+    await sched.wait_idle()
+    assert recorder.events == [
+        ("big", "Warning", "FailedScheduling", "0/1 nodes are available: 1 Insufficient cpu."),
+        ("big", "Warning", "FailedScheduling", "0/2 nodes are available: 2 Insufficient cpu."),
+        ("big", "Normal", "Scheduled", "Successfully assigned default/big to large"),
+    ]
+    await sched.close()

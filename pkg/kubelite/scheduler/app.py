@@ -24,6 +24,7 @@ from kubelite.client.informer import Informer
 from kubelite.client.kubeconfig import load_kubeconfig
 from kubelite.machinery.errors import StatusError
 from kubelite.scheduler.config import SchedulerConfiguration, default_config, load_config
+from kubelite.scheduler.events import APIEventRecorder
 from kubelite.scheduler.scheduler import DEFAULT_MAX_IN_FLIGHT_BINDINGS, Scheduler
 
 log = logging.getLogger("kubelite-scheduler")
@@ -167,9 +168,10 @@ async def run(options: SchedulerOptions, config: SchedulerConfiguration | None =
         pending: Informer[core.Pod] = Informer(client, core.Pod, field_selector="spec.nodeName=")
         assigned: Informer[core.Pod] = Informer(client, core.Pod, field_selector="spec.nodeName!=")
         nodes: Informer[core.Node] = Informer(client, core.Node)
+        recorder = APIEventRecorder(client, next(iter(profiles)))
         sched = Scheduler(profiles, binder=APIBinder(client),
                           conditions=APIConditionWriter(client, pending.store.get),
-                          max_in_flight_bindings=options.max_in_flight_bindings)
+                          max_in_flight_bindings=options.max_in_flight_bindings, events=recorder)
         sched.queue.initial_backoff = config.pod_initial_backoff_seconds
         sched.queue.max_backoff = config.pod_max_backoff_seconds
         nodes.add_handler(sched.on_node_add, sched.on_node_update, sched.on_node_delete)
@@ -185,6 +187,7 @@ async def run(options: SchedulerOptions, config: SchedulerConfiguration | None =
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(i.run(), name=f"informer-{name}")
                  for i, name in zip(informers, ("nodes", "assigned-pods", "pending-pods"), strict=True)]
+        tasks.append(loop.create_task(recorder.run(), name="event-recorder"))
 
         async def lead() -> None:
             # Decisions must count the pods already bound: start only on a synced cache.

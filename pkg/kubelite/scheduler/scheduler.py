@@ -27,6 +27,7 @@ from kubelite.machinery.errors import StatusError
 from kubelite.scheduler import metrics
 from kubelite.scheduler.algorithm import schedule
 from kubelite.scheduler.cache import Cache
+from kubelite.scheduler.events import EventRecorder, NullRecorder
 from kubelite.scheduler.framework import ClusterEvent, FitError
 from kubelite.scheduler.nodeinfo import Snapshot
 from kubelite.scheduler.profile import Profile
@@ -50,18 +51,21 @@ class Scheduler:
     def __init__(self, profiles: Mapping[str, Profile], *, binder: Binder, conditions: ConditionWriter,
                  queue: SchedulingQueue | None = None, cache: Cache | None = None,
                  max_in_flight_bindings: int = DEFAULT_MAX_IN_FLIGHT_BINDINGS, rng: random.Random | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, events: EventRecorder | None = None) -> None:
         if not profiles:
             raise ValueError("at least one profile is needed")
         self.profiles = dict(profiles)
-        events: dict[str, frozenset[ClusterEvent]] = {}
+        interests: dict[str, frozenset[ClusterEvent]] = {}
         for profile in self.profiles.values():
-            events.update(profile.events_by_plugin())
-        self.queue = queue or SchedulingQueue(events)
+            interests.update(profile.events_by_plugin())
+        self.queue = queue or SchedulingQueue(interests)
         self.cache = cache or Cache()
         self.snapshot = Snapshot()
         self._binder = binder
         self._conditions = conditions
+        self._events: EventRecorder = events or NullRecorder()
+        # pod key -> the last FailedScheduling message sent: the same refusal is reported once.
+        self._reported: dict[str, str] = {}
         self._rng = rng or random.Random()
         self._clock = clock
         self._start_index = 0
@@ -77,6 +81,8 @@ class Scheduler:
             metrics.PENDING_PODS.labels(queue_name).set_function(
                 lambda q=queue_name: float(self.queue.pending()[q]))  # type: ignore[misc]
         metrics.BINDINGS_IN_FLIGHT.set_function(lambda: float(self._in_flight))
+        metrics.CACHE_SIZE.labels("nodes").set_function(lambda: float(self.cache.node_count))
+        metrics.CACHE_SIZE.labels("pods").set_function(lambda: float(self.cache.pod_count))
 
     def responsible_for(self, pod: core.Pod) -> bool:
         return (pod.spec.scheduler_name or "default-scheduler") in self.profiles
@@ -129,6 +135,7 @@ class Scheduler:
         else:
             # Left the unscheduled selector (bound: the other informer confirms it) or deleted.
             self.queue.delete(pod)
+            self._reported.pop(pod_key(pod), None)
 
     def _pending(self, pod: core.Pod) -> bool:
         if not self.responsible_for(pod) or pod.metadata.HasField("deletion_timestamp"):
@@ -181,7 +188,10 @@ class Scheduler:
                 for node, plugin, reason in err.node_reasons():
                     log.debug("pod %s: node %s refused by %s: %s", qpi.key, node, plugin, reason)
             self.queue.add_unschedulable(qpi, err.diagnosis.unschedulable_plugins)
-            self._spawn(self._write_unschedulable(qpi.pod, message), f"condition-{qpi.key}")
+            if self._reported.get(qpi.key) != message:
+                self._reported[qpi.key] = message
+                self._events.record(qpi.pod, "Warning", "FailedScheduling", message)
+                self._spawn(self._write_unschedulable(qpi.pod, message), f"condition-{qpi.key}")
             return False
         except Exception:
             log.exception("scheduling pod %s failed", qpi.key)
@@ -216,6 +226,9 @@ class Scheduler:
             self.queue.move_all(ClusterEvent.POD_DELETE)
         else:
             self.bound += 1
+            self._reported.pop(qpi.key, None)
+            self._events.record(qpi.pod, "Normal", "Scheduled",
+                                f"Successfully assigned {qpi.key} to {node}")
             metrics.SCHEDULE_ATTEMPTS.labels("scheduled", profile).inc()
             metrics.ATTEMPT_DURATION.labels("scheduled", profile).observe(self._clock() - start)
             log.debug("bound %s to %s", qpi.key, node)
