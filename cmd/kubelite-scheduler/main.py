@@ -21,7 +21,7 @@ from kubelite.scheduler.config import ConfigError, SchedulerConfiguration
               help="Elect a leader among scheduler replicas before scheduling.")
 @click.option("--bind-address", default="0.0.0.0", help="Address of /healthz, /readyz and /metrics.")
 @click.option("--secure-port", default=DEFAULT_PORT, type=int, help="Port of /healthz, /readyz and /metrics.")
-@click.option("--max-in-flight-bindings", default=256, type=int, help="Bindings sent and not yet answered.")
+@click.option("--max-in-flight-bindings", default=1024, type=int, help="Bindings sent and not yet answered.")
 @click.option("-v", "--v", "verbosity", default=0, type=int, help="Log verbosity (0: info, 4+: debug).")
 def main(kubeconfig: str, master: str, config_file: str, leader_elect: bool, bind_address: str, secure_port: int,
          max_in_flight_bindings: int, verbosity: int) -> None:

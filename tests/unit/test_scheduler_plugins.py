@@ -501,8 +501,12 @@ def _random_cluster(rng: random.Random, n: int) -> tuple[list[Any], list[Any]]:
                        labels={"topology.kubernetes.io/zone": f"z{i % 3}"}) for i in range(n)]
     ports = {"containers": [{"name": "a", "image": "x", "ports": [{"containerPort": 80, "hostPort": 8080}],
                              "resources": {"requests": {"cpu": "100m"}}}]}
+    guard = {"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}]}},
+        "containers": [{"name": "a", "image": "x"}]}
     pods = [make_pod(f"old{i}", cpu=f"{rng.choice([100, 500, 1500])}m", memory=f"{rng.choice([128, 1024])}Mi",
-                     node_name=f"n{rng.randrange(n):03}", spec=ports if rng.random() < 0.1 else None)
+                     node_name=f"n{rng.randrange(n):03}", labels={"app": rng.choice(["web", "db", "cache"])},
+                     spec=ports if rng.random() < 0.1 else guard if rng.random() < 0.05 else None)
             for i in range(n)]
     return nodes, pods
 
@@ -515,8 +519,33 @@ def test_vectorised_and_per_node_decisions_are_identical() -> None:
     ports = {"containers": [{"name": "a", "image": "x", "ports": [{"containerPort": 80, "hostPort": 8080}]}]}
     candidates = [make_pod("plain", cpu="200m", memory="256Mi"), make_pod("none"), make_pod("big", cpu="3"),
                   make_pod("tol", cpu="1", spec=tolerate), make_pod("ports", spec=ports),
-                  make_pod("huge", cpu="64")]
+                  make_pod("huge", cpu="64"),
+                  make_pod("web", labels={"app": "web"}),
+                  make_pod("anti-zone", labels={"app": "db"}, spec={"affinity": {"podAntiAffinity": {
+                      "requiredDuringSchedulingIgnoredDuringExecution": [
+                          _term({"app": "cache"}, "kubernetes.io/hostname")]}}}),
+                  make_pod("with-db", spec={"affinity": {"podAffinity": {
+                      "requiredDuringSchedulingIgnoredDuringExecution": [_term({"app": "db"})]}}}),
+                  make_pod("with-nobody", labels={"app": "x"}, spec={"affinity": {"podAffinity": {
+                      "requiredDuringSchedulingIgnoredDuringExecution": [_term({"app": "x"})]}}}),
+                  make_pod("spread", labels={"app": "web"}, spec=_spread({
+                      "topologyKey": "topology.kubernetes.io/zone",
+                      "labelSelector": {"matchLabels": {"app": "web"}}})),
+                  make_pod("spread-host", labels={"app": "db"}, spec=_spread({
+                      "topologyKey": "kubernetes.io/hostname", "maxSkew": 2,
+                      "labelSelector": {"matchLabels": {"app": "db"}}})),
+                  make_pod("spread-min", labels={"app": "web"}, spec=_spread({
+                      "topologyKey": "topology.kubernetes.io/zone", "minDomains": 4, "maxSkew": 30,
+                      "labelSelector": {"matchLabels": {"app": "web"}}})),
+                  make_pod("spread-selected", labels={"app": "web"}, spec={
+                      "nodeSelector": {"topology.kubernetes.io/zone": "z1"},
+                      **_spread({"topologyKey": "kubernetes.io/hostname",
+                                 "labelSelector": {"matchLabels": {"app": "web"}}})}),
+                  make_pod("soft", labels={"app": "web"}, spec=_spread({
+                      "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway",
+                      "labelSelector": {"matchLabels": {"app": "web"}}}))]
     profile = default_profile()
+    outcomes: dict[str, Any] = {}
     for pod in candidates:
         for start in (0, 17, 299):
             results = []
@@ -528,3 +557,7 @@ def test_vectorised_and_per_node_decisions_are_identical() -> None:
                 except FitError as err:
                     results.append((str(err), 0, {}))
             assert results[0] == results[1], pod.metadata.name
+            outcomes[pod.metadata.name] = results[0][0]
+    # The cases are not all alike: some fit, some fit nowhere.
+    assert sum(isinstance(o, str) for o in outcomes.values()) >= 2
+    assert sum(not isinstance(o, str) for o in outcomes.values()) >= 10

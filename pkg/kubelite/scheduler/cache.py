@@ -136,42 +136,41 @@ class Cache:
     # -- snapshot ----------------------------------------------------------------------------------------------
 
     def update_snapshot(self, snapshot: Snapshot) -> int:
-        """Brings ``snapshot`` up to date; returns how many nodes were re-cloned."""
+        """Brings ``snapshot`` up to date; returns how many nodes were re-cloned.
+
+        A node joining or leaving rebuilds the node list (O(nodes)); otherwise
+        each changed node's clone is swapped in at its position, its row of
+        columns rewritten, and only the lists it belongs to are touched.
+        """
         dirty, self._dirty = self._dirty, set()
-        affinity_changed = False
-        images_changed = False
-        for name in dirty:
-            old = snapshot.node_infos.get(name)
-            info = self._nodes.get(name)
-            if info is None:
-                if old is not None:
-                    del snapshot.node_infos[name]
-                    affinity_changed = images_changed = True
-                continue
-            if old is not None and old.generation == info.generation:
-                continue
-            clone = info.clone()
-            snapshot.node_infos[name] = clone
-            if old is None or old.image_sizes != clone.image_sizes:
-                images_changed = True
-            if (old is not None and (old.pods_with_affinity or old.pods_with_required_anti_affinity)) or (
-                    clone.pods_with_affinity or clone.pods_with_required_anti_affinity):
-                affinity_changed = True
         if self._order_changed:
+            for name in dirty:
+                info = self._nodes.get(name)
+                if info is None:
+                    snapshot.node_infos.pop(name, None)
+                else:
+                    snapshot.node_infos[name] = info.clone()
             # The cache's order (nodes as they registered) is the round-robin order.
             snapshot.rebuild_lists(order_changed=True, order=self._nodes)
             self._order_changed = False
         elif dirty:
-            if affinity_changed or images_changed:
-                snapshot.rebuild_lists(order_changed=False)
-            # Same nodes in the same order: swap the clones in and rewrite their rows only.
             positions = snapshot.positions()
-            columns = snapshot.columns
+            images_changed = False
             for name in dirty:
+                info = self._nodes.get(name)
                 i = positions.get(name)
-                if i is not None:
-                    info = snapshot.node_infos[name]
-                    snapshot.node_list[i] = info
-                    columns.set_row(i, info)
+                if info is None:
+                    continue
+                old = snapshot.node_infos.get(name)
+                if old is not None and old.generation == info.generation:
+                    continue
+                clone = info.clone()
+                if i is None:
+                    snapshot.node_infos[name] = clone  # a placeholder without a node object: not listed
+                    continue
+                _, images = snapshot.replace_node(i, clone)
+                images_changed = images_changed or images
+            if images_changed:
+                snapshot.recount_images()
         snapshot.generation = self._generation
         return len(dirty)

@@ -16,11 +16,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+import numpy as np
+
 from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.api.meta.v1 import generated_pb2 as metav1
 from kubelite.machinery.quantity import QuantityError, parse_quantity
 from kubelite.machinery.selectors import LabelSelector, from_label_selector_proto
-from kubelite.scheduler.columns import Columns
+from kubelite.scheduler.columns import Columns, IntArray
 
 CPU = "cpu"
 MEMORY = "memory"
@@ -539,6 +541,9 @@ class Snapshot:
         self.generation = 0
         self._positions: dict[str, int] | None = None
         self.columns: Columns = Columns(())
+        self._affinity: dict[str, NodeInfo] = {}
+        self._anti: dict[str, NodeInfo] = {}
+        self._label_codes: dict[str, tuple[IntArray, dict[str, int]]] = {}
         for n in nodes:
             self.node_infos[n.name] = n
         self.rebuild_lists()
@@ -552,6 +557,7 @@ class Snapshot:
         return self._positions
 
     def rebuild_lists(self, *, order_changed: bool = True, order: Iterable[str] | None = None) -> None:
+        """Recomputes every derived list from ``node_infos`` (a node joined or left: O(nodes))."""
         if order_changed:
             names = self.node_infos if order is None else order
             self.node_list = [n for n in (self.node_infos[name] for name in names) if n.node is not None]
@@ -559,13 +565,69 @@ class Snapshot:
             self.columns = Columns(self.node_list)
         else:
             self.node_list = [self.node_infos[n.name] for n in self.node_list]
-        self.have_pods_with_affinity = [n for n in self.node_list if n.pods_with_affinity]
-        self.have_pods_with_required_anti_affinity = [n for n in self.node_list if n.pods_with_required_anti_affinity]
+        self._affinity = {n.name: n for n in self.node_list if n.pods_with_affinity}
+        self._anti = {n.name: n for n in self.node_list if n.pods_with_required_anti_affinity}
+        self.have_pods_with_affinity = list(self._affinity.values())
+        self.have_pods_with_required_anti_affinity = list(self._anti.values())
+        self._label_codes.clear()
+        self.recount_images()
+
+    def recount_images(self) -> None:
         images: dict[str, int] = {}
         for n in self.node_list:
             for image in n.image_sizes:
                 images[image] = images.get(image, 0) + 1
         self.image_nodes = images
+
+    def replace_node(self, position: int, info: NodeInfo) -> tuple[bool, bool]:
+        """Swaps in a newer clone of the node at ``position``; O(1) but for the lists it changes.
+
+        Returns (labels changed, images changed) so that the caller can
+        refresh what depends on them once for a whole batch of nodes.
+        """
+        old = self.node_list[position]
+        self.node_infos[info.name] = info
+        self.node_list[position] = info
+        self.columns.set_row(position, info)
+        for index, has, attr in ((self._affinity, bool(info.pods_with_affinity), "have_pods_with_affinity"),
+                                 (self._anti, bool(info.pods_with_required_anti_affinity),
+                                  "have_pods_with_required_anti_affinity")):
+            if has or info.name in index:
+                if has:
+                    index[info.name] = info
+                else:
+                    del index[info.name]
+                setattr(self, attr, list(index.values()))
+        labels_changed = old.labels is not info.labels and old.labels != info.labels
+        if labels_changed:
+            self._label_codes.clear()
+        return labels_changed, old.image_sizes is not info.image_sizes and old.image_sizes != info.image_sizes
+
+    def label_codes(self, key: str) -> tuple[IntArray, dict[str, int]]:
+        """Per node (node-list order) a code for its value of ``key`` (-1: unlabelled), and value -> code."""
+        cached = self._label_codes.get(key)
+        if cached is None:
+            values: dict[str, int] = {}
+            codes = np.fromiter(
+                (values.setdefault(v, len(values)) if (v := n.labels.get(key)) is not None else -1
+                 for n in self.node_list), np.int64, len(self.node_list))
+            cached = self._label_codes[key] = (codes, values)
+        return cached
+
+    def per_node(self, key: str, counts: Mapping[tuple[str, str], int]) -> IntArray:
+        """``counts`` of (key, value) pairs spread to nodes by their value of ``key`` (0 when unlabelled).
+
+        Costs the number of pairs, not of nodes, plus one gather.
+        """
+        codes, index = self.label_codes(key)
+        by_code = np.zeros(len(index) + 1, np.int64)  # the extra last slot is what code -1 reads
+        for (k, v), n in counts.items():
+            if k == key:
+                code = index.get(v)
+                if code is not None:
+                    by_code[code] = n
+        result: IntArray = by_code[codes]
+        return result
 
     @classmethod
     def from_objects(cls, nodes: Iterable[core.Node], pods: Iterable[core.Pod] = ()) -> Snapshot:

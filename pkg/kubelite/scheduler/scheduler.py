@@ -35,7 +35,7 @@ from kubelite.scheduler.queue import QueuedPodInfo, SchedulingQueue, pod_key
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_IN_FLIGHT_BINDINGS = 256
+DEFAULT_MAX_IN_FLIGHT_BINDINGS = 1024
 _TERMINAL = ("Succeeded", "Failed")
 
 

@@ -18,6 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from kubelite.scheduler.columns import BoolArray
 from kubelite.scheduler.framework import (
     MAX_NODE_SCORE,
     SKIP,
@@ -83,7 +86,9 @@ class InterPodAffinity:
             if not s.existing_anti:
                 return None, SKIP
         else:
-            for node in snapshot.node_list:
+            nodes = snapshot.node_list
+            for i in np.flatnonzero(snapshot.columns.num_pods > 0).tolist():
+                node = nodes[i]
                 for existing in node.pods.values():
                     if pod.affinity_terms and _matches_all(pod.affinity_terms, existing):
                         for term in pod.affinity_terms:
@@ -117,6 +122,31 @@ class InterPodAffinity:
                 if s.existing_anti.get((key, label), 0) > 0:
                     return self._existing
         return None
+
+    def filter_mask(self, state: CycleState, pod: PodInfo, snapshot: Snapshot) -> BoolArray | None:
+        s: _FilterState = state.read(self.name)
+        mask: BoolArray = np.ones(len(snapshot.node_list), np.bool_)
+
+        def hit(key: str, counts: dict[Pair, int]) -> BoolArray:
+            """Nodes whose value for ``key`` has a positive count."""
+            result: BoolArray = snapshot.per_node(key, counts) > 0
+            return result
+
+        if pod.affinity_terms:
+            labelled = np.ones(len(mask), np.bool_)
+            exist = np.ones(len(mask), np.bool_)
+            for term in pod.affinity_terms:
+                labelled &= snapshot.label_codes(term.topology_key)[0] >= 0
+                exist &= hit(term.topology_key, s.affinity)
+            if s.affinity or not _matches_all(pod.affinity_terms, pod):
+                mask &= labelled & exist
+            else:
+                mask &= labelled
+        for term in pod.anti_affinity_terms:
+            mask &= ~hit(term.topology_key, s.anti)
+        for key in {k for (k, _), n in s.existing_anti.items() if n > 0}:
+            mask &= ~hit(key, s.existing_anti)
+        return mask
 
     # -- score -------------------------------------------------------------------------------------------------
 

@@ -17,6 +17,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from kubelite.scheduler.columns import BoolArray
 from kubelite.scheduler.framework import (
     MAX_NODE_SCORE,
     SKIP,
@@ -75,7 +78,20 @@ class PodTopologySpread:
             return None, SKIP
         s = _FilterState(hard)
         keys = [c.topology_key for c in hard]
-        for node in snapshot.node_list:
+        nodes = snapshot.node_list
+        if pod.has_node_constraints or any(c.honor_node_taints for c in hard):
+            candidates: Sequence[NodeInfo] = nodes
+        else:
+            # Every node with all the keys is eligible: its domains come from the label columns,
+            # and only nodes with pods need counting.
+            codes = [snapshot.label_codes(k) for k in keys]
+            has_keys = np.logical_and.reduce([c >= 0 for c, _ in codes])
+            for c, (k_codes, index) in zip(hard, codes, strict=True):
+                values = list(index)
+                for code in np.unique(k_codes[has_keys]).tolist():
+                    s.counts[(c.topology_key, values[code])] = 0
+            candidates = [nodes[i] for i in np.flatnonzero(has_keys & (snapshot.columns.num_pods > 0)).tolist()]
+        for node in candidates:
             labels = node.labels
             if any(k not in labels for k in keys):
                 continue
@@ -85,9 +101,9 @@ class PodTopologySpread:
                 pair = (c.topology_key, labels[c.topology_key])
                 s.counts[pair] = s.counts.get(pair, 0) + count_matching(node, c, pod.namespace)
         for c in hard:
-            values = [n for (k, _), n in s.counts.items() if k == c.topology_key]
-            s.domains.append(len(values))
-            s.minimum.append(min(values) if values else 0)
+            per_domain = [n for (k, _), n in s.counts.items() if k == c.topology_key]
+            s.domains.append(len(per_domain))
+            s.minimum.append(min(per_domain) if per_domain else 0)
             s.self_match.append(1 if c.selector.matches(pod.labels) else 0)
         state.write(self.name, s)
         return None, None
@@ -106,6 +122,18 @@ class PodTopologySpread:
             if skew > c.max_skew:
                 return self._skew
         return None
+
+    def filter_mask(self, state: CycleState, pod: PodInfo, snapshot: Snapshot) -> BoolArray | None:
+        s: _FilterState = state.read(self.name)
+        mask: BoolArray = np.ones(len(snapshot.node_list), np.bool_)
+        for i, c in enumerate(s.constraints):
+            codes, _ = snapshot.label_codes(c.topology_key)
+            counts = snapshot.per_node(c.topology_key, s.counts)
+            minimum = s.minimum[i]
+            if c.min_domains is not None and s.domains[i] < c.min_domains:
+                minimum = 0
+            mask &= (codes >= 0) & (counts + s.self_match[i] - minimum <= c.max_skew)
+        return mask
 
     # -- score -------------------------------------------------------------------------------------------------
 
