@@ -133,7 +133,8 @@ async def test_required_anti_affinity_spreads_replicas_and_leaves_the_fourth_pen
     for i in range(4):
         await client.create(_pod(f"store-{i}", ns, scheduler_name, labels={"app": "store"}, spec=anti))
     # The order in which the replicas are tried is not fixed: find the one left out.
-    expected = "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules."
+    expected = ("0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules. preemption: 0/3 nodes "
+                "are available: 3 No preemption victims found for incoming pod.")
     deadline = asyncio.get_running_loop().time() + WAIT
     while True:
         pods = (await client.list(core.Pod, ns)).items
@@ -170,7 +171,8 @@ async def test_a_pod_too_big_for_every_node_waits_for_a_node_that_fits(
     await _nodes(client, scheduler, [hollow_node("n1", cpu="2"), hollow_node("n2", cpu="2")])
     await client.create(_pod("huge", ns, scheduler_name, cpu="16"))
     # (The scheduler may see the pod before the second node, then retry on that node's arrival.)
-    expected = "0/2 nodes are available: 2 Insufficient cpu."
+    expected = ("0/2 nodes are available: 2 Insufficient cpu. preemption: 0/2 nodes are available: "
+                "2 No preemption victims found for incoming pod.")
     await _wait_pod(client, ns, "huge", lambda p: _unschedulable_message(p) == expected, "Pending, 2 nodes seen")
     attempts = {"result": "unschedulable", "profile": scheduler_name}
     tried = scheduler.metric("scheduler_schedule_attempts_total", **attempts)
@@ -201,7 +203,8 @@ async def test_a_node_selector_nothing_matches_is_pending_with_the_reason(
     await _nodes(client, scheduler, [hollow_node("n1"), hollow_node("n2"), hollow_node("n3", unschedulable=True)])
     await client.create(_pod("picky", ns, scheduler_name, spec={"nodeSelector": {"disktype": "ssd"}}))
     await _pending_with(client, ns, "picky", "0/3 nodes are available: 1 node(s) were unschedulable, "
-                        "2 node(s) didn't match Pod's node affinity/selector.")
+                        "2 node(s) didn't match Pod's node affinity/selector. preemption: 0/3 nodes are available: "
+                        "3 Preemption is not helpful for scheduling.")
 
 
 async def test_pods_of_other_schedulers_are_left_alone(client: Client, ns: str, scheduler: SchedulerProcess,
@@ -225,3 +228,17 @@ def test_an_invalid_configuration_stops_the_scheduler_naming_the_field(apiserver
     result = subprocess.run(proc.command(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "profiles[0].pluginConfig[0].args.scoringStrategy.type: Unsupported value: 'Cheapest'" in result.stderr
+
+
+async def test_preemption_evicts_the_lower_priority_pod_and_the_preemptor_lands_there(
+        client: Client, ns: str, scheduler: SchedulerProcess, scheduler_name: str) -> None:
+    await _nodes(client, scheduler, [hollow_node("only", cpu="2")])
+    # No kubelet confirms terminations on a hollow node: the victim asks for no grace period.
+    low = _pod("low", ns, scheduler_name, cpu="2", spec={"priority": 10, "terminationGracePeriodSeconds": 0})
+    await client.create(low)
+    assert await _bound(client, ns, "low") == "only"
+    await client.create(_pod("urgent", ns, scheduler_name, cpu="2", spec={"priority": 1000}))
+    assert await _bound(client, ns, "urgent") == "only"
+    remaining = {p.metadata.name for p in (await client.list(core.Pod, ns)).items}
+    assert remaining == {"urgent"}
+    assert scheduler.metric("scheduler_preemption_attempts_total") == 1

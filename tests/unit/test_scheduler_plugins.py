@@ -451,8 +451,10 @@ def test_fit_error_aggregates_reasons_like_kube_scheduler() -> None:
     nodes = [make_node(f"n{i}", cpu="1", taints=[taint] if i < 2 else []) for i in range(5)]
     with pytest.raises(FitError) as err:
         schedule(default_profile(), Snapshot.from_objects(nodes), PodInfo(make_pod("big", cpu="2")))
+    # As kube-scheduler: the filters' histogram, then what preemption found (taints it cannot cure).
     assert str(err.value) == ("0/5 nodes are available: 2 node(s) had untolerated taint {dedicated: gpu}, "
-                              "3 Insufficient cpu.")
+                              "3 Insufficient cpu. preemption: 0/5 nodes are available: 2 Preemption is not "
+                              "helpful for scheduling, 3 No preemption victims found for incoming pod.")
     assert err.value.node_reasons()[0] == ("n0", "TaintToleration", "node(s) had untolerated taint {dedicated: gpu}")
     assert err.value.node_reasons()[4] == ("n4", "NodeResourcesFit", "Insufficient cpu")
     assert err.value.diagnosis.unschedulable_plugins == {"TaintToleration", "NodeResourcesFit"}
@@ -561,3 +563,41 @@ def test_vectorised_and_per_node_decisions_are_identical() -> None:
     # The cases are not all alike: some fit, some fit nowhere.
     assert sum(isinstance(o, str) for o in outcomes.values()) >= 2
     assert sum(not isinstance(o, str) for o in outcomes.values()) >= 10
+
+
+# -- DefaultPreemption -------------------------------------------------------------------------------------------
+
+
+def _prio(pod: Any, priority: int) -> Any:
+    pod.spec.priority = priority
+    return pod
+
+
+def test_preemption_picks_the_node_with_the_least_important_victims() -> None:
+    nodes = [make_node("a", cpu="2"), make_node("b", cpu="2"), make_node("c", cpu="2", taints=[TAINT])]
+    existing = [_prio(make_pod("a-low", cpu="1", node_name="a"), 10),
+                _prio(make_pod("a-mid", cpu="1", node_name="a"), 50),
+                _prio(make_pod("b-mid1", cpu="1", node_name="b"), 50),
+                _prio(make_pod("b-mid2", cpu="1", node_name="b"), 50),
+                _prio(make_pod("c-low", cpu="2", node_name="c"), 1)]
+    snapshot = Snapshot.from_objects(nodes, existing)
+    pod = _prio(make_pod("urgent", cpu="1"), 100)
+    with pytest.raises(FitError) as err:
+        schedule(default_profile(), snapshot, PodInfo(pod))
+    d = err.value.diagnosis
+    # On a, evicting a-low suffices (a-mid is given back); on b a priority-50 pod must go; c is tainted.
+    assert d.nominated_node == "a"
+    assert [v.name for v in d.victims] == ["a-low"]
+
+
+def test_preemption_needs_lower_priority_pods_and_respects_never() -> None:
+    snapshot = Snapshot.from_objects([make_node("a", cpu="1")], [_prio(make_pod("same", cpu="1", node_name="a"), 100)])
+    with pytest.raises(FitError) as err:
+        schedule(default_profile(), snapshot, PodInfo(_prio(make_pod("p", cpu="1"), 100)))
+    assert not err.value.diagnosis.nominated_node
+    assert str(err.value).endswith("preemption: 0/1 nodes are available: 1 No preemption victims found for "
+                                   "incoming pod.")
+    never = _prio(make_pod("p", cpu="1", spec={"preemptionPolicy": "Never"}), 1000)
+    with pytest.raises(FitError) as err:
+        schedule(default_profile(), snapshot, PodInfo(never))
+    assert str(err.value).endswith("preemption: not eligible due to preemptionPolicy=Never.")

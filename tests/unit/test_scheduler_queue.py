@@ -136,9 +136,11 @@ class FakeBinder:
 class FakeConditions:
     def __init__(self) -> None:
         self.messages: dict[str, str] = {}
+        self.nominated: dict[str, str] = {}
 
-    async def set_unschedulable(self, pod: core.Pod, message: str) -> None:
+    async def set_unschedulable(self, pod: core.Pod, message: str, nominated_node: str = "") -> None:
         self.messages[pod.metadata.name] = message
+        self.nominated[pod.metadata.name] = nominated_node
 
 
 def _scheduler(binder: FakeBinder, conditions: FakeConditions) -> Scheduler:
@@ -156,7 +158,8 @@ async def test_assumed_pods_count_for_the_next_decision() -> None:
         await sched.schedule_next()
     await sched.wait_idle()
     assert sorted(binder.bound.values()) == ["a", "b"]  # never both on one node: the first was assumed
-    assert conditions.messages == {"p3": "0/2 nodes are available: 2 Insufficient cpu."}
+    assert conditions.messages == {"p3": "0/2 nodes are available: 2 Insufficient cpu. preemption: 0/2 nodes are "
+                                         "available: 2 No preemption victims found for incoming pod."}
     assert sched.queue.pending()["unschedulable"] == 1
     await sched.close()
 
@@ -229,8 +232,43 @@ async def test_failed_scheduling_is_reported_once_per_distinct_message_and_sched
     await sched.schedule_next()
     await sched.wait_idle()
     assert recorder.events == [
-        ("big", "Warning", "FailedScheduling", "0/1 nodes are available: 1 Insufficient cpu."),
-        ("big", "Warning", "FailedScheduling", "0/2 nodes are available: 2 Insufficient cpu."),
+        ("big", "Warning", "FailedScheduling", "0/1 nodes are available: 1 Insufficient cpu. "
+                                               "preemption: 0/1 nodes are available: 1 No preemption victims "
+                                               "found for incoming pod."),
+        ("big", "Warning", "FailedScheduling", "0/2 nodes are available: 2 Insufficient cpu. "
+                                               "preemption: 0/2 nodes are available: 2 No preemption victims "
+                                               "found for incoming pod."),
         ("big", "Normal", "Scheduled", "Successfully assigned default/big to large"),
     ]
+    await sched.close()
+
+
+class FakeEvictor:
+    def __init__(self) -> None:
+        self.evicted: list[str] = []
+
+    async def evict(self, victim: core.Pod) -> None:
+        self.evicted.append(victim.metadata.name)
+
+
+async def test_preemption_evicts_nominates_and_binds_once_the_victim_is_gone() -> None:
+    binder, conditions, evictor = FakeBinder(), FakeConditions(), FakeEvictor()
+    sched = Scheduler({"default-scheduler": default_profile()}, binder=binder, conditions=conditions,
+                      evictor=evictor)
+    sched.queue.initial_backoff = 0
+    sched.on_node_add(make_node("a", cpu="1"))
+    low = make_pod("low", cpu="1", node_name="a")
+    low.spec.priority = 0
+    sched.on_pod_add(low)
+    high = make_pod("high", cpu="1")
+    high.spec.priority = 1000
+    sched.on_pod_add(high)
+    await sched.schedule_next()
+    await sched.wait_idle()
+    assert evictor.evicted == ["low"]
+    assert conditions.nominated == {"high": "a"}
+    sched.on_pod_delete(low)  # the eviction arrives through the watch
+    await sched.schedule_next()
+    await sched.wait_idle()
+    assert binder.bound == {"high": "a"}
     await sched.close()

@@ -150,7 +150,11 @@ def schedule(profile: Profile, snapshot: Snapshot, pod: PodInfo, *, start_index:
 
     if not feasible:
         for plugin_ in profile.post_filter:
-            _, status = plugin_.post_filter(state, pod, snapshot, statuses)
+            nominated, status = plugin_.post_filter(state, pod, snapshot, statuses)
+            if nominated:
+                diagnosis.nominated_node = nominated
+                diagnosis.victims = tuple(state.get("DefaultPreemption/victims", ()))
+                break
             if status is not None and status.message:
                 diagnosis.post_filter_msg = status.message
         raise FitError(pod.key, num_all, diagnosis)

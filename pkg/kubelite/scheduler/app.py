@@ -64,6 +64,15 @@ class APIBinder:
         await self._client.bind(pod.metadata.namespace, pod.metadata.name, node_name, uid=pod.metadata.uid)
 
 
+class APIEvictor:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def evict(self, victim: core.Pod) -> None:
+        # The uid precondition: never delete a namesake created after the decision.
+        await self._client.delete(core.Pod, victim.metadata.name, victim.metadata.namespace, uid=victim.metadata.uid)
+
+
 class APIConditionWriter:
     """Writes PodScheduled=False/Unschedulable with the scheduler's message, once per distinct message."""
 
@@ -71,7 +80,7 @@ class APIConditionWriter:
         self._client = client
         self._latest = latest
 
-    async def set_unschedulable(self, pod: core.Pod, message: str) -> None:
+    async def set_unschedulable(self, pod: core.Pod, message: str, nominated_node: str = "") -> None:
         key = f"{pod.metadata.namespace}/{pod.metadata.name}"
         current = self._latest(key) or pod
         for _ in range(3):
@@ -79,11 +88,12 @@ class APIConditionWriter:
                 return  # bound or replaced meanwhile
             for cond in current.status.conditions:
                 if (cond.type == "PodScheduled" and cond.status == "False" and cond.reason == "Unschedulable"
-                        and cond.message == message):
+                        and cond.message == message and current.status.nominated_node_name == nominated_node):
                     return
             updated = core.Pod()
             updated.CopyFrom(current)
             _set_pod_scheduled_false(updated.status, message)
+            updated.status.nominated_node_name = nominated_node
             try:
                 await self._client.update_status(updated)
                 return
@@ -171,7 +181,8 @@ async def run(options: SchedulerOptions, config: SchedulerConfiguration | None =
         recorder = APIEventRecorder(client, next(iter(profiles)))
         sched = Scheduler(profiles, binder=APIBinder(client),
                           conditions=APIConditionWriter(client, pending.store.get),
-                          max_in_flight_bindings=options.max_in_flight_bindings, events=recorder)
+                          max_in_flight_bindings=options.max_in_flight_bindings, events=recorder,
+                          evictor=APIEvictor(client))
         sched.queue.initial_backoff = config.pod_initial_backoff_seconds
         sched.queue.max_backoff = config.pod_max_backoff_seconds
         nodes.add_handler(sched.on_node_add, sched.on_node_update, sched.on_node_delete)

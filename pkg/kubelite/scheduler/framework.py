@@ -201,6 +201,9 @@ class Diagnosis:
     unschedulable_plugins: set[str] = field(default_factory=set)
     pre_filter_msg: str = ""
     post_filter_msg: str = ""
+    # Set when a PostFilter (preemption) found a node that fits once ``victims`` are gone.
+    nominated_node: str = ""
+    victims: tuple[PodInfo, ...] = ()
 
 
 class FitError(Exception):

@@ -327,6 +327,7 @@ class PodInfo:
         "non_zero_memory",
         "num_containers",
         "pod",
+        "preemption_never",
         "preferred_affinity_terms",
         "preferred_anti_affinity_terms",
         "preferred_node_terms",
@@ -349,6 +350,7 @@ class PodInfo:
         self.labels: dict[str, str] = dict(meta.labels)
         self.node_name = spec.node_name
         self.priority = spec.priority if spec.HasField("priority") else 0
+        self.preemption_never = spec.HasField("preemption_policy") and spec.preemption_policy == "Never"
         self.terminating = meta.HasField("deletion_timestamp")
         self.requests = pod_requests(spec)
         nz = pod_requests(spec, non_zero=True)
@@ -602,6 +604,17 @@ class Snapshot:
         if labels_changed:
             self._label_codes.clear()
         return labels_changed, old.image_sizes is not info.image_sizes and old.image_sizes != info.image_sizes
+
+    def with_node(self, info: NodeInfo) -> Snapshot:
+        """A copy in which ``info`` replaces the node of its name (preemption's dry runs); O(nodes)."""
+        variant = Snapshot.__new__(Snapshot)
+        variant.__dict__.update(self.__dict__)
+        variant.node_infos = {**self.node_infos, info.name: info}
+        variant.node_list = [info if n.name == info.name else n for n in self.node_list]
+        variant.have_pods_with_affinity = [n for n in variant.node_list if n.pods_with_affinity]
+        variant.have_pods_with_required_anti_affinity = [n for n in variant.node_list
+                                                         if n.pods_with_required_anti_affinity]
+        return variant
 
     def label_codes(self, key: str) -> tuple[IntArray, dict[str, int]]:
         """Per node (node-list order) a code for its value of ``key`` (-1: unlabelled), and value -> code."""

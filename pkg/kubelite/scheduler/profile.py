@@ -68,6 +68,9 @@ def build_profile(scheduler_name: str, plugins: list[tuple[str, dict[str, int]]]
             continue
         plugin = instances.get(name) or REGISTRY[name](args.get(name))
         instances[name] = plugin
+        set_profile = getattr(plugin, "set_profile", None)
+        if set_profile is not None:
+            set_profile(profile)
         if "preFilter" in points and isinstance(plugin, PreFilterPlugin):
             profile.pre_filter.append(plugin)
         if "filter" in points and isinstance(plugin, FilterPlugin):

@@ -29,7 +29,7 @@ from kubelite.scheduler.algorithm import schedule
 from kubelite.scheduler.cache import Cache
 from kubelite.scheduler.events import EventRecorder, NullRecorder
 from kubelite.scheduler.framework import ClusterEvent, FitError
-from kubelite.scheduler.nodeinfo import Snapshot
+from kubelite.scheduler.nodeinfo import PodInfo, Snapshot
 from kubelite.scheduler.profile import Profile
 from kubelite.scheduler.queue import QueuedPodInfo, SchedulingQueue, pod_key
 
@@ -44,14 +44,21 @@ class Binder(Protocol):
 
 
 class ConditionWriter(Protocol):
-    async def set_unschedulable(self, pod: core.Pod, message: str) -> None: ...
+    async def set_unschedulable(self, pod: core.Pod, message: str, nominated_node: str = "") -> None: ...
+
+
+class Evictor(Protocol):
+    """Deletes a preemption victim (gracefully, as its own grace period says)."""
+
+    async def evict(self, victim: core.Pod) -> None: ...
 
 
 class Scheduler:
     def __init__(self, profiles: Mapping[str, Profile], *, binder: Binder, conditions: ConditionWriter,
                  queue: SchedulingQueue | None = None, cache: Cache | None = None,
                  max_in_flight_bindings: int = DEFAULT_MAX_IN_FLIGHT_BINDINGS, rng: random.Random | None = None,
-                 clock: Callable[[], float] = time.monotonic, events: EventRecorder | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, events: EventRecorder | None = None,
+                 evictor: Evictor | None = None) -> None:
         if not profiles:
             raise ValueError("at least one profile is needed")
         self.profiles = dict(profiles)
@@ -64,6 +71,7 @@ class Scheduler:
         self._binder = binder
         self._conditions = conditions
         self._events: EventRecorder = events or NullRecorder()
+        self._evictor = evictor
         # pod key -> the last FailedScheduling message sent: the same refusal is reported once.
         self._reported: dict[str, str] = {}
         self._rng = rng or random.Random()
@@ -188,6 +196,9 @@ class Scheduler:
                 for node, plugin, reason in err.node_reasons():
                     log.debug("pod %s: node %s refused by %s: %s", qpi.key, node, plugin, reason)
             self.queue.add_unschedulable(qpi, err.diagnosis.unschedulable_plugins)
+            if err.diagnosis.nominated_node:
+                self._preempt(qpi, err.diagnosis.nominated_node, err.diagnosis.victims, message)
+                return False
             if self._reported.get(qpi.key) != message:
                 self._reported[qpi.key] = message
                 self._events.record(qpi.pod, "Warning", "FailedScheduling", message)
@@ -236,9 +247,31 @@ class Scheduler:
             self._in_flight -= 1
             self._slots.release()
 
-    async def _write_unschedulable(self, pod: core.Pod, message: str) -> None:
+    def _preempt(self, qpi: QueuedPodInfo, node: str, victims: tuple[PodInfo, ...], message: str) -> None:
+        """Evicts the victims and nominates the node; the pod comes back when the deletions arrive."""
+        metrics.PREEMPTION_ATTEMPTS.inc()
+        metrics.PREEMPTION_VICTIMS.observe(len(victims))
+        log.info("preempting %d pod(s) on %s for %s: %s", len(victims), node, qpi.key,
+                 ", ".join(v.key for v in victims))
+        for victim in victims:
+            self._events.record(victim.pod, "Normal", "Preempted", f"Preempted by pod {qpi.info.uid} on node {node}")
+            if self._evictor is not None:
+                self._spawn(self._evict(victim.pod), f"evict-{victim.key}")
+        self._reported[qpi.key] = message
+        self._events.record(qpi.pod, "Warning", "FailedScheduling", message)
+        self._spawn(self._write_unschedulable(qpi.pod, message, node), f"nominate-{qpi.key}")
+
+    async def _evict(self, victim: core.Pod) -> None:
+        assert self._evictor is not None
         try:
-            await self._conditions.set_unschedulable(pod, message)
+            await self._evictor.evict(victim)
+        except StatusError as exc:
+            if exc.reason != "NotFound":
+                log.warning("evicting %s failed: %s: %s", pod_key(victim), exc.reason, exc.message)
+
+    async def _write_unschedulable(self, pod: core.Pod, message: str, nominated_node: str = "") -> None:
+        try:
+            await self._conditions.set_unschedulable(pod, message, nominated_node)
         except StatusError as exc:
             log.warning("writing PodScheduled=False on %s failed: %s: %s", pod_key(pod), exc.reason, exc.message)
 

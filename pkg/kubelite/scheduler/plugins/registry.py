@@ -16,6 +16,7 @@ from kubelite.scheduler.plugins.interpodaffinity import InterPodAffinity, InterP
 from kubelite.scheduler.plugins.nodeaffinity import ImageLocality, NodeAffinity, TaintToleration
 from kubelite.scheduler.plugins.noderesources import BalancedAllocation, FitArgs, NodeResourcesFit
 from kubelite.scheduler.plugins.podtopologyspread import PodTopologySpread
+from kubelite.scheduler.plugins.preemption import DefaultPreemption
 
 Factory = Callable[[Any], Plugin]
 
@@ -30,6 +31,7 @@ REGISTRY: Mapping[str, Factory] = {
     "PodTopologySpread": lambda args: PodTopologySpread(),
     "NodeResourcesBalancedAllocation": lambda args: BalancedAllocation(),
     "ImageLocality": lambda args: ImageLocality(),
+    "DefaultPreemption": lambda args: DefaultPreemption(),
 }
 
 # Kubernetes' default multiPoint set, in its order, with its score weights
@@ -45,11 +47,12 @@ DEFAULT_PLUGINS: tuple[tuple[str, int], ...] = (
     ("NodeResourcesFit", 1),  # requests against what is left
     ("InterPodAffinity", 2),  # needs counts over every pod: the costliest
     ("PodTopologySpread", 2),  # counts per topology domain
+    ("DefaultPreemption", 0),  # PostFilter only: when nothing fits
     ("NodeResourcesBalancedAllocation", 1),  # scores only
     ("ImageLocality", 1),  # scores only
 )
 
 KNOWN_BUT_ABSENT = frozenset({
-    "PrioritySort", "DefaultBinder", "DefaultPreemption", "VolumeRestrictions", "VolumeBinding", "VolumeZone",
+    "PrioritySort", "DefaultBinder", "VolumeRestrictions", "VolumeBinding", "VolumeZone",
     "NodeVolumeLimits", "EBSLimits", "GCEPDLimits", "AzureDiskLimits", "SchedulingGates", "DynamicResources",
 })
