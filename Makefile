@@ -8,7 +8,7 @@ PROTOS := $(shell find proto -name '*.proto' | sort)
 PROTOC := $(PY) -m grpc_tools.protoc -Iproto --python_out=pkg --pyi_out=pkg --grpc_python_out=pkg \
 	--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=pkg
 
-.PHONY: deps proto proto-check lint typecheck layers check unit integration e2e test bench up down clean
+.PHONY: deps proto proto-check lint typecheck layers check unit integration e2e test bench bench-scheduler up down clean
 
 deps:
 	@bash hack/deps.sh
@@ -46,6 +46,10 @@ test: check unit integration e2e
 
 bench: deps
 	$(PY) -m bench.run
+	$(PY) -m bench.scheduler
+
+bench-scheduler: deps
+	$(PY) -m bench.scheduler
 
 up: deps
 	@bash hack/up.sh

@@ -1,0 +1,54 @@
+"""kubelite-scheduler: flags -> SchedulerOptions (+ the validated --config) -> run()."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import click
+
+from kubelite.client.kubeconfig import KubeConfigError
+from kubelite.scheduler.app import DEFAULT_PORT, SchedulerOptions, run
+from kubelite.scheduler.config import ConfigError, SchedulerConfiguration
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("--kubeconfig", default="", help="Path to a kubeconfig file with the API server's address.")
+@click.option("--master", "-s", default="", help="The API server's address (overrides the kubeconfig).")
+@click.option("--config", "config_file", default="", help="A KubeSchedulerConfiguration file.")
+@click.option("--leader-elect/--no-leader-elect", default=True,
+              help="Elect a leader among scheduler replicas before scheduling.")
+@click.option("--bind-address", default="0.0.0.0", help="Address of /healthz, /readyz and /metrics.")
+@click.option("--secure-port", default=DEFAULT_PORT, type=int, help="Port of /healthz, /readyz and /metrics.")
+@click.option("--max-in-flight-bindings", default=1024, type=int, help="Bindings sent and not yet answered.")
+@click.option("-v", "--v", "verbosity", default=0, type=int, help="Log verbosity (0: info, 4+: debug).")
+def main(kubeconfig: str, master: str, config_file: str, leader_elect: bool, bind_address: str, secure_port: int,
+         max_in_flight_bindings: int, verbosity: int) -> None:
+    """The kubelite scheduler: binds pending pods to nodes."""
+    logging.basicConfig(level=logging.DEBUG if verbosity >= 4 else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        options = SchedulerOptions(kubeconfig=kubeconfig, master=master, config_file=config_file,
+                                   leader_elect=leader_elect, bind_address=bind_address, secure_port=secure_port,
+                                   max_in_flight_bindings=max_in_flight_bindings)
+        config = options.load()
+    except ValueError as exc:  # ConfigError included: the message names the field
+        prefix = f"invalid configuration file {config_file}: " if isinstance(exc, ConfigError) else ""
+        raise click.UsageError(prefix + str(exc)) from exc
+    try:
+        asyncio.run(_serve(options, config))
+    except KubeConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+async def _serve(options: SchedulerOptions, config: SchedulerConfiguration) -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await run(options, config)
+    except asyncio.CancelledError:
+        logging.getLogger("kubelite-scheduler").info("shutting down")

@@ -1,0 +1,218 @@
+"""kubelite-scheduler's run(): informers, the scheduling loop, bindings through the API, HTTP.
+
+The entry point (cmd/kubelite-scheduler) parses flags into ``SchedulerOptions``;
+everything from there on is here, so that tests and benchmarks can run a
+scheduler in-process with the same wiring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiohttp import web
+from google.protobuf import timestamp_pb2
+
+from kubelite.api.core.v1 import generated_pb2 as core
+from kubelite.client.client import Client
+from kubelite.client.informer import Informer
+from kubelite.client.kubeconfig import load_kubeconfig
+from kubelite.machinery.errors import StatusError
+from kubelite.scheduler.config import SchedulerConfiguration, default_config, load_config
+from kubelite.scheduler.events import APIEventRecorder
+from kubelite.scheduler.scheduler import DEFAULT_MAX_IN_FLIGHT_BINDINGS, Scheduler
+
+log = logging.getLogger("kubelite-scheduler")
+
+DEFAULT_PORT = 10259
+
+
+@dataclass(frozen=True)
+class SchedulerOptions:
+    kubeconfig: str = ""
+    master: str = ""
+    config_file: str = ""
+    leader_elect: bool = True
+    bind_address: str = "0.0.0.0"
+    secure_port: int = DEFAULT_PORT
+    max_in_flight_bindings: int = DEFAULT_MAX_IN_FLIGHT_BINDINGS
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.secure_port <= 65535:
+            raise ValueError(f"--secure-port: Invalid value: {self.secure_port}: must be between 0 and 65535")
+        if self.max_in_flight_bindings < 1:
+            raise ValueError("--max-in-flight-bindings: must be at least 1")
+
+    def load(self) -> SchedulerConfiguration:
+        """The configuration file, validated (ConfigError names the field), or the defaults."""
+        return load_config(self.config_file) if self.config_file else default_config()
+
+
+# -- API adapters -------------------------------------------------------------------------------------------------
+
+
+class APIBinder:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def bind(self, pod: core.Pod, node_name: str) -> None:
+        await self._client.bind(pod.metadata.namespace, pod.metadata.name, node_name, uid=pod.metadata.uid)
+
+
+class APIEvictor:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def evict(self, victim: core.Pod) -> None:
+        # The uid precondition: never delete a namesake created after the decision.
+        await self._client.delete(core.Pod, victim.metadata.name, victim.metadata.namespace, uid=victim.metadata.uid)
+
+
+class APIConditionWriter:
+    """Writes PodScheduled=False/Unschedulable with the scheduler's message, once per distinct message."""
+
+    def __init__(self, client: Client, latest: Callable[[str], core.Pod | None]) -> None:
+        self._client = client
+        self._latest = latest
+
+    async def set_unschedulable(self, pod: core.Pod, message: str, nominated_node: str = "") -> None:
+        key = f"{pod.metadata.namespace}/{pod.metadata.name}"
+        current = self._latest(key) or pod
+        for _ in range(3):
+            if current.spec.node_name or current.metadata.uid != pod.metadata.uid:
+                return  # bound or replaced meanwhile
+            for cond in current.status.conditions:
+                if (cond.type == "PodScheduled" and cond.status == "False" and cond.reason == "Unschedulable"
+                        and cond.message == message and current.status.nominated_node_name == nominated_node):
+                    return
+            updated = core.Pod()
+            updated.CopyFrom(current)
+            _set_pod_scheduled_false(updated.status, message)
+            updated.status.nominated_node_name = nominated_node
+            try:
+                await self._client.update_status(updated)
+                return
+            except StatusError as exc:
+                if exc.reason == "NotFound":
+                    return
+                if exc.reason != "Conflict":
+                    raise
+            current = await self._client.get(core.Pod, pod.metadata.name, pod.metadata.namespace)
+
+
+def _set_pod_scheduled_false(status: core.PodStatus, message: str) -> None:
+    for cond in status.conditions:
+        if cond.type == "PodScheduled":
+            break
+    else:
+        cond = status.conditions.add(type="PodScheduled")
+    if cond.status != "False":
+        cond.last_transition_time.CopyFrom(timestamp_pb2.Timestamp(seconds=int(time.time())))
+    cond.status = "False"
+    cond.reason = "Unschedulable"
+    cond.message = message
+    cond.last_probe_time.Clear()
+
+
+# -- leader election seam -----------------------------------------------------------------------------------------
+
+
+class LeaderElector(Protocol):
+    """Runs ``lead`` while this process holds the lease; returns (or raises) when leadership is lost.
+
+    The reusable Lease-based block for kubelite.client is being written on
+    another branch; ``_elector`` is the single place that will construct it.
+    """
+
+    async def run(self, lead: Callable[[], Awaitable[None]]) -> None: ...
+
+
+class AlwaysLeader:
+    async def run(self, lead: Callable[[], Awaitable[None]]) -> None:
+        await lead()
+
+
+def _elector(options: SchedulerOptions, client: Client) -> LeaderElector:
+    if options.leader_elect:
+        log.warning("--leader-elect: leader election is not available in this build yet; "
+                    "running as the only scheduler (start one copy)")
+    return AlwaysLeader()
+
+
+# -- run ----------------------------------------------------------------------------------------------------------
+
+
+def make_http_app(ready: Callable[[], bool]) -> web.Application:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(request: web.Request) -> web.Response:
+        ok = ready()
+        return web.Response(text="ok" if ok else "informers not synced", status=200 if ok else 503)
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/livez", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def run(options: SchedulerOptions, config: SchedulerConfiguration | None = None) -> None:
+    config = config or options.load()
+    kubeconfig_path = options.kubeconfig or config.kubeconfig or None
+    kc = load_kubeconfig(kubeconfig_path, options.master or None)
+    leader_elect = options.leader_elect if config.leader_elect is None else config.leader_elect
+    profiles = config.build_profiles()
+    async with Client.from_kubeconfig(kc) as client:
+        pending: Informer[core.Pod] = Informer(client, core.Pod, field_selector="spec.nodeName=")
+        assigned: Informer[core.Pod] = Informer(client, core.Pod, field_selector="spec.nodeName!=")
+        nodes: Informer[core.Node] = Informer(client, core.Node)
+        recorder = APIEventRecorder(client, next(iter(profiles)))
+        sched = Scheduler(profiles, binder=APIBinder(client),
+                          conditions=APIConditionWriter(client, pending.store.get),
+                          max_in_flight_bindings=options.max_in_flight_bindings, events=recorder,
+                          evictor=APIEvictor(client))
+        sched.queue.initial_backoff = config.pod_initial_backoff_seconds
+        sched.queue.max_backoff = config.pod_max_backoff_seconds
+        nodes.add_handler(sched.on_node_add, sched.on_node_update, sched.on_node_delete)
+        for informer in (pending, assigned):
+            informer.add_handler(sched.on_pod_add, sched.on_pod_update, sched.on_pod_delete)
+
+        informers: tuple[Informer[Any], ...] = (nodes, assigned, pending)
+        http = web.AppRunner(make_http_app(lambda: all(i.has_synced for i in informers)), access_log=None)
+        await http.setup()
+        await web.TCPSite(http, options.bind_address, options.secure_port).start()
+        log.info("serving /healthz and /metrics on %s:%d; profiles %s; API server %s", options.bind_address,
+                 options.secure_port, ", ".join(profiles), client.target)
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(i.run(), name=f"informer-{name}")
+                 for i, name in zip(informers, ("nodes", "assigned-pods", "pending-pods"), strict=True)]
+        tasks.append(loop.create_task(recorder.run(), name="event-recorder"))
+
+        async def lead() -> None:
+            # Decisions must count the pods already bound: start only on a synced cache.
+            for informer in informers:
+                await informer.wait_for_sync()
+            log.info("caches synced: %d nodes, %d assigned pods, %d pending", len(nodes.store),
+                     len(assigned.store), len(pending.store))
+            await sched.run()
+
+        elector = _elector(dataclasses.replace(options, leader_elect=leader_elect), client)
+        try:
+            await elector.run(lead)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await http.cleanup()

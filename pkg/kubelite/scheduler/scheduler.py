@@ -1,0 +1,317 @@
+"""The scheduling loop: pop a pod, decide, assume, bind in the background.
+
+Informer handlers feed two places: pods without a node (and with one of our
+scheduler names) go to the queue; nodes and pods with a node go to the
+cache, and each such change is a cluster event that may move unschedulable
+pods back (see ``queue``). The loop itself is sequential and synchronous
+from snapshot to assumption, so that the next decision already counts the
+previous pod; only bindings and status writes are awaited, each in its own
+owned task, with many bindings in flight so that the API server can commit
+them together. A failed binding forgets the assumption and requeues the pod.
+
+Side effects sit behind two Protocols, ``Binder`` and ``ConditionWriter``,
+so that unit tests drive the loop with fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Protocol
+
+from kubelite.api.core.v1 import generated_pb2 as core
+from kubelite.machinery.errors import StatusError
+from kubelite.scheduler import metrics
+from kubelite.scheduler.algorithm import schedule
+from kubelite.scheduler.cache import Cache
+from kubelite.scheduler.events import EventRecorder, NullRecorder
+from kubelite.scheduler.framework import ClusterEvent, FitError
+from kubelite.scheduler.nodeinfo import PodInfo, Snapshot
+from kubelite.scheduler.profile import Profile
+from kubelite.scheduler.queue import QueuedPodInfo, SchedulingQueue, pod_key
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_IN_FLIGHT_BINDINGS = 1024
+_TERMINAL = ("Succeeded", "Failed")
+
+
+class Binder(Protocol):
+    async def bind(self, pod: core.Pod, node_name: str) -> None: ...
+
+
+class ConditionWriter(Protocol):
+    async def set_unschedulable(self, pod: core.Pod, message: str, nominated_node: str = "") -> None: ...
+
+
+class Evictor(Protocol):
+    """Deletes a preemption victim (gracefully, as its own grace period says)."""
+
+    async def evict(self, victim: core.Pod) -> None: ...
+
+
+class Scheduler:
+    def __init__(self, profiles: Mapping[str, Profile], *, binder: Binder, conditions: ConditionWriter,
+                 queue: SchedulingQueue | None = None, cache: Cache | None = None,
+                 max_in_flight_bindings: int = DEFAULT_MAX_IN_FLIGHT_BINDINGS, rng: random.Random | None = None,
+                 clock: Callable[[], float] = time.monotonic, events: EventRecorder | None = None,
+                 evictor: Evictor | None = None) -> None:
+        if not profiles:
+            raise ValueError("at least one profile is needed")
+        self.profiles = dict(profiles)
+        interests: dict[str, frozenset[ClusterEvent]] = {}
+        for profile in self.profiles.values():
+            interests.update(profile.events_by_plugin())
+        self.queue = queue or SchedulingQueue(interests)
+        self.cache = cache or Cache()
+        self.snapshot = Snapshot()
+        self._binder = binder
+        self._conditions = conditions
+        self._events: EventRecorder = events or NullRecorder()
+        self._evictor = evictor
+        # pod key -> the last FailedScheduling message sent: the same refusal is reported once.
+        self._reported: dict[str, str] = {}
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._start_index = 0
+        self._slots = asyncio.Semaphore(max_in_flight_bindings)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight = 0
+        # Results, for tests and benchmarks: pod key -> node (bound) and the number of failed attempts.
+        self.scheduled = 0
+        self.bound = 0
+        self.failures = 0
+        self.last_error: dict[str, str] = {}
+        for queue_name in ("active", "backoff", "unschedulable"):
+            metrics.PENDING_PODS.labels(queue_name).set_function(
+                lambda q=queue_name: float(self.queue.pending()[q]))  # type: ignore[misc]
+        metrics.BINDINGS_IN_FLIGHT.set_function(lambda: float(self._in_flight))
+        metrics.CACHE_SIZE.labels("nodes").set_function(lambda: float(self.cache.node_count))
+        metrics.CACHE_SIZE.labels("pods").set_function(lambda: float(self.cache.pod_count))
+
+    def responsible_for(self, pod: core.Pod) -> bool:
+        return (pod.spec.scheduler_name or "default-scheduler") in self.profiles
+
+    # -- informer handlers: nodes -------------------------------------------------------------------------------
+
+    def on_node_add(self, node: core.Node) -> None:
+        self.cache.add_node(node)
+        self.queue.move_all(ClusterEvent.NODE_ADD)
+
+    def on_node_update(self, old: core.Node, new: core.Node) -> None:
+        # Heartbeats rewrite a node's status every few seconds; plugins read none of it.
+        if _node_scheduling_changed(old, new):
+            self.cache.update_node(new)
+            self.queue.move_all(ClusterEvent.NODE_UPDATE)
+
+    def on_node_delete(self, node: core.Node) -> None:
+        self.cache.remove_node(node.metadata.name)
+
+    # -- informer handlers: pods (one handler set for both informers) ---------------------------------------
+
+    def on_pod_add(self, pod: core.Pod) -> None:
+        if pod.spec.node_name:
+            if pod.status.phase in _TERMINAL:
+                return
+            self.cache.add_pod(pod)
+            self.queue.move_all(ClusterEvent.POD_ADD)
+        elif self._pending(pod):
+            self.queue.add(pod)
+
+    def on_pod_update(self, old: core.Pod, new: core.Pod) -> None:
+        if new.spec.node_name:
+            if new.status.phase in _TERMINAL:
+                # A finished pod frees its resources, like a deleted one.
+                self.cache.remove_pod(new)
+                self.queue.move_all(ClusterEvent.POD_DELETE)
+                return
+            self.cache.update_pod(new)
+            if old.metadata.labels != new.metadata.labels:
+                self.queue.move_all(ClusterEvent.POD_UPDATE)
+        elif self._pending(new):
+            self.queue.update(old, new)
+        else:
+            self.queue.delete(new)
+
+    def on_pod_delete(self, pod: core.Pod) -> None:
+        if pod.spec.node_name:
+            self.cache.remove_pod(pod)
+            self.queue.move_all(ClusterEvent.POD_DELETE)
+        else:
+            # Left the unscheduled selector (bound: the other informer confirms it) or deleted.
+            self.queue.delete(pod)
+            self._reported.pop(pod_key(pod), None)
+
+    def _pending(self, pod: core.Pod) -> bool:
+        if not self.responsible_for(pod) or pod.metadata.HasField("deletion_timestamp"):
+            return False
+        # Our own binding in flight: the pod is assumed, not pending.
+        return not self.cache.is_assumed(pod_key(pod)) and pod.status.phase not in _TERMINAL
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Schedules until cancelled; then waits for the bindings in flight."""
+        timers = asyncio.get_running_loop().create_task(self.queue.run_timers(), name="scheduler-queue-timers")
+        self._own(timers)
+        try:
+            while True:
+                await self.schedule_next()
+        finally:
+            await self.close()
+
+    async def schedule_next(self) -> None:
+        await self._slots.acquire()
+        try:
+            qpi = await self.queue.pop()
+        except BaseException:
+            self._slots.release()
+            raise
+        if not self.schedule_one(qpi):
+            self._slots.release()
+
+    def schedule_one(self, qpi: QueuedPodInfo) -> bool:
+        """One cycle; returns True when a binding was started (it then owns a slot)."""
+        start = self._clock()
+        pod_info = qpi.info
+        profile = self.profiles.get(qpi.pod.spec.scheduler_name or "default-scheduler")
+        if profile is None:
+            self.queue.done(qpi)
+            return False
+        self.cache.update_snapshot(self.snapshot)
+        try:
+            decision = schedule(profile, self.snapshot, pod_info, start_index=self._start_index, rng=self._rng,
+                                explain=False)
+        except FitError as err:
+            self.failures += 1
+            message = str(err)
+            self.last_error[qpi.key] = message
+            metrics.SCHEDULE_ATTEMPTS.labels("unschedulable", profile.scheduler_name).inc()
+            metrics.ATTEMPT_DURATION.labels("unschedulable", profile.scheduler_name).observe(self._clock() - start)
+            log.info("unable to schedule pod %s: %s", qpi.key, message)
+            if log.isEnabledFor(logging.DEBUG):
+                for node, plugin, reason in err.node_reasons():
+                    log.debug("pod %s: node %s refused by %s: %s", qpi.key, node, plugin, reason)
+            self.queue.add_unschedulable(qpi, err.diagnosis.unschedulable_plugins)
+            if err.diagnosis.nominated_node:
+                self._preempt(qpi, err.diagnosis.nominated_node, err.diagnosis.victims, message)
+                return False
+            if self._reported.get(qpi.key) != message:
+                self._reported[qpi.key] = message
+                self._events.record(qpi.pod, "Warning", "FailedScheduling", message)
+                self._spawn(self._write_unschedulable(qpi.pod, message), f"condition-{qpi.key}")
+            return False
+        except Exception:
+            log.exception("scheduling pod %s failed", qpi.key)
+            metrics.SCHEDULE_ATTEMPTS.labels("error", profile.scheduler_name).inc()
+            self.queue.add_backoff(qpi)
+            return False
+        self._start_index = decision.next_start_index
+        node = decision.result.suggested_host
+        assumed = pod_info.with_node(node)
+        self.cache.assume_pod(assumed)
+        self.queue.done(qpi)
+        self.scheduled += 1
+        self.last_error.pop(qpi.key, None)
+        self._spawn(self._bind(qpi, node, start, profile.scheduler_name), f"bind-{qpi.key}")
+        return True
+
+    async def _bind(self, qpi: QueuedPodInfo, node: str, start: float, profile: str) -> None:
+        self._in_flight += 1
+        try:
+            await self._binder.bind(qpi.pod, node)
+        except StatusError as exc:
+            self.cache.forget_pod(qpi.info.with_node(node))
+            metrics.SCHEDULE_ATTEMPTS.labels("error", profile).inc()
+            metrics.ATTEMPT_DURATION.labels("error", profile).observe(self._clock() - start)
+            if exc.reason == "NotFound" or (exc.reason == "Conflict" and "already assigned" in exc.message):
+                log.info("binding %s to %s: %s; not retried", qpi.key, node, exc.message)
+                return
+            log.warning("binding %s to %s failed (%s: %s); retrying after back-off", qpi.key, node, exc.reason,
+                        exc.message)
+            self.queue.add_backoff(qpi)
+            # A freed assumption is a change of the cluster for everyone else.
+            self.queue.move_all(ClusterEvent.POD_DELETE)
+        else:
+            self.bound += 1
+            self._reported.pop(qpi.key, None)
+            self._events.record(qpi.pod, "Normal", "Scheduled",
+                                f"Successfully assigned {qpi.key} to {node}")
+            metrics.SCHEDULE_ATTEMPTS.labels("scheduled", profile).inc()
+            metrics.ATTEMPT_DURATION.labels("scheduled", profile).observe(self._clock() - start)
+            log.debug("bound %s to %s", qpi.key, node)
+        finally:
+            self._in_flight -= 1
+            self._slots.release()
+
+    def _preempt(self, qpi: QueuedPodInfo, node: str, victims: tuple[PodInfo, ...], message: str) -> None:
+        """Evicts the victims and nominates the node; the pod comes back when the deletions arrive."""
+        metrics.PREEMPTION_ATTEMPTS.inc()
+        metrics.PREEMPTION_VICTIMS.observe(len(victims))
+        log.info("preempting %d pod(s) on %s for %s: %s", len(victims), node, qpi.key,
+                 ", ".join(v.key for v in victims))
+        for victim in victims:
+            self._events.record(victim.pod, "Normal", "Preempted", f"Preempted by pod {qpi.info.uid} on node {node}")
+            if self._evictor is not None:
+                self._spawn(self._evict(victim.pod), f"evict-{victim.key}")
+        self._reported[qpi.key] = message
+        self._events.record(qpi.pod, "Warning", "FailedScheduling", message)
+        self._spawn(self._write_unschedulable(qpi.pod, message, node), f"nominate-{qpi.key}")
+
+    async def _evict(self, victim: core.Pod) -> None:
+        assert self._evictor is not None
+        try:
+            await self._evictor.evict(victim)
+        except StatusError as exc:
+            if exc.reason != "NotFound":
+                log.warning("evicting %s failed: %s: %s", pod_key(victim), exc.reason, exc.message)
+
+    async def _write_unschedulable(self, pod: core.Pod, message: str, nominated_node: str = "") -> None:
+        try:
+            await self._conditions.set_unschedulable(pod, message, nominated_node)
+        except StatusError as exc:
+            log.warning("writing PodScheduled=False on %s failed: %s: %s", pod_key(pod), exc.reason, exc.message)
+
+    # -- owned tasks ------------------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self._own(asyncio.get_running_loop().create_task(coro, name=name))
+
+    def _own(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def wait_idle(self) -> None:
+        """Waits for the bindings and status writes in flight (tests, benchmarks)."""
+        while True:
+            pending = [t for t in self._tasks if t.get_name() != "scheduler-queue-timers"]
+            if not pending:
+                return
+            await asyncio.wait(pending)
+
+    async def close(self) -> None:
+        self.queue.close()
+        tasks = list(self._tasks)
+        for t in tasks:
+            if t.get_name() == "scheduler-queue-timers":
+                t.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+
+def _node_scheduling_changed(old: core.Node, new: core.Node) -> bool:
+    """Heartbeats change a node's status every few seconds; only some changes can help a pod."""
+    if old.spec.unschedulable != new.spec.unschedulable or list(old.spec.taints) != list(new.spec.taints):
+        return True
+    if old.metadata.labels != new.metadata.labels:
+        return True
+    return (old.status.allocatable != new.status.allocatable or old.status.capacity != new.status.capacity
+            or list(old.status.images) != list(new.status.images))

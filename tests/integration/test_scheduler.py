@@ -1,0 +1,244 @@
+"""kubelite-scheduler against a real API server on etcd, with hollow nodes.
+
+Each test runs its own scheduler process under a scheduler name of its own
+(so no other test's pending pods are touched) over a clean set of hollow
+nodes, creates pods through the API and waits for the API to show them bound
+or Pending with the scheduler's explanation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import subprocess
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubelite.api.core.v1 import generated_pb2 as core
+from kubelite.client.client import Client
+from tests.support.apiserver import APIServerProcess
+from tests.support.hollow import delete_all_nodes, hollow_node, register
+from tests.support.objects import make_pod
+from tests.support.scheduler import SchedulerProcess
+
+pytestmark = pytest.mark.integration
+
+WAIT = 30.0
+
+
+@pytest.fixture
+def scheduler_name() -> str:
+    return f"sched-{secrets.token_hex(3)}"
+
+
+@pytest.fixture
+async def clean_nodes(client: Client) -> AsyncIterator[None]:
+    await delete_all_nodes(client)
+    yield
+    await delete_all_nodes(client)
+
+
+@pytest.fixture
+def scheduler(apiserver: APIServerProcess, tmp_path: Path, scheduler_name: str,
+              clean_nodes: None) -> Iterator[SchedulerProcess]:
+    config = tmp_path / "scheduler.yaml"
+    config.write_text("apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n"
+                      f"profiles:\n- schedulerName: {scheduler_name}\n")
+    with SchedulerProcess(apiserver.server, tmp_path / "scheduler.log", config=config) as proc:
+        yield proc
+    print(proc.log_text()[-4000:])
+
+
+def _pod(name: str, ns: str, scheduler_name: str, **kwargs: Any) -> core.Pod:
+    pod = make_pod(name, namespace=ns, **kwargs)
+    pod.api_version, pod.kind = "v1", "Pod"
+    pod.metadata.uid = ""
+    pod.spec.scheduler_name = scheduler_name
+    return pod
+
+
+async def _wait_pod(client: Client, ns: str, name: str, pred: Any, what: str) -> core.Pod:
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while True:
+        pod = await client.get(core.Pod, name, ns)
+        if pred(pod):
+            return pod
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"pod {ns}/{name} is not {what}: {pod.spec.node_name=} {list(pod.status.conditions)}")
+        await asyncio.sleep(0.1)
+
+
+async def _bound(client: Client, ns: str, name: str) -> str:
+    pod = await _wait_pod(client, ns, name, lambda p: bool(p.spec.node_name), "bound")
+    return pod.spec.node_name
+
+
+def _unschedulable_message(pod: core.Pod) -> str:
+    for c in pod.status.conditions:
+        if c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable":
+            return c.message
+    return ""
+
+
+async def _pending_with(client: Client, ns: str, name: str, message: str) -> None:
+    """Waits for the message: an earlier attempt may have seen fewer nodes (watches are separate streams)."""
+    pod = await _wait_pod(client, ns, name, lambda p: _unschedulable_message(p) == message, f"Pending: {message}")
+    assert not pod.spec.node_name
+
+
+async def _nodes(client: Client, scheduler: SchedulerProcess, nodes: list[core.Node]) -> None:
+    """Registers hollow nodes and waits until the scheduler's cache holds them all (watches are separate
+    streams: without this, a pod created next may be seen before the last node)."""
+    await register(client, nodes)
+    want = len((await client.list(core.Node)).items)
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while scheduler.metric("scheduler_cache_size", type="nodes") != want:
+        assert asyncio.get_running_loop().time() < deadline, "the scheduler did not see the nodes"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_pod_that_fits_only_one_node_lands_there(client: Client, ns: str, scheduler: SchedulerProcess,
+                                                         scheduler_name: str) -> None:
+    await _nodes(client, scheduler, [hollow_node("small-1", cpu="1"), hollow_node("small-2", cpu="2"),
+                            hollow_node("large", cpu="8"), hollow_node("tiny-mem", cpu="16", memory="1Gi")])
+    await client.create(_pod("big", ns, scheduler_name, cpu="4", memory="4Gi"))
+    assert await _bound(client, ns, "big") == "large"
+    pod = await client.get(core.Pod, "big", ns)
+    assert any(c.type == "PodScheduled" and c.status == "True" for c in pod.status.conditions)
+
+
+async def test_taints_repel_pods_without_the_toleration(client: Client, ns: str, scheduler: SchedulerProcess,
+                                                        scheduler_name: str) -> None:
+    gpu_taint = {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}
+    await _nodes(client, scheduler, [hollow_node("gpu", labels={"dedicated": "gpu"}, taints=[gpu_taint]),
+                            hollow_node("plain")])
+    for i in range(4):
+        await client.create(_pod(f"web-{i}", ns, scheduler_name, cpu="100m"))
+    tolerant = {"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}],
+                "nodeSelector": {"dedicated": "gpu"}}
+    await client.create(_pod("trainer", ns, scheduler_name, spec=tolerant))
+    assert {await _bound(client, ns, f"web-{i}") for i in range(4)} == {"plain"}
+    assert await _bound(client, ns, "trainer") == "gpu"
+
+
+async def test_required_anti_affinity_spreads_replicas_and_leaves_the_fourth_pending(
+        client: Client, ns: str, scheduler: SchedulerProcess, scheduler_name: str) -> None:
+    await _nodes(client, scheduler, [hollow_node(f"node-{i}") for i in range(3)])
+    anti = {"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "store"}}, "topologyKey": "kubernetes.io/hostname"}]}}}
+    for i in range(4):
+        await client.create(_pod(f"store-{i}", ns, scheduler_name, labels={"app": "store"}, spec=anti))
+    # The order in which the replicas are tried is not fixed: find the one left out.
+    expected = ("0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules. preemption: 0/3 nodes "
+                "are available: 3 No preemption victims found for incoming pod.")
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while True:
+        pods = (await client.list(core.Pod, ns)).items
+        bound = [p for p in pods if p.spec.node_name]
+        waiting = [p for p in pods if _unschedulable_message(p) == expected]
+        if len(bound) == 3 and len(waiting) == 1:
+            break
+        assert asyncio.get_running_loop().time() < deadline, [(p.metadata.name, p.spec.node_name) for p in pods]
+        await asyncio.sleep(0.1)
+    assert sorted(p.spec.node_name for p in bound) == ["node-0", "node-1", "node-2"]
+
+
+async def test_topology_spread_keeps_zones_within_max_skew(client: Client, ns: str, scheduler: SchedulerProcess,
+                                                           scheduler_name: str) -> None:
+    zones = ["zone-a", "zone-b", "zone-c"]
+    # Unequal zones: zone-a has 3 nodes, the others 1; plain LeastAllocated would favour zone-a.
+    nodes = [hollow_node(f"a-{i}", labels={"topology.kubernetes.io/zone": "zone-a"}) for i in range(3)]
+    nodes += [hollow_node(f"{z[-1]}-0", labels={"topology.kubernetes.io/zone": z}) for z in zones[1:]]
+    await _nodes(client, scheduler, nodes)
+    zone_of = {n.metadata.name: n.metadata.labels["topology.kubernetes.io/zone"] for n in nodes}
+    spread = {"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                             "whenUnsatisfiable": "DoNotSchedule",
+                                             "labelSelector": {"matchLabels": {"app": "spread"}}}]}
+    for i in range(7):
+        await client.create(_pod(f"spread-{i}", ns, scheduler_name, labels={"app": "spread"}, spec=spread))
+    per_zone = Counter([zone_of[await _bound(client, ns, f"spread-{i}")] for i in range(7)])
+    assert sum(per_zone.values()) == 7
+    counts = [per_zone.get(z, 0) for z in zones]
+    assert max(counts) - min(counts) <= 1, per_zone
+
+
+async def test_a_pod_too_big_for_every_node_waits_for_a_node_that_fits(
+        client: Client, ns: str, scheduler: SchedulerProcess, scheduler_name: str) -> None:
+    await _nodes(client, scheduler, [hollow_node("n1", cpu="2"), hollow_node("n2", cpu="2")])
+    await client.create(_pod("huge", ns, scheduler_name, cpu="16"))
+    # (The scheduler may see the pod before the second node, then retry on that node's arrival.)
+    expected = ("0/2 nodes are available: 2 Insufficient cpu. preemption: 0/2 nodes are available: "
+                "2 No preemption victims found for incoming pod.")
+    await _wait_pod(client, ns, "huge", lambda p: _unschedulable_message(p) == expected, "Pending, 2 nodes seen")
+    attempts = {"result": "unschedulable", "profile": scheduler_name}
+    tried = scheduler.metric("scheduler_schedule_attempts_total", **attempts)
+    assert tried >= 1
+    # Nothing changes in the cluster: the scheduler does not try again (no polling) ...
+    await asyncio.sleep(3)
+    assert scheduler.metric("scheduler_schedule_attempts_total", **attempts) == tried
+    assert scheduler.metric("scheduler_pending_pods", queue="unschedulable") == 1
+    # ... until a node that fits registers.
+    await _nodes(client, scheduler, [hollow_node("big", cpu="32")])
+    assert await _bound(client, ns, "huge") == "big"
+    assert scheduler.metric("scheduler_schedule_attempts_total", **attempts) == tried
+    assert scheduler.metric("scheduler_schedule_attempts_total", result="scheduled", profile=scheduler_name) == 1
+    # Both stories are told as events on the pod.
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while True:
+        events = (await client.list(core.Event, ns, field_selector="involvedObject.name=huge")).items
+        reasons = {(e.type, e.reason, e.message) for e in events}
+        if len(reasons) >= tried + 1 or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert ("Normal", "Scheduled", f"Successfully assigned {ns}/huge to big") in reasons
+    assert ("Warning", "FailedScheduling", expected) in reasons
+
+
+async def test_a_node_selector_nothing_matches_is_pending_with_the_reason(
+        client: Client, ns: str, scheduler: SchedulerProcess, scheduler_name: str) -> None:
+    await _nodes(client, scheduler, [hollow_node("n1"), hollow_node("n2"), hollow_node("n3", unschedulable=True)])
+    await client.create(_pod("picky", ns, scheduler_name, spec={"nodeSelector": {"disktype": "ssd"}}))
+    await _pending_with(client, ns, "picky", "0/3 nodes are available: 1 node(s) were unschedulable, "
+                        "2 node(s) didn't match Pod's node affinity/selector. preemption: 0/3 nodes are available: "
+                        "3 Preemption is not helpful for scheduling.")
+
+
+async def test_pods_of_other_schedulers_are_left_alone(client: Client, ns: str, scheduler: SchedulerProcess,
+                                                       scheduler_name: str) -> None:
+    await _nodes(client, scheduler, [hollow_node("n1")])
+    await client.create(_pod("theirs", ns, "another-scheduler"))
+    await client.create(_pod("ours", ns, scheduler_name))
+    assert await _bound(client, ns, "ours") == "n1"
+    pod = await client.get(core.Pod, "theirs", ns)
+    assert not pod.spec.node_name
+    assert all(c.type != "PodScheduled" for c in pod.status.conditions)
+
+
+def test_an_invalid_configuration_stops_the_scheduler_naming_the_field(apiserver: APIServerProcess,
+                                                                       tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n"
+                      "profiles:\n- schedulerName: x\n  pluginConfig:\n  - name: NodeResourcesFit\n    args:\n"
+                      "      scoringStrategy:\n        type: Cheapest\n")
+    proc = SchedulerProcess(apiserver.server, tmp_path / "s.log", config=config)
+    result = subprocess.run(proc.command(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "profiles[0].pluginConfig[0].args.scoringStrategy.type: Unsupported value: 'Cheapest'" in result.stderr
+
+
+async def test_preemption_evicts_the_lower_priority_pod_and_the_preemptor_lands_there(
+        client: Client, ns: str, scheduler: SchedulerProcess, scheduler_name: str) -> None:
+    await _nodes(client, scheduler, [hollow_node("only", cpu="2")])
+    # No kubelet confirms terminations on a hollow node: the victim asks for no grace period.
+    low = _pod("low", ns, scheduler_name, cpu="2", spec={"priority": 10, "terminationGracePeriodSeconds": 0})
+    await client.create(low)
+    assert await _bound(client, ns, "low") == "only"
+    await client.create(_pod("urgent", ns, scheduler_name, cpu="2", spec={"priority": 1000}))
+    assert await _bound(client, ns, "urgent") == "only"
+    remaining = {p.metadata.name for p in (await client.list(core.Pod, ns)).items}
+    assert remaining == {"urgent"}
+    assert scheduler.metric("scheduler_preemption_attempts_total") == 1

@@ -1,0 +1,81 @@
+"""The scheduler cache: assumed pods count at once, and snapshots re-read only what changed."""
+
+from __future__ import annotations
+
+from kubelite.scheduler.cache import Cache
+from kubelite.scheduler.nodeinfo import PodInfo, Snapshot
+from tests.support.objects import make_node, make_pod
+
+
+def _cache(n: int = 3) -> tuple[Cache, Snapshot]:
+    cache = Cache()
+    for i in range(n):
+        cache.add_node(make_node(f"n{i}", cpu="4"))
+    snapshot = Snapshot()
+    cache.update_snapshot(snapshot)
+    return cache, snapshot
+
+
+def test_only_changed_nodes_are_recloned() -> None:
+    cache, snapshot = _cache(100)
+    before = {n.name: n for n in snapshot.node_list}
+    cache.add_pod(make_pod("p", cpu="1", node_name="n7"))
+    assert cache.update_snapshot(snapshot) == 1
+    assert snapshot.get("n7") is not before["n7"] and snapshot.get("n7").requested.milli_cpu == 1000  # type: ignore[union-attr]
+    assert snapshot.get("n8") is before["n8"]
+    assert snapshot.node_list[7] is snapshot.get("n7")
+    assert cache.update_snapshot(snapshot) == 0
+
+
+def test_snapshot_is_isolated_from_later_cache_changes() -> None:
+    cache, snapshot = _cache()
+    cache.add_pod(make_pod("p", cpu="1", node_name="n0"))
+    assert snapshot.get("n0").requested.milli_cpu == 0  # type: ignore[union-attr]
+    cache.update_snapshot(snapshot)
+    assert snapshot.get("n0").requested.milli_cpu == 1000  # type: ignore[union-attr]
+
+
+def test_assume_counts_at_once_forget_takes_back_and_the_watch_confirms() -> None:
+    cache, snapshot = _cache()
+    pod = make_pod("p", cpu="3")
+    assumed = PodInfo(pod).with_node("n1")
+    cache.assume_pod(assumed)
+    cache.update_snapshot(snapshot)
+    assert snapshot.get("n1").requested.milli_cpu == 3000  # type: ignore[union-attr]
+    assert cache.is_assumed("default/p")
+    cache.forget_pod(assumed)
+    cache.update_snapshot(snapshot)
+    assert snapshot.get("n1").requested.milli_cpu == 0  # type: ignore[union-attr]
+
+    cache.assume_pod(assumed)
+    bound = make_pod("p", cpu="3", node_name="n1")
+    cache.add_pod(bound)  # the informer's ADDED for the bound pod
+    assert not cache.is_assumed("default/p")
+    cache.update_snapshot(snapshot)
+    assert snapshot.get("n1").requested.milli_cpu == 3000  # type: ignore[union-attr]
+    assert cache.pod_count == 1
+    cache.remove_pod(bound)
+    cache.update_snapshot(snapshot)
+    assert snapshot.get("n1").requested.milli_cpu == 0  # type: ignore[union-attr]
+
+
+def test_nodes_added_and_removed_change_the_list() -> None:
+    cache, snapshot = _cache(2)
+    cache.add_node(make_node("new"))
+    cache.update_snapshot(snapshot)
+    assert [n.name for n in snapshot.node_list] == ["n0", "n1", "new"]
+    cache.remove_node("n0")
+    cache.update_snapshot(snapshot)
+    assert [n.name for n in snapshot.node_list] == ["n1", "new"]
+
+
+def test_pods_with_affinity_are_listed_for_inter_pod_affinity() -> None:
+    cache, snapshot = _cache(2)
+    spec = {"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "x"}}, "topologyKey": "kubernetes.io/hostname"}]}}}
+    cache.add_pod(make_pod("p", node_name="n1", spec=spec, labels={"app": "x"}))
+    cache.update_snapshot(snapshot)
+    assert [n.name for n in snapshot.have_pods_with_required_anti_affinity] == ["n1"]
+    cache.remove_pod(make_pod("p", node_name="n1", spec=spec, labels={"app": "x"}))
+    cache.update_snapshot(snapshot)
+    assert snapshot.have_pods_with_required_anti_affinity == []
