@@ -104,8 +104,8 @@ async def wait_ready(health: int) -> None:
 async def query(port: int, name: str, rdtype: str, tcp: bool = False) -> dns.message.Message:
     q = dns.message.make_query(name, rdtype)
     if tcp:
-        return await dns.asyncquery.tcp(q, "127.0.0.1", port=port, timeout=3)
-    return await dns.asyncquery.udp(q, "127.0.0.1", port=port, timeout=3)
+        return await dns.asyncquery.tcp(q, "127.0.0.1", port=port, timeout=15)
+    return await dns.asyncquery.udp(q, "127.0.0.1", port=port, timeout=15)
 
 
 def answers(msg: dns.message.Message) -> list[str]:
