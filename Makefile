@@ -37,9 +37,11 @@ unit: deps
 	$(VENV)/bin/pytest -q tests/unit
 
 integration: deps
+	@bash hack/docker.sh
 	$(VENV)/bin/pytest -q tests/integration
 
 e2e: deps
+	@bash hack/docker.sh
 	$(VENV)/bin/pytest -q tests/e2e
 
 test: check unit integration e2e

@@ -39,6 +39,11 @@ class RuntimeServiceStub:
                 request_serializer=kubelite_dot_api_dot_runtime_dot_v1_dot_api__pb2.VersionRequest.SerializeToString,
                 response_deserializer=kubelite_dot_api_dot_runtime_dot_v1_dot_api__pb2.VersionResponse.FromString,
                 _registered_method=True)
+        self.UpdateRuntimeConfig = channel.unary_unary(
+                '/kubelite.api.runtime.v1.RuntimeService/UpdateRuntimeConfig',
+                request_serializer=kubelite_dot_api_dot_runtime_dot_v1_dot_api__pb2.UpdateRuntimeConfigRequest.SerializeToString,
+                response_deserializer=kubelite_dot_api_dot_runtime_dot_v1_dot_api__pb2.UpdateRuntimeConfigResponse.FromString,
+                _registered_method=True)
         self.RunPodSandbox = channel.unary_unary(
                 '/kubelite.api.runtime.v1.RuntimeService/RunPodSandbox',
                 request_serializer=kubelite_dot_api_dot_runtime_dot_v1_dot_api__pb2.RunPodSandboxRequest.SerializeToString,
@@ -131,6 +136,14 @@ class RuntimeServiceServicer:
 
     def Version(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateRuntimeConfig(self, request, context):
+        """Tells the runtime the node's pod CIDR once it is known (from --pod-cidr or
+        the Node's spec.podCIDR); sandboxes cannot get an address before that.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -255,6 +268,11 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     request_deserializer=kubelite_dot_api_dot_runtime_dot_v1_dot_api__pb2.VersionRequest.FromString,
                     response_serializer=kubelite_dot_api_dot_runtime_dot_v1_dot_api__pb2.VersionResponse.SerializeToString,
             ),
+            'UpdateRuntimeConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateRuntimeConfig,
+                    request_deserializer=kubelite_dot_api_dot_runtime_dot_v1_dot_api__pb2.UpdateRuntimeConfigRequest.FromString,
+                    response_serializer=kubelite_dot_api_dot_runtime_dot_v1_dot_api__pb2.UpdateRuntimeConfigResponse.SerializeToString,
+            ),
             'RunPodSandbox': grpc.unary_unary_rpc_method_handler(
                     servicer.RunPodSandbox,
                     request_deserializer=kubelite_dot_api_dot_runtime_dot_v1_dot_api__pb2.RunPodSandboxRequest.FromString,
@@ -368,6 +386,33 @@ class RuntimeService:
             '/kubelite.api.runtime.v1.RuntimeService/Version',
             kubelite_dot_api_dot_runtime_dot_v1_dot_api__pb2.VersionRequest.SerializeToString,
             kubelite_dot_api_dot_runtime_dot_v1_dot_api__pb2.VersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateRuntimeConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kubelite.api.runtime.v1.RuntimeService/UpdateRuntimeConfig',
+            kubelite_dot_api_dot_runtime_dot_v1_dot_api__pb2.UpdateRuntimeConfigRequest.SerializeToString,
+            kubelite_dot_api_dot_runtime_dot_v1_dot_api__pb2.UpdateRuntimeConfigResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,10 @@ class RuntimeServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> RuntimeServiceAsyncStub: ...
     Version: _grpc.UnaryUnaryMultiCallable[_api_pb2.VersionRequest, _api_pb2.VersionResponse]
+    UpdateRuntimeConfig: _grpc.UnaryUnaryMultiCallable[_api_pb2.UpdateRuntimeConfigRequest, _api_pb2.UpdateRuntimeConfigResponse]
+    """Tells the runtime the node's pod CIDR once it is known (from --pod-cidr or
+    the Node's spec.podCIDR); sandboxes cannot get an address before that.
+    """
     RunPodSandbox: _grpc.UnaryUnaryMultiCallable[_api_pb2.RunPodSandboxRequest, _api_pb2.RunPodSandboxResponse]
     """Creates and starts a sandbox; returns its id once its network is ready."""
     StopPodSandbox: _grpc.UnaryUnaryMultiCallable[_api_pb2.StopPodSandboxRequest, _api_pb2.StopPodSandboxResponse]
@@ -76,6 +80,10 @@ class RuntimeServiceStub:
 class RuntimeServiceAsyncStub(RuntimeServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Version: _aio.UnaryUnaryMultiCallable[_api_pb2.VersionRequest, _api_pb2.VersionResponse]  # type: ignore[assignment]
+    UpdateRuntimeConfig: _aio.UnaryUnaryMultiCallable[_api_pb2.UpdateRuntimeConfigRequest, _api_pb2.UpdateRuntimeConfigResponse]  # type: ignore[assignment]
+    """Tells the runtime the node's pod CIDR once it is known (from --pod-cidr or
+    the Node's spec.podCIDR); sandboxes cannot get an address before that.
+    """
     RunPodSandbox: _aio.UnaryUnaryMultiCallable[_api_pb2.RunPodSandboxRequest, _api_pb2.RunPodSandboxResponse]  # type: ignore[assignment]
     """Creates and starts a sandbox; returns its id once its network is ready."""
     StopPodSandbox: _aio.UnaryUnaryMultiCallable[_api_pb2.StopPodSandboxRequest, _api_pb2.StopPodSandboxResponse]  # type: ignore[assignment]
@@ -112,6 +120,16 @@ class RuntimeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _api_pb2.VersionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_api_pb2.VersionResponse, _abc.Awaitable[_api_pb2.VersionResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateRuntimeConfig(
+        self,
+        request: _api_pb2.UpdateRuntimeConfigRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.UpdateRuntimeConfigResponse, _abc.Awaitable[_api_pb2.UpdateRuntimeConfigResponse]]:
+        """Tells the runtime the node's pod CIDR once it is known (from --pod-cidr or
+        the Node's spec.podCIDR); sandboxes cannot get an address before that.
+        """
 
     @_abc_1.abstractmethod
     def RunPodSandbox(
