@@ -132,17 +132,25 @@ class _RuntimeServicer(rt_grpc.RuntimeServiceServicer):
         except RuntimeError_ as exc:
             await context.abort(_code_of(exc), str(exc))
 
-    def Exec(self, request_iterator: Any, context: Any) -> AsyncIterator[rt.StreamFrame]:
-        return self._stream(context, self.r.exec(request_iterator))
+    async def Exec(self, request_iterator: Any, context: Any) -> AsyncIterator[rt.StreamFrame]:
+        # grpc.aio wants an async generator function here, not a returned iterator.
+        async for item in self._stream(context, self.r.exec(request_iterator)):
+            yield item
 
-    def Attach(self, request_iterator: Any, context: Any) -> AsyncIterator[rt.StreamFrame]:
-        return self._stream(context, self.r.attach(request_iterator))
+    async def Attach(self, request_iterator: Any, context: Any) -> AsyncIterator[rt.StreamFrame]:
+        # grpc.aio wants an async generator function here, not a returned iterator.
+        async for item in self._stream(context, self.r.attach(request_iterator)):
+            yield item
 
-    def PortForward(self, request_iterator: Any, context: Any) -> AsyncIterator[rt.PortForwardFrame]:
-        return self._stream(context, self.r.port_forward(request_iterator))
+    async def PortForward(self, request_iterator: Any, context: Any) -> AsyncIterator[rt.PortForwardFrame]:
+        # grpc.aio wants an async generator function here, not a returned iterator.
+        async for item in self._stream(context, self.r.port_forward(request_iterator)):
+            yield item
 
-    def ContainerLogs(self, request: rt.ContainerLogsRequest, context: Any) -> AsyncIterator[rt.LogChunk]:
-        return self._stream(context, self.r.container_logs(request))
+    async def ContainerLogs(self, request: rt.ContainerLogsRequest, context: Any) -> AsyncIterator[rt.LogChunk]:
+        # grpc.aio wants an async generator function here, not a returned iterator.
+        async for item in self._stream(context, self.r.container_logs(request)):
+            yield item
 
 
 class _ImageServicer(rt_grpc.ImageServiceServicer):
