@@ -7,6 +7,7 @@ network with a subnet chosen here, and removes what it created by that label.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Iterator
 
@@ -266,3 +267,36 @@ async def test_host_port_is_published_and_missing_images_fail_to_pull(runtime: D
     sc.port_mappings.append(rt.PortMapping(container_port=8080, host_port=0))
     sid = await runtime.run_pod_sandbox(sc)
     assert (await runtime.pod_sandbox_status(sid)).state == rt.SANDBOX_READY
+
+
+async def test_container_events_follow_starts_and_deaths(runtime: DockerRuntime) -> None:
+    sc = sandbox_config("eventful")
+    sid = await runtime.run_pod_sandbox(sc)
+    seen: list[tuple[str, str, int]] = []
+    got = asyncio.Event()
+
+    async def consume() -> None:
+        async for ev in runtime.container_events():
+            assert ev.pod_sandbox_metadata.uid == sc.metadata.uid
+            seen.append((ev.container_id, ev.container_name, ev.container_event_type))
+            got.set()
+
+    consumer = asyncio.create_task(consume(), name="events-consumer")
+    try:
+        # The subscription opens asynchronously: start containers until it reports one.
+        async with asyncio.timeout(30):
+            attempt = 0
+            while True:
+                cid = await start(runtime, sid, sc, container_config("app", "exit 3", attempt=attempt))
+                attempt += 1
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(3):
+                        while (cid, "app", rt.CONTAINER_STOPPED_EVENT) not in seen:
+                            got.clear()
+                            await got.wait()
+                        break
+    finally:
+        consumer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer
+    assert (cid, "app", rt.CONTAINER_STARTED_EVENT) in seen

@@ -614,6 +614,25 @@ class DockerRuntime:
             if 0 <= limit <= sent:
                 break
 
+    # ---- events ----
+
+    _EVENT_TYPES = {"create": rt.CONTAINER_CREATED_EVENT, "start": rt.CONTAINER_STARTED_EVENT,
+                    "die": rt.CONTAINER_STOPPED_EVENT, "destroy": rt.CONTAINER_DELETED_EVENT}
+
+    async def container_events(self) -> AsyncIterator[rt.ContainerEventResponse]:
+        stream = await self._call(self._api.events, decode=True, filters={
+            "type": "container", "event": list(self._EVENT_TYPES), "label": [f"{LABEL_NODE}={self.node_name}"]})
+        async for raw in _iterate_in_thread(stream):
+            event: dict[str, Any] = raw  # decode=True yields dicts
+            kind = self._EVENT_TYPES.get(str(event.get("Action") or event.get("status") or ""))
+            if kind is None:
+                continue
+            attrs: dict[str, str] = (event.get("Actor") or {}).get("Attributes") or {}
+            yield rt.ContainerEventResponse(
+                container_id=str(event.get("id", "")), container_event_type=kind,
+                created_at=int(event.get("timeNano") or 0), pod_sandbox_metadata=_sandbox_metadata(attrs),
+                container_name=attrs.get(LABEL_CONTAINER_NAME, ""))
+
     # ---- images ----
 
     async def list_images(self) -> list[rt.Image]:
@@ -722,13 +741,13 @@ def _demux(sock: socket.socket, tty: bool) -> Iterator[tuple[int, bytes]]:
         buf = buf[size:]
 
 
-async def _iterate_in_thread(stream: Any) -> AsyncIterator[bytes]:
+async def _iterate_in_thread(stream: Any) -> AsyncIterator[Any]:
     """Iterates a blocking SDK stream from a thread of its own; closing the
     stream on exit unblocks the thread when the consumer goes away."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
 
-    def put(item: bytes | None) -> None:
+    def put(item: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is gone
             loop.call_soon_threadsafe(queue.put_nowait, item)
 

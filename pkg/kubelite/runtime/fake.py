@@ -10,6 +10,7 @@ one process. Tests steer it (``exit_container``, ``missing_images``,
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import itertools
 import time
@@ -78,6 +79,8 @@ class FakeRuntime:
         self._hosts: object = None
         self._free: list[str] = []
         self._pod_cidr = ""
+        # One queue per events() consumer; plain lists cost nothing when no one listens.
+        self._listeners: list[asyncio.Queue[rt.ContainerEventResponse]] = []
         if pod_cidr:
             self._set_cidr(pod_cidr)
 
@@ -112,6 +115,16 @@ class FakeRuntime:
         except StopIteration:
             raise RuntimeError_(f"pod CIDR {self._pod_cidr} has no free address") from None
 
+    def _emit(self, c: _Container, kind: rt.ContainerEventType) -> None:
+        if not self._listeners:
+            return
+        sb = self.sandboxes.get(c.sandbox_id)
+        event = rt.ContainerEventResponse(container_id=c.id, container_event_type=kind, created_at=_now(),
+                                          pod_sandbox_metadata=sb.config.metadata if sb else None,
+                                          container_name=c.config.metadata.name)
+        for q in self._listeners:
+            q.put_nowait(event)
+
     # ---- test controls ----
 
     def exit_container(self, container_id: str, exit_code: int, reason: str = "") -> None:
@@ -120,6 +133,12 @@ class FakeRuntime:
         c.exit_code = exit_code
         c.finished_at = _now()
         c.reason = reason or ("Completed" if exit_code == 0 else "Error")
+        self._emit(c, rt.CONTAINER_STOPPED_EVENT)
+
+    def remove_behind_back(self, container_id: str) -> None:
+        """As `docker rm -f` by an operator: the container is gone, with an event."""
+        c = self.containers.pop(container_id)
+        self._emit(c, rt.CONTAINER_DELETED_EVENT)
 
     # ---- runtime ----
 
@@ -223,6 +242,7 @@ class FakeRuntime:
             raise RuntimeError_(f"container {container_id} was already started")
         c.state = rt.CONTAINER_RUNNING
         c.started_at = _now()
+        self._emit(c, rt.CONTAINER_STARTED_EVENT)
 
     async def stop_container(self, container_id: str, timeout: int) -> None:
         self._record("stop_container")
@@ -302,6 +322,15 @@ class FakeRuntime:
             lines = lines[len(lines) - int(request.tail_lines):] if request.tail_lines else []
         for line in lines:
             yield rt.LogChunk(data=line)
+
+    async def container_events(self) -> AsyncIterator[rt.ContainerEventResponse]:
+        q: asyncio.Queue[rt.ContainerEventResponse] = asyncio.Queue()
+        self._listeners.append(q)
+        try:
+            while True:
+                yield await q.get()
+        finally:
+            self._listeners.remove(q)
 
     async def close(self) -> None:
         return None

@@ -104,6 +104,10 @@ class RuntimeService(Protocol):
 
     def container_logs(self, request: rt.ContainerLogsRequest) -> AsyncIterator[rt.LogChunk]: ...
 
+    def container_events(self) -> AsyncIterator[rt.ContainerEventResponse]:
+        """Lifecycle events of this runtime's containers until the consumer stops reading."""
+        ...
+
     async def close(self) -> None: ...
 
 

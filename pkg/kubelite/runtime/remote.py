@@ -153,6 +153,12 @@ class _RuntimeServicer(rt_grpc.RuntimeServiceServicer):
             yield item
 
 
+    async def GetContainerEvents(self, request: rt.GetEventsRequest,
+                                 context: Any) -> AsyncIterator[rt.ContainerEventResponse]:
+        async for item in self._stream(context, self.r.container_events()):
+            yield item
+
+
 class _ImageServicer(rt_grpc.ImageServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.r = runtime
@@ -280,6 +286,9 @@ class RemoteRuntime:
 
     def container_logs(self, request: rt.ContainerLogsRequest) -> AsyncIterator[rt.LogChunk]:
         return self._stream(self._rs.ContainerLogs(request))
+
+    def container_events(self) -> AsyncIterator[rt.ContainerEventResponse]:
+        return self._stream(self._rs.GetContainerEvents(rt.GetEventsRequest()))
 
     async def list_images(self) -> list[rt.Image]:
         resp = await self._call(self._is.ListImages, rt.ListImagesRequest())

@@ -129,6 +129,11 @@ class RuntimeServiceStub:
                 request_serializer=kubelite_dot_api_dot_runtime_dot_v1_dot_api__pb2.ContainerLogsRequest.SerializeToString,
                 response_deserializer=kubelite_dot_api_dot_runtime_dot_v1_dot_api__pb2.LogChunk.FromString,
                 _registered_method=True)
+        self.GetContainerEvents = channel.unary_stream(
+                '/kubelite.api.runtime.v1.RuntimeService/GetContainerEvents',
+                request_serializer=kubelite_dot_api_dot_runtime_dot_v1_dot_api__pb2.GetEventsRequest.SerializeToString,
+                response_deserializer=kubelite_dot_api_dot_runtime_dot_v1_dot_api__pb2.ContainerEventResponse.FromString,
+                _registered_method=True)
 
 
 class RuntimeServiceServicer:
@@ -260,6 +265,15 @@ class RuntimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetContainerEvents(self, request, context):
+        """Container lifecycle events of this runtime's pods, as they happen (CRI's
+        evented PLEG): the kubelet resyncs a pod when one of its containers
+        starts, dies or goes, instead of polling every container every second.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RuntimeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -357,6 +371,11 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     servicer.ContainerLogs,
                     request_deserializer=kubelite_dot_api_dot_runtime_dot_v1_dot_api__pb2.ContainerLogsRequest.FromString,
                     response_serializer=kubelite_dot_api_dot_runtime_dot_v1_dot_api__pb2.LogChunk.SerializeToString,
+            ),
+            'GetContainerEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetContainerEvents,
+                    request_deserializer=kubelite_dot_api_dot_runtime_dot_v1_dot_api__pb2.GetEventsRequest.FromString,
+                    response_serializer=kubelite_dot_api_dot_runtime_dot_v1_dot_api__pb2.ContainerEventResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -872,6 +891,33 @@ class RuntimeService:
             '/kubelite.api.runtime.v1.RuntimeService/ContainerLogs',
             kubelite_dot_api_dot_runtime_dot_v1_dot_api__pb2.ContainerLogsRequest.SerializeToString,
             kubelite_dot_api_dot_runtime_dot_v1_dot_api__pb2.LogChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetContainerEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/kubelite.api.runtime.v1.RuntimeService/GetContainerEvents',
+            kubelite_dot_api_dot_runtime_dot_v1_dot_api__pb2.GetEventsRequest.SerializeToString,
+            kubelite_dot_api_dot_runtime_dot_v1_dot_api__pb2.ContainerEventResponse.FromString,
             options,
             channel_credentials,
             insecure,

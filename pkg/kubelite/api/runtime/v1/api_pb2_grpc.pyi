@@ -75,6 +75,11 @@ class RuntimeServiceStub:
     """One stream per TCP connection into the sandbox's network namespace."""
     ContainerLogs: _grpc.UnaryStreamMultiCallable[_api_pb2.ContainerLogsRequest, _api_pb2.LogChunk]
     """The container's log, optionally followed until the container stops."""
+    GetContainerEvents: _grpc.UnaryStreamMultiCallable[_api_pb2.GetEventsRequest, _api_pb2.ContainerEventResponse]
+    """Container lifecycle events of this runtime's pods, as they happen (CRI's
+    evented PLEG): the kubelet resyncs a pod when one of its containers
+    starts, dies or goes, instead of polling every container every second.
+    """
 
 @_typing.type_check_only
 class RuntimeServiceAsyncStub(RuntimeServiceStub):
@@ -112,6 +117,11 @@ class RuntimeServiceAsyncStub(RuntimeServiceStub):
     """One stream per TCP connection into the sandbox's network namespace."""
     ContainerLogs: _aio.UnaryStreamMultiCallable[_api_pb2.ContainerLogsRequest, _api_pb2.LogChunk]  # type: ignore[assignment]
     """The container's log, optionally followed until the container stops."""
+    GetContainerEvents: _aio.UnaryStreamMultiCallable[_api_pb2.GetEventsRequest, _api_pb2.ContainerEventResponse]  # type: ignore[assignment]
+    """Container lifecycle events of this runtime's pods, as they happen (CRI's
+    evented PLEG): the kubelet resyncs a pod when one of its containers
+    starts, dies or goes, instead of polling every container every second.
+    """
 
 class RuntimeServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -260,6 +270,17 @@ class RuntimeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_api_pb2.LogChunk], _abc.AsyncIterator[_api_pb2.LogChunk]]:
         """The container's log, optionally followed until the container stops."""
+
+    @_abc_1.abstractmethod
+    def GetContainerEvents(
+        self,
+        request: _api_pb2.GetEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_api_pb2.ContainerEventResponse], _abc.AsyncIterator[_api_pb2.ContainerEventResponse]]:
+        """Container lifecycle events of this runtime's pods, as they happen (CRI's
+        evented PLEG): the kubelet resyncs a pod when one of its containers
+        starts, dies or goes, instead of polling every container every second.
+        """
 
 def add_RuntimeServiceServicer_to_server(servicer: RuntimeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
