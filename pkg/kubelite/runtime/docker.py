@@ -689,8 +689,10 @@ def _container_state(status: str) -> rt.ContainerState:
             "removing": rt.CONTAINER_EXITED}.get(status, rt.CONTAINER_UNKNOWN)
 
 
-_OWN_LABELS = frozenset({LABEL_POD_UID, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_CONTAINER_NAME,
-                         LABEL_SANDBOX_ID, LABEL_TYPE, LABEL_ATTEMPT, LABEL_NODE})
+# Labels that are the runtime's own bookkeeping. The pod's identity labels
+# (uid, name, namespace, container name) are the kubelet's and go back to it,
+# so that it can filter on them as it does with any runtime.
+_OWN_LABELS = frozenset({LABEL_SANDBOX_ID, LABEL_TYPE, LABEL_ATTEMPT, LABEL_NODE})
 
 
 def _user_labels(labels: dict[str, str]) -> dict[str, str]:
