@@ -155,7 +155,7 @@ class Kubelet:
             cap = parse_quantity(alloc[res])
             if used + want[res] > cap:
                 scale = 1000 if res == "cpu" else 1  # Kubernetes reports CPU in millicores here
-                return f"Outof{res}", (f"Pod was rejected: Node didn't have enough resource: {res}, requested: "
+                return f"OutOf{res}", (f"Pod was rejected: Node didn't have enough resource: {res}, requested: "
                                        f"{int(want[res] * scale)}, used: {int(used * scale)}, "
                                        f"capacity: {int(cap * scale)}")
         mine = _host_ports(pod)

@@ -422,6 +422,11 @@ class PodSyncer:
         if delay is not None:
             return delay
         attempt = state.next_attempt(c.name)
+        # A container removed behind our back leaves no instance to count from; the
+        # reported status still knows how often it ran (as Kubernetes' kubelet does).
+        for reported in list(pod.status.container_statuses) + list(pod.status.init_container_statuses):
+            if reported.name == c.name and reported.container_id:
+                attempt = max(attempt, reported.restart_count + 1)
         try:
             env = convert.container_env(pod, c, sources)
             mounts = volumes.container_mounts(pod, c, paths)

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import ipaddress
 import logging
+import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -63,6 +66,7 @@ T = TypeVar("T")
 LABEL_NETWORK = "io.kubelite.network"
 _PROTO = {rt.TCP: "tcp", rt.UDP: "udp", rt.SCTP: "sctp"}
 _DEFAULT_CPU_PERIOD = 100_000
+OOM_SETTLE_NS = 1_000_000_000
 
 
 def parse_docker_time(text: str) -> int:
@@ -121,6 +125,7 @@ class DockerRuntime:
         self._pod_cidr = ""
         self._pause_ready = False
         self._engine_version = ""
+        self._oom_seen: dict[str, bool] = {}
 
     # ---- plumbing ----
 
@@ -406,11 +411,24 @@ class DockerRuntime:
         if labels.get(LABEL_TYPE) != TYPE_CONTAINER:
             raise NotFoundError(f"{container_id} is not a pod container")
         state = info["State"]
+        # The engine records OOMKilled from containerd's OOM event, which can land just
+        # after the exit itself: a fresh SIGKILL exit gets a second look before it is
+        # reported as a plain Error.
+        finished = parse_docker_time(state.get("FinishedAt", ""))
+        if (state.get("Status") == "exited" and state.get("ExitCode") == 137 and not state.get("OOMKilled")
+                and 0 < time.time_ns() - finished < OOM_SETTLE_NS):
+            await asyncio.sleep(OOM_SETTLE_NS / 1e9)
+            info = await self._call(self._api.inspect_container, container_id)
+            state = info["State"]
+        oom = bool(state.get("OOMKilled"))
+        if (not oom and state.get("Status") == "exited" and state.get("ExitCode") == 137
+                and info["HostConfig"].get("Memory")):
+            oom = await self._kernel_saw_oom(info["Id"])
         st = _container_state(str(state.get("Status", "")))
         reason = ""
         exit_code = int(state.get("ExitCode") or 0)
         if st == rt.CONTAINER_EXITED:
-            if state.get("OOMKilled"):
+            if oom:
                 reason = "OOMKilled"
             else:
                 reason = "Completed" if exit_code == 0 else "Error"
@@ -425,6 +443,24 @@ class DockerRuntime:
             image_ref=info.get("Image", ""), reason=reason, message=str(state.get("Error") or ""),
             labels=_user_labels(labels), annotations=_annotations(labels), mounts=mounts,
             log_path=info.get("LogPath") or "", pod_sandbox_id=labels.get(LABEL_SANDBOX_ID, ""))
+
+    async def _kernel_saw_oom(self, container_id: str) -> bool:
+        """Whether the kernel's log shows a memory-cgroup OOM kill in this container.
+
+        Seen on these machines (Docker 20.10, cgroup v1, a loaded host): the kernel
+        OOM-kills inside the container's memory cgroup, yet the engine's OOMKilled
+        stays false because containerd's OOM notification lost the race with the
+        exit. The kernel's own record (``oom_memcg=/docker/<id>``) is the truth; it
+        is read only for SIGKILL exits of memory-limited containers, and cached.
+        """
+        if container_id in self._oom_seen:
+            return self._oom_seen[container_id]
+        found = await asyncio.get_running_loop().run_in_executor(self._pool, _kmsg_mentions,
+                                                                  f"oom_memcg=/docker/{container_id}")
+        self._oom_seen[container_id] = found
+        if len(self._oom_seen) > 4096:
+            self._oom_seen.clear()
+        return found
 
     async def list_containers(self, flt: rt.ContainerFilter | None = None) -> list[rt.Container]:
         flt = flt or rt.ContainerFilter()
@@ -672,6 +708,30 @@ class DockerRuntime:
     async def remove_image(self, image: str) -> None:
         with contextlib.suppress(NotFoundError):
             await self._call(self._api.remove_image, image)
+
+
+def _kmsg_mentions(needle: str) -> bool:
+    """Scans the kernel ring buffer (/dev/kmsg, non-blocking) for ``needle``; False when unreadable."""
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        while True:
+            try:
+                record = os.read(fd, 8192)
+            except BlockingIOError:
+                return False
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:  # a record was overwritten while reading: go on
+                    continue
+                return False
+            if not record:
+                return False
+            if needle.encode() in record:
+                return True
+    finally:
+        os.close(fd)
 
 
 def _split_ref(image: str) -> tuple[str, str]:
