@@ -96,9 +96,11 @@ def linux_resources(c: core.Container) -> rt.LinuxContainerResources:
     """requests/limits -> cgroup numbers, as the kubelet computes them for Docker."""
     res = rt.LinuxContainerResources()
     limits, requests = c.resources.limits, c.resources.requests
+    # A limit without a request means request = limit (the API's defaulting).
+    cpu_field = "resources.requests.cpu" if requests.get("cpu") else "resources.limits.cpu"
     cpu_request = requests.get("cpu") or limits.get("cpu")
     if cpu_request:
-        milli = _qty(cpu_request, "resources.requests.cpu") * 1000
+        milli = _qty(cpu_request, cpu_field) * 1000
         res.cpu_shares = max(MIN_SHARES, min(MAX_SHARES, int(milli * SHARES_PER_CPU / 1000)))
     else:
         res.cpu_shares = MIN_SHARES  # BestEffort CPU, as Kubernetes gives it

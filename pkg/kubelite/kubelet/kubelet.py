@@ -234,19 +234,22 @@ class Kubelet:
     async def _runtime_info(self) -> None:
         """Runtime version and images for the node status; refreshed slowly."""
         while True:
-            try:
-                v = await self.runtime.version()
-                self._runtime_name = v.runtime_name
-                self.syncer.ctx.runtime_name = v.runtime_name
-                self._runtime_version = f"{v.runtime_name}://{v.runtime_version}"
-                images = await self.runtime.list_images()
-                self._images = [core.ContainerImage(names=list(i.repo_tags) + list(i.repo_digests),
-                                                    size_bytes=int(i.size)) for i in images if i.repo_tags][:50]
-                if self._runtime_error.startswith("container runtime is down"):
-                    self._runtime_error = ""
-            except RuntimeError_ as exc:
-                self._runtime_error = f"container runtime is down: {exc}"
             await asyncio.sleep(60.0)
+            await self._refresh_runtime_info()
+
+    async def _refresh_runtime_info(self) -> None:
+        try:
+            v = await self.runtime.version()
+            self._runtime_name = v.runtime_name
+            self.syncer.ctx.runtime_name = v.runtime_name
+            self._runtime_version = f"{v.runtime_name}://{v.runtime_version}"
+            images = await self.runtime.list_images()
+            self._images = [core.ContainerImage(names=list(i.repo_tags) + list(i.repo_digests),
+                                                size_bytes=int(i.size)) for i in images if i.repo_tags][:50]
+            if self._runtime_error.startswith("container runtime is down"):
+                self._runtime_error = ""
+        except RuntimeError_ as exc:
+            self._runtime_error = f"container runtime is down: {exc}"
 
     async def _runtime_events(self) -> None:
         """Container events enqueue their pod; a broken stream reopens after a pause."""
@@ -282,6 +285,7 @@ class Kubelet:
         """Runs until cancelled; every task is named and owned by the TaskGroup."""
         if self._pod_cidr:
             await self.runtime.update_runtime_config(self._pod_cidr)
+        await self._refresh_runtime_info()
         name = self.cfg.node_name
         try:
             async with asyncio.TaskGroup() as tg:
