@@ -434,3 +434,70 @@ async def test_a_restarted_kubelet_keeps_running_containers(node: str, ns: str, 
     assert engine.inspect_container(before)["State"]["Running"]
     for name in ("steady", "after"):
         await client.delete(core.Pod, name, ns)
+
+
+async def test_kubelet_api_serves_logs_previous_logs_exec_and_port_forward(
+        node: str, ns: str, client: Client, kubelet: KubeletProcess) -> None:
+    import grpc
+
+    from kubelite.api.service.v1 import streaming_pb2 as st
+    from kubelite.api.service.v1 import streaming_pb2_grpc as st_grpc
+
+    # Attempt 0 prints and exits at once; attempt 1 (the restart) serves HTTP and keeps running.
+    script = ("if [ -f /state/ran ]; then echo second; echo hi-pf > /tmp/index.html; "
+              "exec httpd -f -p 127.0.0.1:8080 -h /tmp; fi; touch /state/ran; echo first; exit 1")
+    c = box("app", script, volume_mounts=[core.VolumeMount(name="state", mount_path="/state")])
+    pod = make_pod("streams", ns, node, c)
+    pod.spec.volumes.append(core.Volume(name="state", empty_dir=core.EmptyDirVolumeSource()))
+    await client.create(pod)
+    p = await wait_pod(client, ns, "streams", lambda p: running(p) and cstatus(p, "app").restart_count == 1)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{kubelet.port}")
+    stub = st_grpc.PodStreamServiceStub(channel)
+    try:
+        async def logs(**kw: object) -> bytes:
+            req = st.PodLogRequest(namespace=ns, name="streams", pod_uid=p.metadata.uid, **kw)  # type: ignore[arg-type]
+            return b"".join([c.data async for c in stub.Log(req)])
+
+        async with asyncio.timeout(10):
+            while await logs() != b"second\n":
+                await asyncio.sleep(0.2)
+        assert await logs(previous=True) == b"first\n"
+        assert (await logs(timestamps=True)).endswith(b" second\n")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await logs(container="nope")
+        assert "container nope is not valid" in (err.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Log(st.PodLogRequest(namespace=ns, name="streams", pod_uid="other-uid")).read()
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+        async def exec_frames() -> AsyncIterator[st.StreamFrame]:
+            yield st.StreamFrame(start=st.ExecStart(namespace=ns, name="streams", command=[
+                "sh", "-c", "read x; echo got-$x; echo err >&2; exit 4"], stdin=True, stdout=True, stderr=True))
+            yield st.StreamFrame(stdin=b"hello\n")
+            yield st.StreamFrame(close_stdin=True)
+
+        out, errs, code = b"", b"", None
+        async for frame in stub.Exec(exec_frames()):
+            kind = frame.WhichOneof("frame")
+            if kind == "stdout":
+                out += frame.stdout
+            elif kind == "stderr":
+                errs += frame.stderr
+            elif kind == "exit":
+                code = frame.exit.exit_code
+        assert (out, errs, code) == (b"got-hello\n", b"err\n", 4)
+
+        async def pf_frames() -> AsyncIterator[st.PortForwardFrame]:
+            yield st.PortForwardFrame(start=st.PortForwardStart(namespace=ns, name="streams", port=8080))
+            yield st.PortForwardFrame(data=b"GET /index.html HTTP/1.0\r\n\r\n")
+
+        body = b""
+        async with asyncio.timeout(20):
+            async for frame in stub.PortForward(pf_frames()):
+                if frame.WhichOneof("frame") == "data":
+                    body += frame.data
+        assert body.startswith(b"HTTP/1.")
+        assert body.endswith(b"hi-pf\n")
+    finally:
+        await channel.close()
+    await client.delete(core.Pod, "streams", ns)

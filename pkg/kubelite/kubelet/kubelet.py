@@ -336,11 +336,15 @@ async def run(cfg: KubeletConfig) -> None:
     kubelet = Kubelet(cfg, client, runtime)
     runner = await start_health_server(make_health_app(lambda: kubelet.ready.is_set()), cfg.healthz_bind_address,
                                        cfg.healthz_port)
+    from kubelite.kubelet.streaming import serve_streaming
+
+    stream_server = await serve_streaming(kubelet, cfg.address, cfg.port)
     log.info("kubelet %s starting: runtime %s, node IP %s, pod CIDR %s", cfg.node_name,
              cfg.container_runtime_endpoint or cfg.runtime, kubelet.node_ip, cfg.pod_cidr or "(from the Node)")
     try:
         await kubelet.run()
     finally:
+        await stream_server.stop(1.0)
         await runner.cleanup()
         await runtime.close()
         await client.close()

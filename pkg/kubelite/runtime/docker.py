@@ -588,6 +588,9 @@ class DockerRuntime:
                 elif kind == "resize":
                     with contextlib.suppress(Exception):
                         await self._call(resize, frame.resize)
+            # The caller's stream ended: that is EOF on stdin too.
+            with contextlib.suppress(OSError):
+                raw.shutdown(socket.SHUT_WR)
 
         thread = threading.Thread(target=reader, name="docker-stream", daemon=True)
         thread.start()
