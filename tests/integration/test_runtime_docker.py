@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import docker
 import pytest
@@ -300,3 +301,35 @@ async def test_container_events_follow_starts_and_deaths(runtime: DockerRuntime)
         with contextlib.suppress(asyncio.CancelledError):
             await consumer
     assert (cid, "app", rt.CONTAINER_STARTED_EVENT) in seen
+
+
+async def test_the_docker_runtime_over_a_unix_socket(runtime: DockerRuntime, tmp_path: Path) -> None:
+    from kubelite.runtime.remote import RemoteRuntime, serve_runtime
+
+    endpoint = f"unix://{tmp_path / 'runtime.sock'}"
+    server = await serve_runtime(runtime, endpoint)
+    remote = RemoteRuntime(endpoint)
+    try:
+        assert (await remote.version()).runtime_name == "docker"
+        sc = sandbox_config("remote")
+        sid = await remote.run_pod_sandbox(sc)
+        cc = container_config("app", "echo over-the-socket; exec sleep 300")
+        cid = await remote.create_container(sid, cc, sc)
+        await remote.start_container(cid)
+        assert (await remote.container_status(cid)).state == rt.CONTAINER_RUNNING
+        res = await remote.exec_sync(cid, ["sh", "-c", "exit 9"])
+        assert res.exit_code == 9
+        async with asyncio.timeout(10):
+            while True:
+                out = b"".join([c.data async for c in remote.container_logs(rt.ContainerLogsRequest(
+                    container_id=cid))])
+                if out:
+                    break
+                await asyncio.sleep(0.1)
+        assert out == b"over-the-socket\n"
+        await remote.remove_pod_sandbox(sid)
+        with pytest.raises(NotFoundError):
+            await remote.container_status(cid)
+    finally:
+        await remote.close()
+        await server.stop(None)

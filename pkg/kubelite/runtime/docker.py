@@ -39,6 +39,7 @@ import docker.errors
 
 from kubelite.api.runtime.v1 import api_pb2 as rt
 from kubelite.runtime import images as imagebuild
+from kubelite.runtime import metrics
 from kubelite.runtime.interface import (
     LABEL_ATTEMPT,
     LABEL_CONTAINER_NAME,
@@ -129,10 +130,22 @@ class DockerRuntime:
 
     # ---- plumbing ----
 
-    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _engine(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """One engine call in the pool, timed per operation for the metrics."""
         loop = asyncio.get_running_loop()
+        op = getattr(fn, "__name__", "call").lstrip("_")
+        started = time.monotonic()
         try:
             return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        except Exception:
+            metrics.ERRORS.labels(op).inc()
+            raise
+        finally:
+            metrics.OPERATIONS.labels(op).observe(time.monotonic() - started)
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return await self._engine(fn, *args, **kwargs)
         except docker.errors.NotFound as exc:
             raise NotFoundError(str(exc.explanation or exc)) from exc
         except docker.errors.APIError as exc:
