@@ -39,6 +39,7 @@ from tests.support.kubelet import KubeletProcess
 
 SUBNET_RAW = "10.231.81.0/24"
 SUBNET_PODS = "10.231.80.0/24"
+SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 
 def pct(values: list[float], p: float) -> float:
@@ -46,35 +47,53 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
 
 
-def raw_docker(n: int, tag: str) -> list[float]:
-    api = docker.APIClient(version="auto")
-    net_name = f"kubelite-bench-raw-{tag}"
-    api.create_network(net_name, driver="bridge", ipam=docker.types.IPAMConfig(
-        pool_configs=[docker.types.IPAMPool(subnet=SUBNET_RAW, gateway=SUBNET_RAW.replace("0/24", "1"))]))
-    times: list[float] = []
-    made: list[str] = []
-    try:
-        for i in range(n):
-            t0 = time.perf_counter()
-            sb = api.create_container(pause_image(), name=f"bench-raw-{tag}-sb-{i}", labels={"kubelite-bench": tag},
-                                      host_config=api.create_host_config(network_mode=net_name, ipc_mode="shareable"),
-                                      networking_config=api.create_networking_config(
-                                          {net_name: api.create_endpoint_config()}))["Id"]
-            made.append(sb)
-            api.start(sb)
-            app = api.create_container(busybox_image(), ["sleep", "3600"], name=f"bench-raw-{tag}-app-{i}",
-                                       labels={"kubelite-bench": tag},
-                                       host_config=api.create_host_config(network_mode=f"container:{sb}",
-                                                                          ipc_mode=f"container:{sb}"))["Id"]
-            made.append(app)
-            api.start(app)
-            times.append(time.perf_counter() - t0)
-    finally:
-        for cid in reversed(made):
-            api.remove_container(cid, force=True)
-        api.remove_network(net_name)
-        api.close()
-    return times
+class RawDocker:
+    """The baseline: a pod's worth of containers straight through the Docker API."""
+
+    def __init__(self, tag: str) -> None:
+        self.api = docker.APIClient(version="auto")
+        self.tag = tag
+        self.net = f"kubelite-bench-raw-{tag}"
+        self.made: list[str] = []
+        self.api.create_network(self.net, driver="bridge", ipam=docker.types.IPAMConfig(
+            pool_configs=[docker.types.IPAMPool(subnet=SUBNET_RAW, gateway=SUBNET_RAW.replace("0/24", "1"))]))
+
+    def pod(self, i: int) -> float:
+        api, net = self.api, self.net
+        t0 = time.perf_counter()
+        sb = api.create_container(pause_image(), name=f"bench-raw-{self.tag}-sb-{i}",
+                                  labels={"kubelite-bench": self.tag},
+                                  host_config=api.create_host_config(network_mode=net, ipc_mode="shareable"),
+                                  networking_config=api.create_networking_config({net: api.create_endpoint_config()}))
+        self.made.append(sb["Id"])
+        api.start(sb["Id"])
+        app = api.create_container(busybox_image(), ["sleep", "3600"], name=f"bench-raw-{self.tag}-app-{i}",
+                                   labels={"kubelite-bench": self.tag},
+                                   host_config=api.create_host_config(network_mode=f"container:{sb['Id']}",
+                                                                      ipc_mode=f"container:{sb['Id']}"))
+        self.made.append(app["Id"])
+        api.start(app["Id"])
+        return time.perf_counter() - t0
+
+    def burst(self, n: int, workers: int = 8) -> list[float]:
+        """n pods at once from ``workers`` threads (the kubelet's Docker pool size): each
+        pod's time from the start of the burst to its app container running."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        t0 = time.perf_counter()
+
+        def one(i: int) -> float:
+            self.pod(1000 + i)
+            return time.perf_counter() - t0
+
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(one, range(n)))
+
+    def close(self) -> None:
+        for cid in reversed(self.made):
+            self.api.remove_container(cid, force=True)
+        self.api.remove_network(self.net)
+        self.api.close()
 
 
 def pod(name: str, ns: str, node: str) -> core.Pod:
@@ -86,23 +105,28 @@ def pod(name: str, ns: str, node: str) -> core.Pod:
     return p
 
 
-async def watch_running(client: Client, ns: str, rv: str, names: set[str], created: dict[str, float],
-                        done: dict[str, float]) -> None:
+async def watch_running(client: Client, ns: str, rv: str, names: set[str], done: dict[str, float],
+                        arrived: asyncio.Event) -> None:
     async with contextlib.aclosing(client.watch(core.Pod, ns, resource_version=rv)) as events:
         async for ev in events:
             name = ev.object.metadata.name
             if ev.type in ("ADDED", "MODIFIED") and ev.object.status.phase == "Running" and name not in done:
                 done[name] = time.perf_counter()
+                arrived.set()
                 if set(done) >= names:
                     return
 
 
-async def kubelet_latency(client: Client, ns: str, node: str, prefix: str, n: int, burst: bool) -> list[float]:
+async def kubelet_latency(client: Client, ns: str, node: str, prefix: str, n: int, burst: bool,
+                          raw: RawDocker | None = None, raw_times: list[float] | None = None) -> list[float]:
+    """create -> Running through a watch; one at a time (a raw Docker pod before each,
+    when ``raw`` is given, so both see the same machine load) or all at once."""
     created: dict[str, float] = {}
     done: dict[str, float] = {}
     names = {f"{prefix}-{i}" for i in range(n)}
     rv = (await client.list(core.Pod, ns)).resource_version
-    watcher = asyncio.create_task(watch_running(client, ns, rv, names, created, done), name="bench-watch")
+    arrived = asyncio.Event()
+    watcher = asyncio.create_task(watch_running(client, ns, rv, names, done, arrived), name="bench-watch")
     try:
         if burst:
             async def create(name: str) -> None:
@@ -111,11 +135,14 @@ async def kubelet_latency(client: Client, ns: str, node: str, prefix: str, n: in
             await asyncio.gather(*(create(name) for name in sorted(names)))
         else:
             for i in range(n):
+                if raw is not None and raw_times is not None:
+                    raw_times.append(await asyncio.to_thread(raw.pod, i))
                 name = f"{prefix}-{i}"
                 created[name] = time.perf_counter()
                 await client.create(pod(name, ns, node))
                 while name not in done:
-                    await asyncio.sleep(0.01)
+                    arrived.clear()
+                    await arrived.wait()
         await asyncio.wait_for(watcher, 300)
     finally:
         watcher.cancel()
@@ -142,8 +169,9 @@ async def bench(n: int, idle: float) -> None:
     api = docker.APIClient(version="auto")
     ensure_pause_image(api)
     ensure_busybox_image(api)
-    raw = raw_docker(min(n, 10), tag)
-    base = Path(tempfile.mkdtemp(prefix="kubelite-bench-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
+    raw_docker = RawDocker(tag)
+    raw: list[float] = []
+    base = Path(tempfile.mkdtemp(prefix="kubelite-bench-", dir=SCRATCH))
     node = f"bench-{tag}"
     network = f"kubelite-{node}"
     try:
@@ -157,8 +185,10 @@ async def bench(n: int, idle: float) -> None:
                 await client.create(ns)
                 # One warm-up pod: the pause image check and the network are first-use costs.
                 await kubelet_latency(client, "bench", node, "warm", 1, burst=False)
-                seq = await kubelet_latency(client, "bench", node, "seq", n, burst=False)
+                seq = await kubelet_latency(client, "bench", node, "seq", n, burst=False, raw=raw_docker,
+                                            raw_times=raw)
                 burst = await kubelet_latency(client, "bench", node, "burst", n, burst=True)
+                raw_burst = await asyncio.to_thread(raw_docker.burst, n)
                 assert kubelet.proc is not None
                 pid = kubelet.proc.pid
                 rss = proc_rss_mb(pid)
@@ -166,17 +196,21 @@ async def bench(n: int, idle: float) -> None:
                 c0, t0 = proc_cpu_seconds(pid), time.monotonic()
                 await asyncio.sleep(idle)
                 cpu = (proc_cpu_seconds(pid) - c0) / (time.monotonic() - t0) * 100
-                running = 2 * n + 1
+                running = 2 * n + 1  # warm-up, sequential and burst pods
     finally:
+        raw_docker.close()
         for c in api.containers(all=True, filters={"label": [f"io.kubelite.node={node}"]}):
             api.remove_container(c["Id"], force=True)
         for net in api.networks(names=[network]):
             if net["Name"] == network:
                 api.remove_network(net["Id"])
         api.close()
-        shutil.rmtree(base, ignore_errors=True)
+        if os.environ.get("KUBELITE_BENCH_KEEP"):
+            console.print(f"logs kept in {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
     raw_p50 = pct(raw, 50)
-    table = Table(title=f"Pod startup on one node ({n} pods; raw Docker over {len(raw)} pods, same run)")
+    table = Table(title=f"Pod startup on one node ({n} pods; raw Docker interleaved with the kubelet's, same run)")
     for col in ("measure", "p50 s", "p99 s", "p50 / raw p50"):
         table.add_column(col, justify="right" if col != "measure" else "left")
     table.add_row("raw Docker: sandbox + app create/start", f"{raw_p50:.3f}", f"{pct(raw, 99):.3f}", "1.00")
@@ -184,6 +218,8 @@ async def bench(n: int, idle: float) -> None:
                   f"{pct(seq, 50) / raw_p50:.2f}")
     table.add_row(f"kubelet, burst of {n}: create -> Running (watch)", f"{pct(burst, 50):.3f}",
                   f"{pct(burst, 99):.3f}", f"{pct(burst, 50) / raw_p50:.2f}")
+    table.add_row(f"raw Docker, burst of {n} from 8 threads", f"{pct(raw_burst, 50):.3f}",
+                  f"{pct(raw_burst, 99):.3f}", f"{pct(raw_burst, 50) / raw_p50:.2f}")
     console.print(table)
     console.print(f"kubelet RSS with {running} pods running: {rss:.1f} MB; CPU at rest over {idle:.0f} s: "
                   f"{cpu:.2f}% of a core")

@@ -234,7 +234,7 @@ class PodSyncer:
                                              cluster_domain=self.ctx.cluster_domain)
         # Volumes are refreshed on every sync: configMap and secret contents follow their objects.
         try:
-            paths, sources = await self._volumes(pod, sandbox.network.ip)
+            paths, loader = await self._volumes(pod, sandbox.network.ip)
         except (volumes.VolumeError, convert.ConfigError) as exc:
             self.recorder.record(pod_ref(pod), "Warning", "FailedMount", str(exc))
             for c in list(pod.spec.init_containers) + list(pod.spec.containers):
@@ -263,7 +263,7 @@ class PodSyncer:
                     notes.waiting[c.name] = Waiting("CrashLoopBackOff", self._backoff_message(pod, c.name, notes))
                     retry.append(delay)
                     break
-            d = await self._start_container(pod, c, state, sandbox.id, sandbox_cfg, paths, sources, notes)
+            d = await self._start_container(pod, c, state, sandbox.id, sandbox_cfg, paths, loader, notes)
             if d is not None:
                 retry.append(d)
             break
@@ -305,7 +305,7 @@ class PodSyncer:
                                                         self._backoff_message(pod, c.name, notes))
                         retry.append(delay)
                         continue
-                d = await self._start_container(pod, c, state, sandbox.id, sandbox_cfg, paths, sources, notes)
+                d = await self._start_container(pod, c, state, sandbox.id, sandbox_cfg, paths, loader, notes)
                 if d is not None:
                     retry.append(d)
         await self._prune(state)
@@ -344,26 +344,9 @@ class PodSyncer:
         with contextlib.suppress(OSError):
             notes.messages[cur.id] = path.read_bytes()[:TERMINATION_MESSAGE_LIMIT].decode(errors="replace")
 
-    async def _volumes(self, pod: core.Pod, pod_ip: str) -> tuple[dict[str, Path], convert.EnvSources]:
-        ns = pod.metadata.namespace
-        cm_names: set[str] = set()
-        secret_names: set[str] = set()
-        for c in list(pod.spec.init_containers) + list(pod.spec.containers):
-            for ef in c.env_from:
-                if ef.HasField("config_map_ref"):
-                    cm_names.add(ef.config_map_ref.name)
-                if ef.HasField("secret_ref"):
-                    secret_names.add(ef.secret_ref.name)
-            for e in c.env:
-                if e.value_from.HasField("config_map_key_ref"):
-                    cm_names.add(e.value_from.config_map_key_ref.name)
-                if e.value_from.HasField("secret_key_ref"):
-                    secret_names.add(e.value_from.secret_key_ref.name)
-        for v in pod.spec.volumes:
-            if v.HasField("config_map"):
-                cm_names.add(v.config_map.name)
-            if v.HasField("secret"):
-                secret_names.add(v.secret.secret_name)
+    async def _fetch(self, ns: str, cm_names: set[str], secret_names: set[str]) -> tuple[
+            dict[str, core.ConfigMap], dict[str, core.Secret]]:
+        """The named ConfigMaps and Secrets that exist (a missing one is simply absent)."""
         cms: dict[str, core.ConfigMap] = {}
         secrets: dict[str, core.Secret] = {}
         for n in cm_names:
@@ -372,15 +355,19 @@ class PodSyncer:
         for n in secret_names:
             with contextlib.suppress(StatusError):
                 secrets[n] = await self.client.get(core.Secret, n, ns)
-        svc_env: dict[str, str] = {}
-        if not pod.spec.HasField("enable_service_links") or pod.spec.enable_service_links:
-            with contextlib.suppress(StatusError):
-                svc_env = convert.service_env((await self.client.list(core.Service, ns)).items)
-        sources = convert.EnvSources(config_maps=cms, secrets=secrets, service_env=svc_env, pod_ip=pod_ip,
-                                     host_ip=self.ctx.host_ip, node_name=self.ctx.node_name)
-        vsrc = volumes.VolumeSources(config_maps=cms, secrets=secrets, env=sources)
+        return cms, secrets
+
+    async def _volumes(self, pod: core.Pod, pod_ip: str) -> tuple[dict[str, Path], _EnvLoader]:
+        """Sets up the pod's volumes (API reads only for configMap/secret volumes) and
+        returns a loader for the containers' environment, read only when a container starts."""
+        cm_names = {v.config_map.name for v in pod.spec.volumes if v.HasField("config_map")}
+        secret_names = {v.secret.secret_name for v in pod.spec.volumes if v.HasField("secret")}
+        cms, secrets = await self._fetch(pod.metadata.namespace, cm_names, secret_names)
+        base = convert.EnvSources(config_maps=cms, secrets=secrets, service_env={}, pod_ip=pod_ip,
+                                  host_ip=self.ctx.host_ip, node_name=self.ctx.node_name)
+        vsrc = volumes.VolumeSources(config_maps=cms, secrets=secrets, env=base)
         paths = await asyncio.to_thread(volumes.setup_volumes, self.ctx.root_dir, pod, vsrc)
-        return paths, sources
+        return paths, _EnvLoader(self, pod, base)
 
     async def _ensure_image(self, pod: core.Pod, c: core.Container, notes: PodNotes) -> float | None:
         """Makes the image present per imagePullPolicy; returns a retry delay when it is not."""
@@ -416,7 +403,7 @@ class PodSyncer:
 
     async def _start_container(self, pod: core.Pod, c: core.Container, state: PodRuntimeState, sandbox_id: str,
                                sandbox_cfg: rt.PodSandboxConfig, paths: dict[str, Path],
-                               sources: convert.EnvSources, notes: PodNotes) -> float | None:
+                               loader: _EnvLoader, notes: PodNotes) -> float | None:
         ref = pod_ref(pod, f"spec.containers{{{c.name}}}")
         delay = await self._ensure_image(pod, c, notes)
         if delay is not None:
@@ -428,7 +415,7 @@ class PodSyncer:
             if reported.name == c.name and reported.container_id:
                 attempt = max(attempt, reported.restart_count + 1)
         try:
-            env = convert.container_env(pod, c, sources)
+            env = convert.container_env(pod, c, await loader.get())
             mounts = volumes.container_mounts(pod, c, paths)
         except (convert.ConfigError, volumes.VolumeError) as exc:
             notes.waiting[c.name] = Waiting("CreateContainerConfigError", str(exc))
@@ -594,6 +581,46 @@ class PodSyncer:
         updated.status.CopyFrom(status)
         updated.metadata.resource_version = ""
         await self.client.update_status(updated)
+
+
+class _EnvLoader:
+    """Reads what the containers' env refers to once per sync, and only if a container starts."""
+
+    def __init__(self, syncer: PodSyncer, pod: core.Pod, base: convert.EnvSources) -> None:
+        self._syncer = syncer
+        self._pod = pod
+        self._base = base
+        self._loaded: convert.EnvSources | None = None
+
+    async def get(self) -> convert.EnvSources:
+        if self._loaded is not None:
+            return self._loaded
+        pod = self._pod
+        ns = pod.metadata.namespace
+        cm_names: set[str] = set()
+        secret_names: set[str] = set()
+        for c in list(pod.spec.init_containers) + list(pod.spec.containers):
+            for ef in c.env_from:
+                if ef.HasField("config_map_ref"):
+                    cm_names.add(ef.config_map_ref.name)
+                if ef.HasField("secret_ref"):
+                    secret_names.add(ef.secret_ref.name)
+            for e in c.env:
+                if e.value_from.HasField("config_map_key_ref"):
+                    cm_names.add(e.value_from.config_map_key_ref.name)
+                if e.value_from.HasField("secret_key_ref"):
+                    secret_names.add(e.value_from.secret_key_ref.name)
+        cms, secrets = await self._syncer._fetch(ns, cm_names - set(self._base.config_maps),
+                                                 secret_names - set(self._base.secrets))
+        svc_env: dict[str, str] = {}
+        if not pod.spec.HasField("enable_service_links") or pod.spec.enable_service_links:
+            with contextlib.suppress(StatusError):
+                svc_env = convert.service_env((await self._syncer.client.list(core.Service, ns)).items)
+        self._loaded = convert.EnvSources(
+            config_maps={**self._base.config_maps, **cms}, secrets={**self._base.secrets, **secrets},
+            service_env=svc_env, pod_ip=self._base.pod_ip, host_ip=self._base.host_ip,
+            node_name=self._base.node_name)
+        return self._loaded
 
 
 def _human(seconds: int) -> str:
