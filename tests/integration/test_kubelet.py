@@ -503,3 +503,41 @@ async def test_kubelet_api_serves_logs_previous_logs_exec_and_port_forward(
     finally:
         await channel.close()
     await client.delete(core.Pod, "streams", ns)
+
+
+async def test_downward_api_subpath_post_start_startup_probe_and_termination_message(
+        node: str, ns: str, client: Client, engine: docker.APIClient) -> None:
+    cm = core.ConfigMap(api_version="v1", kind="ConfigMap", data={"app.conf": "mode=fast\n"})
+    cm.metadata.name, cm.metadata.namespace = "conf", ns
+    await client.create(cm)
+    app = box("app", "exec sleep 600",
+              volume_mounts=[core.VolumeMount(name="info", mount_path="/etc/podinfo"),
+                             core.VolumeMount(name="conf", mount_path="/etc/app.conf", sub_path="app.conf")],
+              lifecycle=core.Lifecycle(post_start=core.LifecycleHandler(
+                  exec=core.ExecAction(command=["sh", "-c", "echo started > /tmp/post-start"]))),
+              startup_probe=core.Probe(exec=core.ExecAction(command=["test", "-f", "/tmp/post-start"]),
+                                       period_seconds=1, failure_threshold=30))
+    quitter = box("quitter", "echo 'bye from quitter' > /dev/termination-log; exit 0")
+    pod = make_pod("features", ns, node, app, quitter, restart_policy="OnFailure")
+    pod.metadata.labels["tier"] = "web"
+    pod.spec.volumes.append(core.Volume(name="info", downward_api=core.DownwardAPIVolumeSource(items=[
+        core.DownwardAPIVolumeFile(path="labels", field_ref=core.ObjectFieldSelector(field_path="metadata.labels")),
+        core.DownwardAPIVolumeFile(path="name", field_ref=core.ObjectFieldSelector(field_path="metadata.name"))])))
+    pod.spec.volumes.append(core.Volume(name="conf", config_map=core.ConfigMapVolumeSource(name="conf")))
+    await client.create(pod)
+    p = await wait_pod(client, ns, "features", lambda p: bool(p.status.container_statuses)
+                       and cstatus(p, "app").ready and cstatus(p, "quitter").state.HasField("terminated"))
+    assert cstatus(p, "app").started
+    t = cstatus(p, "quitter").state.terminated
+    assert (t.exit_code, t.reason, t.message) == (0, "Completed", "bye from quitter\n")
+    cid = docker_id(cstatus(p, "app"))
+
+    def run(*cmd: str) -> str:
+        ex = engine.exec_create(cid, list(cmd))
+        return str(engine.exec_start(ex["Id"]).decode())
+
+    assert run("cat", "/etc/podinfo/name") == "features"
+    assert run("cat", "/etc/podinfo/labels") == 'tier="web"'
+    assert run("cat", "/etc/app.conf") == "mode=fast\n"
+    assert run("cat", "/tmp/post-start") == "started\n"
+    await client.delete(core.Pod, "features", ns)
