@@ -95,9 +95,14 @@ async def wait_pod(client: Client, ns: str, name: str, cond: Callable[[core.Pod]
     try:
         async with asyncio.timeout(timeout):
             while True:
-                last = await client.get(core.Pod, name, ns)
-                if cond(last):
-                    return last
+                try:
+                    last = await client.get(core.Pod, name, ns)
+                except StatusError as exc:
+                    if exc.reason != "NotFound":
+                        raise
+                else:
+                    if cond(last):
+                        return last
                 await asyncio.sleep(0.2)
     except TimeoutError:
         raise AssertionError(f"pod {ns}/{name} did not reach the state in {timeout}s; last status:\n"

@@ -32,7 +32,9 @@ class KubeletProcess:
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 30.0, *, wait_healthy: bool = True) -> None:
+        """Starts the process; waits for /healthz (the Node registered) unless told not to
+        (a kubelet with no API server to register with)."""
         exe = Path(sys.executable).parent / "kubelite-kubelet"
         cmd = [str(exe), f"--master={self.server}", f"--hostname-override={self.node_name}",
                "--node-ip=127.0.0.1", f"--runtime={self.runtime}", f"--root-dir={self.root_dir}",
@@ -41,6 +43,8 @@ class KubeletProcess:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
+        if not wait_healthy:
+            return
         deadline = time.monotonic() + timeout
         url = f"http://127.0.0.1:{self.healthz_port}/healthz"
         while time.monotonic() < deadline:

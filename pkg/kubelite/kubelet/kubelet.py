@@ -37,6 +37,7 @@ from kubelite.kubelet.events import EventRecorder, pod_ref
 from kubelite.kubelet.node import NodeManager, capacity, detect_node_ip
 from kubelite.kubelet.pods import PodSyncer, ProbeResults, SyncContext
 from kubelite.kubelet.probes import ProbeManager
+from kubelite.kubelet.static import ANNOTATION_MIRROR, is_mirror, mirror_of, read_manifests
 from kubelite.kubelet.status import TERMINAL_PHASES, rejected_status
 from kubelite.machinery.errors import StatusError
 from kubelite.machinery.quantity import QuantityError, parse_quantity
@@ -100,6 +101,8 @@ class Kubelet:
                                         lambda: self._images, self._not_ready_reason)
         self._node_uid = ""
         self._admitted: set[str] = set()
+        self.static_pods: dict[str, core.Pod] = {}
+        self.static_synced = asyncio.Event()
         self._rejected: set[str] = set()
         self.ready = asyncio.Event()
 
@@ -171,9 +174,60 @@ class Kubelet:
 
     # ---- sync ----
 
+    async def _desired(self, key: str) -> core.Pod | None:
+        """The pod this key should run: a static pod (its mirror's status attached), else the API's."""
+        api_pod = self.pods.store.get_by_key(key)
+        static_pod = self.static_pods.get(key)
+        if static_pod is None:
+            if api_pod is not None and is_mirror(api_pod):
+                # The mirror of a static pod whose manifest is gone: the mirror goes too.
+                with contextlib.suppress(StatusError):
+                    await self.client.delete(core.Pod, api_pod.metadata.name, api_pod.metadata.namespace,
+                                             grace_period_seconds=0, uid=api_pod.metadata.uid)
+                return None
+            return api_pod
+        pod = core.Pod()
+        pod.CopyFrom(static_pod)
+        mirror_ok = (api_pod is not None and is_mirror(api_pod)
+                     and api_pod.metadata.annotations[ANNOTATION_MIRROR] == static_pod.metadata.uid
+                     and not api_pod.metadata.HasField("deletion_timestamp"))
+        if mirror_ok:
+            assert api_pod is not None
+            pod.status.CopyFrom(api_pod.status)
+            self.syncer.status_uid[static_pod.metadata.uid] = api_pod.metadata.uid
+        elif self.ready.is_set():
+            self.syncer.status_uid[static_pod.metadata.uid] = ""
+            try:
+                if api_pod is not None:
+                    await self.client.delete(core.Pod, api_pod.metadata.name, api_pod.metadata.namespace,
+                                             grace_period_seconds=0, uid=api_pod.metadata.uid)
+                await self.client.create(mirror_of(static_pod, self._node_uid))
+            except StatusError as exc:
+                log.warning("mirror pod %s: %s", key, exc)
+        else:
+            self.syncer.status_uid[static_pod.metadata.uid] = ""
+        self._admitted.add(pod.metadata.uid)
+        return pod
+
+    async def _static_source(self, directory: Path) -> None:
+        """Rereads the manifest directory every 20 s (Kubernetes' file check period)."""
+        while True:
+            found = await asyncio.to_thread(read_manifests, directory, self.cfg.node_name)
+            for key in set(found) | set(self.static_pods):
+                old, new = self.static_pods.get(key), found.get(key)
+                if old is None or new is None or old.metadata.uid != new.metadata.uid:
+                    self.queue.add(key)
+            self.static_pods = found
+            self.static_synced.set()
+            await asyncio.sleep(20.0)
+
     async def _sync(self, key: str) -> None:
         namespace, name = split_key(key)
-        pod = self.pods.store.get_by_key(key)
+        if key not in self.static_pods and not self.pods.has_synced:
+            # Without the full list an absent pod may just be unknown yet: never treat it as gone.
+            self.queue.add_after(key, 1.0)
+            return
+        pod = await self._desired(key)
         started = time.monotonic()
         try:
             if pod is not None and pod.metadata.uid not in self._admitted:
@@ -267,7 +321,7 @@ class Kubelet:
         """Resyncs pods whose runtime objects belong to no pod we know (orphans, adoption)."""
         while True:
             try:
-                known = set(self.pods.store.keys())
+                known = set(self.pods.store.keys()) | set(self.static_pods)
                 for sb in await self.runtime.list_pod_sandbox():
                     key = f"{sb.labels.get(LABEL_POD_NAMESPACE) or sb.metadata.namespace}/" \
                           f"{sb.labels.get(LABEL_POD_NAME) or sb.metadata.name}"
@@ -293,17 +347,23 @@ class Kubelet:
                 tg.create_task(self._runtime_info(), name=f"kubelet-runtime-info-{name}")
                 tg.create_task(self._heartbeat(), name=f"kubelet-heartbeat-{name}")
                 tg.create_task(self.nodes.run(), name=f"kubelet-node-informer-{name}")
+                # Static pods run at once, with or without the API server.
+                if self.cfg.pod_manifest_path:
+                    tg.create_task(self._static_source(Path(self.cfg.pod_manifest_path)),
+                                   name=f"kubelet-static-pods-{name}")
+                for i in range(self.cfg.pod_workers):
+                    tg.create_task(self._worker(), name=f"kubelet-pod-worker-{name}-{i}")
+                tg.create_task(self._runtime_events(), name=f"kubelet-runtime-events-{name}")
                 await self.ready.wait()
                 tg.create_task(self.pods.run(), name=f"kubelet-pod-informer-{name}")
-                tg.create_task(self._runtime_events(), name=f"kubelet-runtime-events-{name}")
                 await self.pods.wait_for_sync()
                 # Pods already running on this node were admitted by a previous kubelet.
                 for pod in self.pods.store.list():
                     if pod.status.phase in ("Running",) or pod.status.container_statuses:
                         self._admitted.add(pod.metadata.uid)
+                for key in self.static_pods:
+                    self.queue.add(key)  # now their mirrors can be made
                 tg.create_task(self._housekeeping(), name=f"kubelet-housekeeping-{name}")
-                for i in range(self.cfg.pod_workers):
-                    tg.create_task(self._worker(), name=f"kubelet-pod-worker-{name}-{i}")
         finally:
             self.queue.shutdown()
             with contextlib.suppress(Exception):

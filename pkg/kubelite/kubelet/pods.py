@@ -133,6 +133,9 @@ class PodSyncer:
         self.probes = probes
         self.notes: dict[str, PodNotes] = {}
         self._on_started = on_started
+        # Static pod uid -> the uid of its mirror pod in the API ("" while it has none):
+        # a static pod's status is written to its mirror.
+        self.status_uid: dict[str, str] = {}
 
     # ---- runtime state ----
 
@@ -563,15 +566,22 @@ class PodSyncer:
         updated = core.Pod()
         updated.CopyFrom(pod)
         updated.status.CopyFrom(status)
+        api_uid = pod.metadata.uid
+        if api_uid in self.status_uid:
+            api_uid = self.status_uid[api_uid]
+            if not api_uid:
+                return  # a static pod without its mirror yet
+            updated.metadata.uid = api_uid
+            updated.metadata.resource_version = ""
         try:
             await self.client.update_status(updated)
         except StatusError as exc:
             if exc.reason != "Conflict":
                 raise
             fresh = await self.client.get(core.Pod, pod.metadata.name, pod.metadata.namespace)
-            if fresh.metadata.uid != pod.metadata.uid:
+            if fresh.metadata.uid != api_uid:
                 return
-            fresh.status.CopyFrom(self.build_status(fresh, state, notes))
+            fresh.status.CopyFrom(status)
             await self.client.update_status(fresh)
         notes.last_status = blob
 
