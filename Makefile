@@ -8,7 +8,7 @@ PROTOS := $(shell find proto -name '*.proto' | sort)
 PROTOC := $(PY) -m grpc_tools.protoc -Iproto --python_out=pkg --pyi_out=pkg --grpc_python_out=pkg \
 	--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=pkg
 
-.PHONY: deps proto proto-check lint typecheck layers check unit integration e2e test bench bench-scheduler up down clean
+.PHONY: deps proto proto-check lint typecheck layers check unit integration e2e test bench bench-scheduler bench-kubelet up down clean
 
 deps:
 	@bash hack/deps.sh
@@ -37,19 +37,29 @@ unit: deps
 	$(VENV)/bin/pytest -q tests/unit
 
 integration: deps
+	@bash hack/docker.sh
 	$(VENV)/bin/pytest -q tests/integration
 
 e2e: deps
+	@bash hack/docker.sh
 	$(VENV)/bin/pytest -q tests/e2e
 
 test: check unit integration e2e
 
 bench: deps
+	@bash hack/docker.sh
 	$(PY) -m bench.run
 	$(PY) -m bench.scheduler
+	@bash hack/docker.sh
+	$(PY) -m bench.kubelet
 
 bench-scheduler: deps
 	$(PY) -m bench.scheduler
+
+# Pod startup latency on one node beside raw Docker (part of `make bench`).
+bench-kubelet: deps
+	@bash hack/docker.sh
+	$(PY) -m bench.kubelet
 
 up: deps
 	@bash hack/up.sh
