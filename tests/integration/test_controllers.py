@@ -394,3 +394,44 @@ async def test_pods_leave_a_node_whose_lease_stops(fast_node_monitor: Controller
         for name in (dead, alive):
             await client.delete(core.Node, name)
             await client.delete(coordination.Lease, name, "kube-node-lease")
+
+
+async def _exists(client: Client, kind: type[Any], name: str, ns: str) -> bool:
+    try:
+        await client.get(kind, name, ns)
+    except StatusError as exc:
+        assert exc.reason == "NotFound"
+        return False
+    return True
+
+
+@pytest.mark.parametrize("policy", ["Background", "Foreground", "Orphan"])
+async def test_deleting_a_deployment_with_each_propagation_policy(
+        policy: str, controller_manager: ControllerManagerProcess, client: Client, ns: str,
+        kubelets: PodStatusWriter) -> None:
+    await client.create(deployment(ns, "gc", 2))
+    await eventually(lambda: _rolled_out(client, ns, "gc", 2))
+    (rs,) = (await client.list(apps.ReplicaSet, ns)).items
+    seen_foreground_wait = False
+    await client.delete(apps.Deployment, "gc", ns, propagation_policy=policy)
+
+    async def settled() -> bool:
+        nonlocal seen_foreground_wait
+        deployment_left = await _exists(client, apps.Deployment, "gc", ns)
+        rs_left = await _exists(client, apps.ReplicaSet, rs.metadata.name, ns)
+        pods = await pods_of(client, ns, "app=gc")
+        if policy == "Foreground" and deployment_left and (rs_left or pods):
+            d = await client.get(apps.Deployment, "gc", ns)
+            seen_foreground_wait = seen_foreground_wait or "foregroundDeletion" in d.metadata.finalizers
+        if policy == "Orphan":
+            return not deployment_left and rs_left and len(pods) == 2
+        return not deployment_left and not rs_left and not pods
+
+    await eventually(settled, timeout=60)
+    if policy == "Orphan":
+        orphan = await client.get(apps.ReplicaSet, rs.metadata.name, ns)
+        assert not orphan.metadata.owner_references
+        for pod in await pods_of(client, ns, "app=gc"):
+            assert [r.uid for r in pod.metadata.owner_references] == [rs.metadata.uid]
+    if policy == "Foreground":
+        assert seen_foreground_wait  # the Deployment waited, with its finalizer, for its dependents
