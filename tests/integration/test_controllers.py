@@ -37,7 +37,7 @@ def controller_manager(apiserver: APIServerProcess, tmp_path: Path) -> Iterator[
 
 @pytest.fixture
 async def kubelets(client: Client, ns: str) -> AsyncIterator[PodStatusWriter]:
-    async with PodStatusWriter(client, ns, ["node-1", "node-2", "node-3"]) as writer:
+    async with PodStatusWriter(client, ns, [f"{ns}-n1", f"{ns}-n2", f"{ns}-n3"]) as writer:
         yield writer
 
 
@@ -166,7 +166,7 @@ async def _rolled_out(client: Client, ns: str, name: str, replicas: int) -> bool
 async def test_rolling_update_stays_within_max_surge_and_max_unavailable(
         controller_manager: ControllerManagerProcess, client: Client, ns: str) -> None:
     # 6 replicas at 25%: maxSurge rounds up to 2, maxUnavailable down to 1.
-    async with PodStatusWriter(client, ns, ["node-1", "node-2"], ready_delay=0.3):
+    async with PodStatusWriter(client, ns, [f"{ns}-n1", f"{ns}-n2"], ready_delay=0.3):
         await client.create(deployment(ns, "roll", 6))
         await eventually(lambda: _rolled_out(client, ns, "roll", 6))
         await eventually(lambda: _count(client, ns, "app=roll", 6))
@@ -435,3 +435,10 @@ async def test_deleting_a_deployment_with_each_propagation_policy(
             assert [r.uid for r in pod.metadata.owner_references] == [rs.metadata.uid]
     if policy == "Foreground":
         assert seen_foreground_wait  # the Deployment waited, with its finalizer, for its dependents
+
+
+async def test_every_namespace_gets_a_default_service_account(controller_manager: ControllerManagerProcess,
+                                                              client: Client, ns: str) -> None:
+    await eventually(lambda: _exists(client, core.ServiceAccount, "default", ns))
+    await client.delete(core.ServiceAccount, "default", ns)
+    await eventually(lambda: _exists(client, core.ServiceAccount, "default", ns))

@@ -23,7 +23,9 @@ from kubelite.controllers.namespace import ClientNamespaceFinalizer, NamespaceCo
 from kubelite.controllers.nodeipam import NodeIPAMController
 from kubelite.controllers.nodelifecycle import NODE_LEASE_NAMESPACE, NodeLifecycleController, TaintManager
 from kubelite.controllers.podcontrol import ClientPodControl
+from kubelite.controllers.podgc import PodGCController
 from kubelite.controllers.replicaset import ReplicaSetController
+from kubelite.controllers.serviceaccount import ServiceAccountsController
 
 Runnable = Callable[[], Coroutine[Any, Any, None]]
 
@@ -146,6 +148,23 @@ def start_garbagecollector(ctx: Any) -> list[tuple[str, Runnable]]:
     return [("garbagecollector", lambda: runner.run(_synced(*informers.values())))]
 
 
+def start_serviceaccount(ctx: Any) -> list[tuple[str, Runnable]]:
+    ns_informer = ctx.factory.informer_for(core.Namespace)
+    sa_informer = ctx.factory.informer_for(core.ServiceAccount)
+    controller = ServiceAccountsController(Lister(ns_informer), Lister(sa_informer), ctx.client)
+    controller.attach(ns_informer, sa_informer)
+    runner = ControllerRunner(controller, ctx.config.concurrent_serviceaccount_syncs)
+    return [("serviceaccount", lambda: runner.run(_synced(ns_informer, sa_informer)))]
+
+
+def start_podgc(ctx: Any) -> list[tuple[str, Runnable]]:
+    pod_informer = ctx.factory.informer_for(core.Pod)
+    node_informer = ctx.factory.informer_for(core.Node)
+    controller = PodGCController(Lister(pod_informer), Lister(node_informer), ctx.client,
+                                 threshold=ctx.config.terminated_pod_gc_threshold)
+    return [("podgc", lambda: controller.run(_synced(pod_informer, node_informer)))]
+
+
 START_FUNCS: dict[str, Callable[[Any], list[tuple[str, Runnable]]]] = {
     "replicaset": start_replicaset,
     "deployment": start_deployment,
@@ -154,4 +173,6 @@ START_FUNCS: dict[str, Callable[[Any], list[tuple[str, Runnable]]]] = {
     "nodelifecycle": start_nodelifecycle,
     "namespace": start_namespace,
     "garbagecollector": start_garbagecollector,
+    "serviceaccount": start_serviceaccount,
+    "podgc": start_podgc,
 }
