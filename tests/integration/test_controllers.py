@@ -442,3 +442,42 @@ async def test_every_namespace_gets_a_default_service_account(controller_manager
     await eventually(lambda: _exists(client, core.ServiceAccount, "default", ns))
     await client.delete(core.ServiceAccount, "default", ns)
     await eventually(lambda: _exists(client, core.ServiceAccount, "default", ns))
+
+
+async def test_a_standby_takes_over_when_the_leader_dies(apiserver: APIServerProcess, client: Client, ns: str,
+                                                         tmp_path: Path) -> None:
+    lease_name = f"cm-{ns[-6:]}"  # a lease of this test's own, so other tests' managers do not interfere
+    args = [*FAST_ELECTION, f"--leader-elect-resource-name={lease_name}", "--controllers=replicaset"]
+    first = ControllerManagerProcess(apiserver.server, tmp_path / "first.log", extra_args=args)
+    second = ControllerManagerProcess(apiserver.server, tmp_path / "second.log", extra_args=args)
+    first.start()
+    try:
+        async def holder() -> str:
+            try:
+                lease = await client.get(coordination.Lease, lease_name, "kube-system")
+            except StatusError:
+                return ""
+            return str(lease.spec.holder_identity)
+
+        await eventually(holder)
+        leader = await holder()
+        second.start()
+        await asyncio.sleep(4)  # more than a lease duration: the standby must still wait
+        assert await holder() == leader
+        lease = await client.get(coordination.Lease, lease_name, "kube-system")
+        transitions = lease.spec.lease_transitions
+        first.kill()  # no release: the standby must wait out the lease
+
+        async def taken_over() -> bool:
+            current = await holder()
+            return bool(current) and current != leader
+
+        await eventually(taken_over, timeout=30)
+        lease = await client.get(coordination.Lease, lease_name, "kube-system")
+        assert lease.spec.lease_transitions == transitions + 1
+        async with PodStatusWriter(client, ns, [f"{ns}-n1"]):
+            await client.create(replicaset(ns, "after", 2))
+            await eventually(lambda: _count(client, ns, "app=after", 2))
+    finally:
+        first.stop()
+        second.stop()
