@@ -481,3 +481,31 @@ async def test_a_standby_takes_over_when_the_leader_dies(apiserver: APIServerPro
     finally:
         first.stop()
         second.stop()
+
+
+@pytest.mark.parametrize(("mutate", "field"), [
+    (lambda d: d.spec.template.metadata.labels.__setitem__("app", "other"), "spec.template.metadata.labels"),
+    (lambda d: (d.spec.strategy.rolling_update.__setattr__("max_surge", "0"),
+                d.spec.strategy.rolling_update.__setattr__("max_unavailable", "0")),
+     "spec.strategy.rollingUpdate.maxUnavailable"),
+    (lambda d: d.spec.__setattr__("replicas", -1), "spec.replicas"),
+])
+async def test_bad_deployments_are_refused_naming_the_field_and_change_nothing(
+        controller_manager: ControllerManagerProcess, client: Client, ns: str, mutate: Callable[[Any], Any],
+        field: str) -> None:
+    bad = deployment(ns, "bad", 2)
+    mutate(bad)
+    with pytest.raises(StatusError) as err:
+        await client.create(bad)
+    assert err.value.reason == "Invalid" and field in [c.field for c in err.value.causes], err.value
+    assert (await client.list(apps.Deployment, ns)).items == []
+    good = await client.create(deployment(ns, "good", 0))
+    changed = apps.Deployment()
+    changed.CopyFrom(good)
+    mutate(changed)
+    with pytest.raises(StatusError) as err:
+        await client.update(changed)
+    assert field in [c.field for c in err.value.causes]
+    current = await client.get(apps.Deployment, "good", ns)
+    assert current.metadata.generation == good.metadata.generation
+    assert current.spec.SerializeToString(deterministic=True) == good.spec.SerializeToString(deterministic=True)

@@ -87,7 +87,7 @@ class PodStatusWriter:
 
     async def _renew_leases(self) -> None:
         while True:
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(10.0)  # the kubelet's interval: a quarter of the 40 s lease
             for name in list(self._registered):
                 try:
                     lease = await self.client.get(coordination.Lease, name, "kube-node-lease")
