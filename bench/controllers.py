@@ -7,7 +7,9 @@ controllers' own overhead. Pods are run by tests/support/podstatus.py
 (stand-in kubelets: bind round robin over N nodes, report Running/Ready),
 in the benchmark process for both the baseline and the controller runs.
 Also printed: the controller manager's resident memory with all the pods in
-its caches, and its CPU over a quiet interval. Nothing here asserts a time.
+its caches, its CPU over a quiet interval, and the time from a node's last
+lease renewal to its pods running on another node, beside the grace period
+and toleration that account for most of it. Nothing here asserts a time.
 
     python -m bench.controllers [--quick]
 """
@@ -20,12 +22,14 @@ import os
 import secrets
 import tempfile
 import time
+from datetime import UTC
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from kubelite.api.apps.v1 import generated_pb2 as apps
+from kubelite.api.coordination.v1 import generated_pb2 as coordination
 from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.client.client import Client
 from tests.support.apiserver import APIServerProcess
@@ -92,6 +96,8 @@ async def _ready_count(client: Client, ns: str, selector: str) -> int:
 
 async def bench(quick: bool) -> None:
     replicas, nodes = (200, 20) if quick else (1000, 100)
+    memory_pods = 0 if quick else 10_000
+    rss_many = 0.0
     rows: list[tuple[str, str, str]] = []
     with tempfile.TemporaryDirectory(prefix="kubelite-bench-cm-") as tmp, EtcdCluster(Path(tmp)) as cluster:
         api = APIServerProcess(cluster.endpoints, Path(tmp) / "apiserver.log")
@@ -132,6 +138,34 @@ async def bench(quick: bool) -> None:
                     cpu0, wall0 = _cpu_seconds(cm.proc.pid), time.monotonic()
                     await asyncio.sleep(10)
                     idle_cpu = (_cpu_seconds(cm.proc.pid) - cpu0) / (time.monotonic() - wall0) * 100
+
+                # Memory with many pods: plain pods in a namespace of their own, all cached.
+                if memory_pods > replicas:
+                    ns_many = await _namespace(client, "many")
+                    for start in range(0, memory_pods - replicas, 100):
+                        await asyncio.gather(*(client.create(_pod(ns_many, i)) for i in
+                                               range(start, min(memory_pods - replicas, start + 100))))
+                    await asyncio.sleep(10)  # the informers catch up
+                    rss_many = _rss_mb(cm.proc.pid)
+                # Node failure: grace period and toleration shortened so the run stays short;
+                # what matters is the time beyond them.
+                grace, toleration = 5, 5
+                cm.stop()
+                cm.extra_args = [f"--node-monitor-grace-period={grace}s", "--node-monitor-period=1s"]
+                cm.start()
+                ns = await _namespace(client, "failure")
+                dead, alive = f"{ns}-dead", f"{ns}-alive"
+                async with PodStatusWriter(client, ns, [dead, alive], renew_interval=1.0) as writer:
+                    writer.nodes[:] = [dead]
+                    await client.create(_tolerating_rs(ns, 20, toleration))
+                    await _wait(lambda: _ready_on(client, ns, dead, 20))
+                    writer.nodes[:] = [alive]
+                    writer.stop_renewing(dead)
+                    lease = await client.get(coordination.Lease, dead, "kube-node-lease")
+                    last_renewal = lease.spec.renew_time.ToDatetime().replace(tzinfo=UTC).timestamp()
+                    await _wait(lambda: _ready_on(client, ns, alive, 20))
+                    failover = time.time() - last_renewal
+                    await client.delete(apps.ReplicaSet, "failover", ns)
         finally:
             cm.stop()
             api.stop()
@@ -140,7 +174,11 @@ async def bench(quick: bool) -> None:
                  f"{to_available / baseline:.2f}"))
     rows.append(("rolling update of it (maxSurge 25%, maxUnavailable 0)", f"{rollout:.1f} s",
                  f"{rollout / baseline:.2f}"))
+    rows.append((f"last lease renewal -> 20 pods running elsewhere (grace {grace}s + toleration {toleration}s)",
+                 f"{failover:.1f} s", f"+{failover - grace - toleration:.1f} s"))
     rows.append((f"controller manager RSS with {replicas} pods cached", f"{rss:.0f} MB", ""))
+    if memory_pods > replicas:
+        rows.append((f"controller manager RSS with {memory_pods} pods cached", f"{rss_many:.0f} MB", ""))
     rows.append(("controller manager CPU at rest (10 s)", f"{idle_cpu:.2f} % of a core", ""))
     table = Table(title="kubelite-controller-manager")
     for col in ("measure", "value", "x baseline"):
@@ -148,6 +186,26 @@ async def bench(quick: bool) -> None:
     for row in rows:
         table.add_row(*row)
     Console().print(table)
+
+
+def _tolerating_rs(ns: str, replicas: int, toleration: int) -> apps.ReplicaSet:
+    rs = apps.ReplicaSet(api_version="apps/v1", kind="ReplicaSet")
+    rs.metadata.name = "failover"
+    rs.metadata.namespace = ns
+    rs.spec.replicas = replicas
+    rs.spec.selector.match_labels["app"] = "failover"
+    rs.spec.template.metadata.labels["app"] = "failover"
+    rs.spec.template.spec.containers.add(name="web", image="nginx:local")
+    rs.spec.template.spec.tolerations.add(key="node.kubernetes.io/unreachable", operator="Exists",
+                                          effect="NoExecute", toleration_seconds=toleration)
+    return rs
+
+
+async def _ready_on(client: Client, ns: str, node: str, n: int) -> bool:
+    pods = (await client.list(core.Pod, ns, label_selector="app=failover")).items
+    ready = [p for p in pods if p.spec.node_name == node and not p.metadata.HasField("deletion_timestamp")
+             and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions)]
+    return len(ready) >= n
 
 
 async def _counted(client: Client, ns: str, selector: str, n: int) -> bool:

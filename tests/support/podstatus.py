@@ -31,7 +31,8 @@ NOT_READY_LABEL = "test.kubelite.io/not-ready"
 
 
 class PodStatusWriter:
-    def __init__(self, client: Client, namespace: str, nodes: list[str], *, ready_delay: float = 0.0) -> None:
+    def __init__(self, client: Client, namespace: str, nodes: list[str], *, ready_delay: float = 0.0,
+                 renew_interval: float = 10.0) -> None:
         self.client = client
         self.namespace = namespace
         self.nodes = nodes
@@ -42,6 +43,9 @@ class PodStatusWriter:
         self._handled: set[str] = set()
         self._pending: set[asyncio.Task[None]] = set()
         self._registered: list[str] = []
+        self._silent: set[str] = set()
+        # The kubelet's interval: a quarter of the 40 s lease.
+        self.renew_interval = renew_interval
         self._renewer: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> PodStatusWriter:
@@ -85,10 +89,14 @@ class PodStatusWriter:
         await self.client.create(lease)
         self._registered.append(name)
 
+    def stop_renewing(self, name: str) -> None:
+        """The node's kubelet dies: its lease is no longer renewed (the node is still removed on exit)."""
+        self._silent.add(name)
+
     async def _renew_leases(self) -> None:
         while True:
-            await asyncio.sleep(10.0)  # the kubelet's interval: a quarter of the 40 s lease
-            for name in list(self._registered):
+            await asyncio.sleep(self.renew_interval)
+            for name in [n for n in self._registered if n not in self._silent]:
                 try:
                     lease = await self.client.get(coordination.Lease, name, "kube-node-lease")
                     lease.spec.renew_time.GetCurrentTime()
