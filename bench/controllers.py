@@ -133,7 +133,7 @@ async def bench(quick: bool) -> None:
                     await _wait(lambda: _rolled(client, ns, replicas))
                     rollout = time.perf_counter() - t0
 
-                    await asyncio.sleep(5)  # let the last old pods' deletions settle
+                    await asyncio.sleep(20)  # let the last old pods' deletions and their echoes settle
                     rss = _rss_mb(cm.proc.pid)
                     cpu0, wall0 = _cpu_seconds(cm.proc.pid), time.monotonic()
                     await asyncio.sleep(10)

@@ -509,3 +509,40 @@ async def test_bad_deployments_are_refused_naming_the_field_and_change_nothing(
     current = await client.get(apps.Deployment, "good", ns)
     assert current.metadata.generation == good.metadata.generation
     assert current.spec.SerializeToString(deterministic=True) == good.spec.SerializeToString(deterministic=True)
+
+
+async def test_rollback_and_a_stalled_rollout(controller_manager: ControllerManagerProcess, client: Client,
+                                              ns: str, kubelets: PodStatusWriter) -> None:
+    d = deployment(ns, "undo", 2)
+    d.spec.progress_deadline_seconds = 3
+    await client.create(d)
+    await eventually(lambda: _rolled_out(client, ns, "undo", 2))
+    original = (await client.get(apps.Deployment, "undo", ns)).spec.template
+
+    # A template whose pods never become ready (a bad image, say): the rollout stalls.
+    d = await client.get(apps.Deployment, "undo", ns)
+    d.spec.template.spec.containers[0].image = "nginx:broken"
+    d.spec.template.metadata.labels["test.kubelite.io/not-ready"] = "true"
+    await client.update(d)
+
+    async def stalled() -> bool:
+        current = await client.get(apps.Deployment, "undo", ns)
+        cond = next((c for c in current.status.conditions if c.type == "Progressing"), None)
+        return cond is not None and (cond.status, cond.reason) == ("False", "ProgressDeadlineExceeded")
+
+    await eventually(stalled)
+    current = await client.get(apps.Deployment, "undo", ns)
+    assert current.status.available_replicas == 2  # maxUnavailable 25% of 2 rounds down to 0: old pods stay
+
+    # Rolling back is writing the old template back (what `rollout undo` does): revision 3, old ReplicaSet.
+    current.spec.template.CopyFrom(original)
+    await client.update(current)
+    await eventually(lambda: _rolled_out(client, ns, "undo", 2))
+    rss = {rs.spec.template.spec.containers[0].image: rs for rs in (await client.list(apps.ReplicaSet, ns)).items}
+    assert rss["nginx:1"].metadata.annotations["deployment.kubernetes.io/revision"] == "3"
+    assert rss["nginx:1"].metadata.annotations["deployment.kubernetes.io/revision-history"] == "1"
+    assert rss["nginx:1"].spec.replicas == 2 and rss["nginx:broken"].spec.replicas == 0
+    done = await client.get(apps.Deployment, "undo", ns)
+    assert done.metadata.annotations["deployment.kubernetes.io/revision"] == "3"
+    cond = next(c for c in done.status.conditions if c.type == "Progressing")
+    assert (cond.status, cond.reason) == ("True", "NewReplicaSetAvailable")
