@@ -34,12 +34,13 @@ from kubelite.machinery.duration import parse_duration
 @click.option("--node-monitor-period", default="5s", help="How often node health is checked.")
 @click.option("--terminated-pod-gc-threshold", default=12500, type=int,
               help="Terminated pods kept before the pod GC deletes the oldest (0: never).")
-@click.option("--concurrent-replicaset-syncs", default=5, type=int)
-@click.option("--concurrent-deployment-syncs", default=5, type=int)
-@click.option("--concurrent-endpoint-syncs", default=5, type=int)
-@click.option("--concurrent-namespace-syncs", default=10, type=int)
-@click.option("--concurrent-serviceaccount-syncs", default=5, type=int)
-@click.option("--concurrent-gc-syncs", default=20, type=int)
+@click.option("--concurrent-replicaset-syncs", default=5, type=int, help="ReplicaSets synced at once.")
+@click.option("--concurrent-deployment-syncs", default=5, type=int, help="Deployments synced at once.")
+@click.option("--concurrent-endpoint-syncs", default=5, type=int, help="Services (Endpoints) synced at once.")
+@click.option("--concurrent-namespace-syncs", default=10, type=int, help="Namespaces synced at once.")
+@click.option("--concurrent-serviceaccount-syncs", default=5, type=int,
+              help="Namespaces (ServiceAccounts) synced at once.")
+@click.option("--concurrent-gc-syncs", default=20, type=int, help="Objects the garbage collector syncs at once.")
 @leader_election_options(LEASE_NAME)
 @click.option("-v", "--v", "verbosity", default=0, type=int, help="Log verbosity (0: info, 4+: debug).")
 def main(kubeconfig: str, master: str, controllers: str, bind_address: str, secure_port: int, cluster_cidr: str,

@@ -37,7 +37,7 @@ def controller_manager(apiserver: APIServerProcess, tmp_path: Path) -> Iterator[
 
 @pytest.fixture
 async def kubelets(client: Client, ns: str) -> AsyncIterator[PodStatusWriter]:
-    async with PodStatusWriter(client, ns, ["node-1", "node-2", "node-3"]) as writer:
+    async with PodStatusWriter(client, ns, [f"{ns}-n1", f"{ns}-n2", f"{ns}-n3"]) as writer:
         yield writer
 
 
@@ -166,7 +166,7 @@ async def _rolled_out(client: Client, ns: str, name: str, replicas: int) -> bool
 async def test_rolling_update_stays_within_max_surge_and_max_unavailable(
         controller_manager: ControllerManagerProcess, client: Client, ns: str) -> None:
     # 6 replicas at 25%: maxSurge rounds up to 2, maxUnavailable down to 1.
-    async with PodStatusWriter(client, ns, ["node-1", "node-2"], ready_delay=0.3):
+    async with PodStatusWriter(client, ns, [f"{ns}-n1", f"{ns}-n2"], ready_delay=0.3):
         await client.create(deployment(ns, "roll", 6))
         await eventually(lambda: _rolled_out(client, ns, "roll", 6))
         await eventually(lambda: _count(client, ns, "app=roll", 6))
@@ -394,3 +394,155 @@ async def test_pods_leave_a_node_whose_lease_stops(fast_node_monitor: Controller
         for name in (dead, alive):
             await client.delete(core.Node, name)
             await client.delete(coordination.Lease, name, "kube-node-lease")
+
+
+async def _exists(client: Client, kind: type[Any], name: str, ns: str) -> bool:
+    try:
+        await client.get(kind, name, ns)
+    except StatusError as exc:
+        assert exc.reason == "NotFound"
+        return False
+    return True
+
+
+@pytest.mark.parametrize("policy", ["Background", "Foreground", "Orphan"])
+async def test_deleting_a_deployment_with_each_propagation_policy(
+        policy: str, controller_manager: ControllerManagerProcess, client: Client, ns: str,
+        kubelets: PodStatusWriter) -> None:
+    await client.create(deployment(ns, "gc", 2))
+    await eventually(lambda: _rolled_out(client, ns, "gc", 2))
+    (rs,) = (await client.list(apps.ReplicaSet, ns)).items
+    seen_foreground_wait = False
+    await client.delete(apps.Deployment, "gc", ns, propagation_policy=policy)
+
+    async def settled() -> bool:
+        nonlocal seen_foreground_wait
+        deployment_left = await _exists(client, apps.Deployment, "gc", ns)
+        rs_left = await _exists(client, apps.ReplicaSet, rs.metadata.name, ns)
+        pods = await pods_of(client, ns, "app=gc")
+        if policy == "Foreground" and deployment_left and (rs_left or pods):
+            d = await client.get(apps.Deployment, "gc", ns)
+            seen_foreground_wait = seen_foreground_wait or "foregroundDeletion" in d.metadata.finalizers
+        if policy == "Orphan":
+            return not deployment_left and rs_left and len(pods) == 2
+        return not deployment_left and not rs_left and not pods
+
+    await eventually(settled, timeout=60)
+    if policy == "Orphan":
+        orphan = await client.get(apps.ReplicaSet, rs.metadata.name, ns)
+        assert not orphan.metadata.owner_references
+        for pod in await pods_of(client, ns, "app=gc"):
+            assert [r.uid for r in pod.metadata.owner_references] == [rs.metadata.uid]
+    if policy == "Foreground":
+        assert seen_foreground_wait  # the Deployment waited, with its finalizer, for its dependents
+
+
+async def test_every_namespace_gets_a_default_service_account(controller_manager: ControllerManagerProcess,
+                                                              client: Client, ns: str) -> None:
+    await eventually(lambda: _exists(client, core.ServiceAccount, "default", ns))
+    await client.delete(core.ServiceAccount, "default", ns)
+    await eventually(lambda: _exists(client, core.ServiceAccount, "default", ns))
+
+
+async def test_a_standby_takes_over_when_the_leader_dies(apiserver: APIServerProcess, client: Client, ns: str,
+                                                         tmp_path: Path) -> None:
+    lease_name = f"cm-{ns[-6:]}"  # a lease of this test's own, so other tests' managers do not interfere
+    args = [*FAST_ELECTION, f"--leader-elect-resource-name={lease_name}", "--controllers=replicaset"]
+    first = ControllerManagerProcess(apiserver.server, tmp_path / "first.log", extra_args=args)
+    second = ControllerManagerProcess(apiserver.server, tmp_path / "second.log", extra_args=args)
+    first.start()
+    try:
+        async def holder() -> str:
+            try:
+                lease = await client.get(coordination.Lease, lease_name, "kube-system")
+            except StatusError:
+                return ""
+            return str(lease.spec.holder_identity)
+
+        await eventually(holder)
+        leader = await holder()
+        second.start()
+        await asyncio.sleep(4)  # more than a lease duration: the standby must still wait
+        assert await holder() == leader
+        lease = await client.get(coordination.Lease, lease_name, "kube-system")
+        transitions = lease.spec.lease_transitions
+        first.kill()  # no release: the standby must wait out the lease
+
+        async def taken_over() -> bool:
+            current = await holder()
+            return bool(current) and current != leader
+
+        await eventually(taken_over, timeout=30)
+        lease = await client.get(coordination.Lease, lease_name, "kube-system")
+        assert lease.spec.lease_transitions == transitions + 1
+        async with PodStatusWriter(client, ns, [f"{ns}-n1"]):
+            await client.create(replicaset(ns, "after", 2))
+            await eventually(lambda: _count(client, ns, "app=after", 2))
+    finally:
+        first.stop()
+        second.stop()
+
+
+@pytest.mark.parametrize(("mutate", "field"), [
+    (lambda d: d.spec.template.metadata.labels.__setitem__("app", "other"), "spec.template.metadata.labels"),
+    (lambda d: (d.spec.strategy.rolling_update.__setattr__("max_surge", "0"),
+                d.spec.strategy.rolling_update.__setattr__("max_unavailable", "0")),
+     "spec.strategy.rollingUpdate.maxUnavailable"),
+    (lambda d: d.spec.__setattr__("replicas", -1), "spec.replicas"),
+])
+async def test_bad_deployments_are_refused_naming_the_field_and_change_nothing(
+        controller_manager: ControllerManagerProcess, client: Client, ns: str, mutate: Callable[[Any], Any],
+        field: str) -> None:
+    bad = deployment(ns, "bad", 2)
+    mutate(bad)
+    with pytest.raises(StatusError) as err:
+        await client.create(bad)
+    assert err.value.reason == "Invalid" and field in [c.field for c in err.value.causes], err.value
+    assert (await client.list(apps.Deployment, ns)).items == []
+    good = await client.create(deployment(ns, "good", 0))
+    changed = apps.Deployment()
+    changed.CopyFrom(good)
+    mutate(changed)
+    with pytest.raises(StatusError) as err:
+        await client.update(changed)
+    assert field in [c.field for c in err.value.causes]
+    current = await client.get(apps.Deployment, "good", ns)
+    assert current.metadata.generation == good.metadata.generation
+    assert current.spec.SerializeToString(deterministic=True) == good.spec.SerializeToString(deterministic=True)
+
+
+async def test_rollback_and_a_stalled_rollout(controller_manager: ControllerManagerProcess, client: Client,
+                                              ns: str, kubelets: PodStatusWriter) -> None:
+    d = deployment(ns, "undo", 2)
+    d.spec.progress_deadline_seconds = 3
+    await client.create(d)
+    await eventually(lambda: _rolled_out(client, ns, "undo", 2))
+    original = (await client.get(apps.Deployment, "undo", ns)).spec.template
+
+    # A template whose pods never become ready (a bad image, say): the rollout stalls.
+    d = await client.get(apps.Deployment, "undo", ns)
+    d.spec.template.spec.containers[0].image = "nginx:broken"
+    d.spec.template.metadata.labels["test.kubelite.io/not-ready"] = "true"
+    await client.update(d)
+
+    async def stalled() -> bool:
+        current = await client.get(apps.Deployment, "undo", ns)
+        cond = next((c for c in current.status.conditions if c.type == "Progressing"), None)
+        return cond is not None and (cond.status, cond.reason) == ("False", "ProgressDeadlineExceeded")
+
+    await eventually(stalled)
+    current = await client.get(apps.Deployment, "undo", ns)
+    assert current.status.available_replicas == 2  # maxUnavailable 25% of 2 rounds down to 0: old pods stay
+
+    # Rolling back is writing the old template back (what `rollout undo` does): revision 3, old ReplicaSet.
+    current.spec.template.CopyFrom(original)
+    await client.update(current)
+    await eventually(lambda: _rolled_out(client, ns, "undo", 2))
+    rss = {rs.spec.template.spec.containers[0].image: rs for rs in (await client.list(apps.ReplicaSet, ns)).items}
+    assert rss["nginx:1"].metadata.annotations["deployment.kubernetes.io/revision"] == "3"
+    assert rss["nginx:1"].metadata.annotations["deployment.kubernetes.io/revision-history"] == "1"
+    assert rss["nginx:1"].spec.replicas == 2 and rss["nginx:broken"].spec.replicas == 0
+    done = await client.get(apps.Deployment, "undo", ns)
+    assert done.metadata.annotations["deployment.kubernetes.io/revision"] == "3"
+    cond = next(c for c in done.status.conditions if c.type == "Progressing")
+    assert (cond.status, cond.reason) == ("True", "NewReplicaSetAvailable")

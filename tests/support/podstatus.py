@@ -5,7 +5,11 @@ it watches a namespace, binds each new pod to a node (round robin over
 ``nodes``, which a test may change, as a scheduler would avoid a bad node), reports it
 Running and Ready (with a pod IP from the node's range), and confirms
 graceful deletions with a zero grace period, as a kubelet does once the
-containers are gone. ``ready=False`` templates (a label) stay not-ready.
+containers are gone. Pods labelled ``test.kubelite.io/not-ready`` stay not-ready.
+
+Nodes it is given that do not exist yet it registers (Ready) and keeps alive
+by renewing their Leases, as kubelets would, so that the node lifecycle
+controller and pod GC treat them as healthy; it deletes them on exit.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import itertools
 import logging
 from collections.abc import AsyncIterator
 
+from kubelite.api.coordination.v1 import generated_pb2 as coordination
 from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.client.client import Client
 from kubelite.machinery.errors import StatusError
@@ -26,7 +31,8 @@ NOT_READY_LABEL = "test.kubelite.io/not-ready"
 
 
 class PodStatusWriter:
-    def __init__(self, client: Client, namespace: str, nodes: list[str], *, ready_delay: float = 0.0) -> None:
+    def __init__(self, client: Client, namespace: str, nodes: list[str], *, ready_delay: float = 0.0,
+                 renew_interval: float = 10.0) -> None:
         self.client = client
         self.namespace = namespace
         self.nodes = nodes
@@ -36,17 +42,67 @@ class PodStatusWriter:
         self._task: asyncio.Task[None] | None = None
         self._handled: set[str] = set()
         self._pending: set[asyncio.Task[None]] = set()
+        self._registered: list[str] = []
+        self._silent: set[str] = set()
+        # The kubelet's interval: a quarter of the 40 s lease.
+        self.renew_interval = renew_interval
+        self._renewer: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> PodStatusWriter:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"pod-status-{self.namespace}")
+        for name in self.nodes:
+            await self._register(name)
+        loop = asyncio.get_running_loop()
+        self._renewer = loop.create_task(self._renew_leases(), name=f"node-leases-{self.namespace}")
+        self._task = loop.create_task(self._run(), name=f"pod-status-{self.namespace}")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        tasks = [self._task, *self._pending]
+        assert self._task is not None and self._renewer is not None
+        tasks = [self._task, self._renewer, *self._pending]
         for task in tasks:
             task.cancel()
         await asyncio.wait(tasks)
+        for name in self._registered:
+            for kind, namespace in ((core.Node, ""), (coordination.Lease, "kube-node-lease")):
+                try:
+                    await self.client.delete(kind, name, namespace)
+                except StatusError as exc:
+                    log.info("pod status writer: removing %s %s: %s", kind.DESCRIPTOR.name, name, exc)
+
+    async def _register(self, name: str) -> None:
+        node = core.Node(api_version="v1", kind="Node")
+        node.metadata.name = name
+        cond = node.status.conditions.add(type="Ready", status="True", reason="KubeletReady")
+        cond.last_heartbeat_time.GetCurrentTime()
+        try:
+            await self.client.create(node)
+        except StatusError as exc:
+            if exc.reason == "AlreadyExists":
+                return  # the test's own node: its test keeps it alive (or not)
+            raise
+        lease = coordination.Lease(api_version="coordination.k8s.io/v1", kind="Lease")
+        lease.metadata.name = name
+        lease.metadata.namespace = "kube-node-lease"
+        lease.spec.holder_identity = name
+        lease.spec.lease_duration_seconds = 40
+        lease.spec.renew_time.GetCurrentTime()
+        await self.client.create(lease)
+        self._registered.append(name)
+
+    def stop_renewing(self, name: str) -> None:
+        """The node's kubelet dies: its lease is no longer renewed (the node is still removed on exit)."""
+        self._silent.add(name)
+
+    async def _renew_leases(self) -> None:
+        while True:
+            await asyncio.sleep(self.renew_interval)
+            for name in [n for n in self._registered if n not in self._silent]:
+                try:
+                    lease = await self.client.get(coordination.Lease, name, "kube-node-lease")
+                    lease.spec.renew_time.GetCurrentTime()
+                    await self.client.update(lease)
+                except StatusError as exc:
+                    log.info("pod status writer: renewing the lease of %s: %s", name, exc)
 
     async def _run(self) -> None:
         listed = await self.client.list(core.Pod, self.namespace)

@@ -93,6 +93,7 @@ class FakeWriter:
         self.created: list[Any] = []
         self.deleted: list[tuple[str, str, str, str]] = []
         self.patches: list[tuple[str, str, Any]] = []
+        self.grace_periods: list[int | None] = []
         self.rv = 100
 
     def put(self, obj: Any) -> Any:
@@ -139,7 +140,8 @@ class FakeWriter:
         return self.objects.get((kind, namespace, name))
 
     async def delete(self, kind: Any, name: str, namespace: str = "", *, propagation_policy: str = "",
-                     uid: str = "") -> Any:
+                     uid: str = "", grace_period_seconds: int | None = None) -> Any:
+        self.grace_periods.append(grace_period_seconds)
         self.deleted.append((kind.DESCRIPTOR.name, namespace, name, propagation_policy))
         self.objects.pop((kind, namespace, name), None)
         return None

@@ -52,3 +52,9 @@ def test_command_line_errors_exit_non_zero_naming_the_flag() -> None:
     assert result.exit_code == 2 and "bogus" in result.output
     result = CliRunner().invoke(main, ["--master=127.0.0.1:1", "--leader-elect-renew-deadline=20s"])
     assert result.exit_code == 2 and "--leader-elect-lease-duration" in result.output
+
+
+def test_every_known_controller_has_a_start_function() -> None:
+    from kubelite.controllers.starters import START_FUNCS
+
+    assert list(START_FUNCS) == list(KNOWN_CONTROLLERS)

@@ -185,7 +185,8 @@ class EventRecorder:
         if self._task is None:
             return
         try:
-            await asyncio.wait_for(self._queue.join(), drain_timeout)
+            async with asyncio.timeout(drain_timeout):
+                await self._queue.join()
         except TimeoutError:
             log.info("stopping the event recorder with %d events unwritten", self._queue.qsize())
         self._task.cancel()

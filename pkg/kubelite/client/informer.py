@@ -437,7 +437,9 @@ async def wait_for_cache_sync(*informers: Informer[Any], timeout: float | None =
     returns false when its stop channel closes); without one it waits for ever.
     """
     try:
-        await asyncio.wait_for(asyncio.gather(*(i.wait_for_sync() for i in informers)), timeout)
+        async with asyncio.timeout(timeout):
+            for informer in informers:
+                await informer.wait_for_sync()
     except TimeoutError:
         return False
     return True

@@ -252,8 +252,12 @@ class LeaderElector:
         while True:
             await asyncio.sleep(self._config.retry_period)
             remaining = self._config.renew_deadline - (self._monotonic() - last_renew)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that races with the call finishing, and a renew loop that
+            # ignores its cancellation would keep a dead leader renewing.
             try:
-                ok = await asyncio.wait_for(self._try_acquire_or_renew(), max(remaining, 0.001))
+                async with asyncio.timeout(max(remaining, 0.001)):
+                    ok = await self._try_acquire_or_renew()
             except TimeoutError:
                 ok = False
             if ok:

@@ -22,6 +22,9 @@ KNOWN_CONTROLLERS: dict[str, tuple[str, ...]] = {
     "nodeipam": ("nodeipam", "node-ipam-controller"),
     "nodelifecycle": ("nodelifecycle", "node-lifecycle-controller"),
     "namespace": ("namespace", "namespace-controller"),
+    "garbagecollector": ("garbagecollector", "garbage-collector-controller"),
+    "serviceaccount": ("serviceaccount", "serviceaccount-controller"),
+    "podgc": ("podgc", "pod-garbage-collector-controller"),
 }
 
 # Kubernetes leaves a few controllers out of "*"; none of ours is one of them.

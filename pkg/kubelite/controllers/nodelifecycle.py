@@ -118,7 +118,17 @@ class NodeLifecycleController:
                             f"Node {node.metadata.name} event: Removing Node {node.metadata.name} from Controller")
 
     def _lease_changed(self, lease: coordination.Lease) -> None:
-        if lease.metadata.namespace == NODE_LEASE_NAMESPACE:
+        """A renewal matters at once only for a node we consider unhealthy (it may be back);
+        for healthy nodes the monitor's next pass notices it, well within the grace period,
+        so a thousand kubelets renewing cost no syncs."""
+        if lease.metadata.namespace != NODE_LEASE_NAMESPACE:
+            return
+        node = self.nodes.get("", lease.metadata.name)
+        if node is None:
+            return
+        ready = _ready_condition(node)
+        lifecycle_tainted = any(t.key in (UNREACHABLE, NOT_READY) for t in node.spec.taints)
+        if ready is None or ready.status != "True" or lifecycle_tainted:
             self.queue.add(lease.metadata.name)
 
     async def monitor(self) -> None:

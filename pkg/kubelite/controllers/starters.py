@@ -18,11 +18,14 @@ from kubelite.client.informer import Informer, wait_for_cache_sync
 from kubelite.client.informer_factory import Lister
 from kubelite.controllers.deployment import DeploymentController
 from kubelite.controllers.endpoints import EndpointsController
+from kubelite.controllers.garbagecollector import GarbageCollector
 from kubelite.controllers.namespace import ClientNamespaceFinalizer, NamespaceController
 from kubelite.controllers.nodeipam import NodeIPAMController
 from kubelite.controllers.nodelifecycle import NODE_LEASE_NAMESPACE, NodeLifecycleController, TaintManager
 from kubelite.controllers.podcontrol import ClientPodControl
+from kubelite.controllers.podgc import PodGCController
 from kubelite.controllers.replicaset import ReplicaSetController
+from kubelite.controllers.serviceaccount import ServiceAccountsController
 
 Runnable = Callable[[], Coroutine[Any, Any, None]]
 
@@ -130,6 +133,38 @@ def start_namespace(ctx: Any) -> list[tuple[str, Runnable]]:
     return [("namespace", lambda: runner.run(_synced(ns_informer)))]
 
 
+# Kinds the garbage collector follows: everything that owns or is owned in practice.
+# Events and Leases are numerous and never part of an ownership chain; namespaces
+# have their own controller.
+GC_IGNORED = frozenset({"Event", "Lease", "Namespace"})
+
+
+def start_garbagecollector(ctx: Any) -> list[tuple[str, Runnable]]:
+    informers = {rt.message.DESCRIPTOR.name: ctx.factory.informer_for(rt.message)
+                 for rt in ctx.client.scheme if rt.message.DESCRIPTOR.name not in GC_IGNORED}
+    controller = GarbageCollector(informers, ctx.client, ctx.client.scheme)
+    controller.attach()
+    runner = ControllerRunner(controller, ctx.config.concurrent_gc_syncs)
+    return [("garbagecollector", lambda: runner.run(_synced(*informers.values())))]
+
+
+def start_serviceaccount(ctx: Any) -> list[tuple[str, Runnable]]:
+    ns_informer = ctx.factory.informer_for(core.Namespace)
+    sa_informer = ctx.factory.informer_for(core.ServiceAccount)
+    controller = ServiceAccountsController(Lister(ns_informer), Lister(sa_informer), ctx.client)
+    controller.attach(ns_informer, sa_informer)
+    runner = ControllerRunner(controller, ctx.config.concurrent_serviceaccount_syncs)
+    return [("serviceaccount", lambda: runner.run(_synced(ns_informer, sa_informer)))]
+
+
+def start_podgc(ctx: Any) -> list[tuple[str, Runnable]]:
+    pod_informer = ctx.factory.informer_for(core.Pod)
+    node_informer = ctx.factory.informer_for(core.Node)
+    controller = PodGCController(Lister(pod_informer), Lister(node_informer), ctx.client,
+                                 threshold=ctx.config.terminated_pod_gc_threshold)
+    return [("podgc", lambda: controller.run(_synced(pod_informer, node_informer)))]
+
+
 START_FUNCS: dict[str, Callable[[Any], list[tuple[str, Runnable]]]] = {
     "replicaset": start_replicaset,
     "deployment": start_deployment,
@@ -137,4 +172,7 @@ START_FUNCS: dict[str, Callable[[Any], list[tuple[str, Runnable]]]] = {
     "nodeipam": start_nodeipam,
     "nodelifecycle": start_nodelifecycle,
     "namespace": start_namespace,
+    "garbagecollector": start_garbagecollector,
+    "serviceaccount": start_serviceaccount,
+    "podgc": start_podgc,
 }
