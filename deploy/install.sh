@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Installs kubelite on a Debian 12 / Ubuntu 22.04+ host, the same steps for a
+# VM and for the local cluster's node image (kubelite/node is built by running
+# the phases below in its Dockerfile, so the node containers run exactly what
+# a VM runs).
+#
+#   install.sh packages                 distro packages: Docker engine, etcd, iptables, python3
+#   install.sh kubelite --wheels DIR    kubelite from wheels into /opt/kubelite (no network: --no-index)
+#   install.sh units [--from DIR]       the systemd units of deploy/systemd
+#   install.sh control-plane|worker ... all three, then the role's /etc/kubelite env files and units
+#   install.sh --reset                  stops and removes every kubelite unit, file and state
+#
+# Idempotent: every phase can run again.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+PREFIX=/opt/kubelite
+UNIT_DIR=/usr/local/lib/systemd/system
+CONF_DIR=/etc/kubelite
+UNITS=(kubelite-etcd kubelite-apiserver kubelite-scheduler kubelite-controller-manager kubelite-kubelet kubelite-proxy)
+PACKAGES=(systemd systemd-sysv dbus docker.io iptables iproute2 conntrack python3 python3-venv
+          ca-certificates etcd-server etcd-client procps)
+
+log() { echo "install: $*" >&2; }
+die() { echo "install: error: $*" >&2; exit 1; }
+# systemctl talks to a running systemd only when there is one (not in a docker build).
+booted() { [ -d /run/systemd/system ]; }
+
+phase_packages() {
+  export DEBIAN_FRONTEND=noninteractive
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  # Debian's etcd.service would start a single-member etcd on the ports a kubelite
+  # member uses; kubelite-etcd.service replaces it where the host is a member.
+  if [ -e /lib/systemd/system/etcd.service ]; then
+    if booted; then systemctl disable --now etcd.service >/dev/null 2>&1 || true
+    else systemctl disable etcd.service >/dev/null 2>&1 || true; fi
+    systemctl mask etcd.service >/dev/null 2>&1 || true
+  fi
+}
+
+phase_kubelite() {
+  local wheels=""
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --wheels) wheels=$2; shift 2 ;;
+      --wheels=*) wheels=${1#*=}; shift ;;
+      *) die "kubelite: unknown argument $1" ;;
+    esac
+  done
+  [ -n "$wheels" ] || die "kubelite: --wheels DIR is required (built on a machine with the tree: pip wheel . -w DIR)"
+  compgen -G "$wheels/kubelite-*.whl" >/dev/null || die "kubelite: no kubelite-*.whl in $wheels"
+  [ -x "$PREFIX/bin/python" ] || python3 -m venv "$PREFIX"
+  # The newest kubelite wheel in DIR; dependencies come from DIR too, never from the network.
+  local wheel
+  wheel=$(ls -t "$wheels"/kubelite-*.whl | head -n1)
+  "$PREFIX/bin/pip" install -q --no-index --find-links "$wheels" --force-reinstall --no-deps "$wheel"
+  "$PREFIX/bin/pip" install -q --no-index --find-links "$wheels" "$wheel"
+  for b in "$PREFIX"/bin/kubelite*; do
+    ln -sf "$b" "/usr/local/bin/$(basename "$b")"
+  done
+  log "kubelite installed: $(ls "$PREFIX"/bin/kubelite* | xargs -n1 basename | tr '\n' ' ')"
+}
+
+phase_units() {
+  local from="$HERE/systemd"
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --from) from=$2; shift 2 ;;
+      --from=*) from=${1#*=}; shift ;;
+      *) die "units: unknown argument $1" ;;
+    esac
+  done
+  mkdir -p "$UNIT_DIR" "$CONF_DIR"
+  for u in "${UNITS[@]}"; do
+    [ -f "$from/$u.service" ] || die "units: $from/$u.service is missing"
+    install -m 0644 "$from/$u.service" "$UNIT_DIR/$u.service"
+  done
+  if booted; then systemctl daemon-reload; fi
+}
+
+case "${1:-}" in
+  packages) shift; phase_packages "$@" ;;
+  kubelite) shift; phase_kubelite "$@" ;;
+  units) shift; phase_units "$@" ;;
+  *) die "usage: install.sh packages | kubelite --wheels DIR | units [--from DIR]" ;;
+esac
