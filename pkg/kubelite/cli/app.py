@@ -43,6 +43,7 @@ from kubelite.cli.clientset import (
     default_client_factory,
     default_watch_factory,
 )
+from kubelite.cli.cluster import cluster_cmd
 from kubelite.cli.errors import CliError
 from kubelite.cli.resources import default_scheme
 from kubelite.cli.runner import run_command
@@ -537,6 +538,9 @@ def version_cmd(client: bool, output: str) -> None:
     """Print the client and server versions."""
     opts = discovery.VersionOptions(client_only=client, output=output)
     execute(lambda s, st: discovery.run_version(s, opts))
+
+
+cli.add_command(cluster_cmd)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
