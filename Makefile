@@ -8,7 +8,7 @@ PROTOS := $(shell find proto -name '*.proto' | sort)
 PROTOC := $(PY) -m grpc_tools.protoc -Iproto --python_out=pkg --pyi_out=pkg --grpc_python_out=pkg \
 	--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=pkg
 
-.PHONY: deps proto proto-check lint typecheck layers check unit integration e2e test bench up down clean
+.PHONY: deps proto proto-check lint typecheck layers check unit integration e2e images test bench up down clean
 
 deps:
 	@bash hack/deps.sh
@@ -39,8 +39,15 @@ unit: deps
 integration: deps
 	$(VENV)/bin/pytest -q tests/integration
 
+# The local cluster's node containers need a Docker engine (and debootstrap for the node image).
 e2e: deps
+	@bash hack/docker.sh
 	$(VENV)/bin/pytest -q tests/e2e
+
+# kubelite/node and kubelite/pause for this tree (cached by content: a no-op when up to date).
+images: deps
+	@bash hack/docker.sh
+	$(VENV)/bin/kubelite cluster build-image
 
 test: check unit integration e2e
 
