@@ -7,8 +7,10 @@
 #   install.sh packages                 distro packages: Docker engine, etcd, iptables, python3
 #   install.sh kubelite --wheels DIR    kubelite from wheels into /opt/kubelite (no network: --no-index)
 #   install.sh units [--from DIR]       the systemd units of deploy/systemd
-#   install.sh control-plane|worker ... all three, then the role's /etc/kubelite env files and units
-#   install.sh --reset                  stops and removes every kubelite unit, file and state
+#   install.sh control-plane|worker --wheels DIR [--node-ip IP] [--server URL] ...
+#                                       all three, then `kubelite cluster configure-node` for the role
+#                                       (env files in /etc/kubelite, the installed components' units)
+#   install.sh --reset                  stops and removes every kubelite unit, file, state and pod container
 #
 # Idempotent: every phase can run again.
 set -euo pipefail
@@ -34,8 +36,11 @@ phase_packages() {
   done
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
-    apt-get update -q >/dev/null
-    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+    # Without a fresh index first: an image with the packages' .debs cached installs offline.
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || {
+      apt-get update -q >/dev/null
+      apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+    }
   fi
   # Debian's etcd.service would start a single-member etcd on the ports a kubelite
   # member uses; kubelite-etcd.service replaces it where the host is a member.
@@ -79,16 +84,71 @@ phase_units() {
     esac
   done
   mkdir -p "$UNIT_DIR" "$CONF_DIR"
+  # systemd >= 254 backs off between restarts (RestartSteps); older versions would
+  # log an unknown key on every reload, so the drop-in goes only where it is understood.
+  local sdver
+  sdver=$(systemctl --version 2>/dev/null | awk 'NR==1 {print $2}')
   for u in "${UNITS[@]}"; do
     [ -f "$from/$u.service" ] || die "units: $from/$u.service is missing"
     install -m 0644 "$from/$u.service" "$UNIT_DIR/$u.service"
+    if [ "${sdver:-0}" -ge 254 ] 2>/dev/null; then
+      mkdir -p "$UNIT_DIR/$u.service.d"
+      printf '[Service]\nRestartSteps=5\nRestartMaxDelaySec=30s\n' > "$UNIT_DIR/$u.service.d/backoff.conf"
+    fi
   done
   if booted; then systemctl daemon-reload; fi
+}
+
+# A VM in one role: everything above, then the role's configuration through the
+# same `kubelite cluster configure-node` that `kubelite cluster up` runs in its containers.
+phase_role() {
+  local role=$1; shift
+  local wheels="" node_name node_ip="" args=()
+  node_name=$(hostname)
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --wheels) wheels=$2; shift 2 ;;
+      --wheels=*) wheels=${1#*=}; shift ;;
+      --node-name) node_name=$2; shift 2 ;;
+      --node-name=*) node_name=${1#*=}; shift ;;
+      --node-ip) node_ip=$2; shift 2 ;;
+      --node-ip=*) node_ip=${1#*=}; shift ;;
+      *) args+=("$1"); shift ;;
+    esac
+  done
+  # The first address of the host; pass --node-ip on a host with several networks.
+  [ -n "$node_ip" ] || node_ip=$(hostname -I 2>/dev/null | awk '{print $1}')
+  [ -n "$node_ip" ] || die "$role: cannot tell this host's address; pass --node-ip"
+  booted || die "$role: systemd is not running on this host"
+  phase_packages
+  phase_kubelite --wheels "$wheels"
+  phase_units
+  if [ "$role" != etcd ]; then systemctl enable --now docker.service >/dev/null; fi
+  /usr/local/bin/kubelite cluster configure-node --role "$role" --node-name "$node_name" --node-ip "$node_ip" \
+    ${args[@]+"${args[@]}"}
+}
+
+phase_reset() {
+  if [ -x /usr/local/bin/kubelite ]; then
+    /usr/local/bin/kubelite cluster reset-node
+  fi
+  for u in "${UNITS[@]}"; do
+    if booted; then systemctl disable --now "$u.service" >/dev/null 2>&1 || true; fi
+    rm -rf "$UNIT_DIR/$u.service" "$UNIT_DIR/$u.service.d"
+  done
+  rm -rf "$CONF_DIR" /var/lib/kubelite /var/lib/etcd/kubelite "$PREFIX"
+  find /usr/local/bin -maxdepth 1 -name 'kubelite*' -lname "$PREFIX/*" -delete
+  if booted; then systemctl daemon-reload; fi
+  log "reset: kubelite removed (the distro's packages stay)"
 }
 
 case "${1:-}" in
   packages) shift; phase_packages "$@" ;;
   kubelite) shift; phase_kubelite "$@" ;;
   units) shift; phase_units "$@" ;;
-  *) die "usage: install.sh packages | kubelite --wheels DIR | units [--from DIR]" ;;
+  control-plane|worker|etcd) role=$1; shift; phase_role "$role" "$@" ;;
+  --reset|reset) phase_reset ;;
+  *) die "usage: install.sh packages | kubelite --wheels DIR | units [--from DIR]
+       | control-plane|worker|etcd --wheels DIR [--node-name N] [--node-ip IP] [configure-node flags: --server URL ...]
+       | --reset" ;;
 esac

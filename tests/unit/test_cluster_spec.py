@@ -10,7 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from kubelite.cli.app import cli
-from kubelite.cluster import lifecycle, spec
+from kubelite.cluster import lifecycle, node, spec
 from kubelite.cluster.spec import ClusterConfig, ConfigError
 
 NET = ipaddress.IPv4Network("172.30.7.0/24")
@@ -27,14 +27,20 @@ def test_plan_names_and_addresses_follow_kinds_scheme() -> None:
         ("demo-worker2", "worker", "172.30.7.22"),
         ("demo-worker3", "worker", "172.30.7.23"),
     ]
-    assert spec.control_plane(members).components[0] == "apiserver"
     assert spec.etcd_servers(members) == "http://172.30.7.11:2379,http://172.30.7.12:2379,http://172.30.7.13:2379"
 
 
+def _nodes(workers: int = 1) -> tuple[ClusterConfig, list[spec.Member]]:
+    cfg = ClusterConfig(name="demo", workers=workers)
+    return cfg, spec.plan(cfg, NET)
+
+
 def test_etcd_env_lists_every_member_and_its_own_urls() -> None:
-    members = spec.plan(ClusterConfig(name="demo", workers=0), NET)
-    env = dict(line.split("=", 1) for line in spec.etcd_env(ClusterConfig(name="demo"), members[1], members)
-               .splitlines())
+    cfg, members = _nodes(0)
+    nc = spec.node_config(cfg, members[1], members)
+    assert nc.components == ("etcd",)
+    lines = [line for line in node.etcd_env(nc).splitlines() if not line.startswith("#")]
+    env = dict(line.split("=", 1) for line in lines)
     assert env["ETCD_NAME"] == "demo-etcd2"
     assert env["ETCD_INITIAL_CLUSTER"] == ("demo-etcd1=http://172.30.7.11:2380,demo-etcd2=http://172.30.7.12:2380,"
                                            "demo-etcd3=http://172.30.7.13:2380")
@@ -43,25 +49,112 @@ def test_etcd_env_lists_every_member_and_its_own_urls() -> None:
 
 
 def test_component_env_files_use_kubernetes_flag_names() -> None:
-    cfg = ClusterConfig(name="demo", workers=1)
-    members = spec.plan(cfg, NET)
-    cp, worker = spec.control_plane(members), members[-1]
-    api = spec.component_env(cfg, "apiserver", cp, members)
+    cfg, members = _nodes()
+    cp = spec.node_config(cfg, spec.control_plane(members), members)
+    worker = spec.node_config(cfg, members[-1], members)
+    assert cp.components == ("apiserver", "scheduler", "controller-manager", "kubelet", "proxy")
+    assert worker.components == ("kubelet", "proxy")
+    api = node.component_env(cp, "apiserver")
     assert 'KUBELITE_APISERVER_ARGS="--etcd-servers=http://172.30.7.11:2379,' in api
     assert "--http-bind-address=0.0.0.0" in api and "--service-cluster-ip-range=10.96.0.0/16" in api
-    kubelet = spec.component_env(cfg, "kubelet", worker, members)
+    kubelet = node.component_env(worker, "kubelet")
     assert "KUBELITE_KUBELET_ARGS=" in kubelet
     for flag in ("--kubeconfig=/etc/kubelite/kubeconfig", "--hostname-override=demo-worker",
                  "--node-ip=172.30.7.21", "--runtime=docker", "--cluster-dns=10.96.0.10"):
         assert flag in kubelet
     assert "--register-with-taints" not in kubelet
-    assert "--register-with-taints=node-role.kubernetes.io/control-plane=:NoSchedule" in spec.component_env(
-        cfg, "kubelet", cp, members)
-    cm = spec.component_env(cfg, "controller-manager", cp, members)
+    assert "--register-with-taints=node-role.kubernetes.io/control-plane=:NoSchedule" in node.component_env(
+        cp, "kubelet")
+    cm = node.component_env(cp, "controller-manager")
     assert "KUBELITE_CONTROLLER_MANAGER_ARGS=" in cm and "--cluster-cidr=10.244.0.0/16" in cm
-    assert "server: http://172.30.7.10:6443" in spec.node_kubeconfig(members)
+    assert "server: http://172.30.7.10:6443" in node.files(worker)["/etc/kubelite/kubeconfig"][0]
+    assert "server: http://172.30.7.10:6443" in node.files(cp)["/etc/kubelite/kubeconfig"][0]
     with pytest.raises(ConfigError, match="unknown component"):
-        spec.component_env(cfg, "nope", cp, members)
+        node.component_env(cp, "nope")
+
+
+def test_node_config_round_trips_through_configure_node_flags() -> None:
+    cfg, members = _nodes()
+    for m in members:
+        nc = spec.node_config(cfg, m, members)
+        flags = {}
+        for arg in nc.to_args():
+            key, _, value = arg.removeprefix("--").partition("=")
+            flags[key.replace("-", "_")] = value
+        assert node.NodeConfig(**flags) == nc
+
+
+def test_a_vm_control_plane_without_etcd_servers_runs_its_own_member() -> None:
+    nc = node.NodeConfig(role="control-plane", node_name="cp1", node_ip="10.0.0.5")
+    assert nc.components[0] == "etcd"
+    assert "ETCD_INITIAL_CLUSTER=cp1=http://10.0.0.5:2380" in node.etcd_env(nc)
+    assert "--etcd-servers=http://127.0.0.1:2379" in node.component_env(nc, "apiserver")
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"role": "boss"}, "--role"),
+    ({"node_ip": "10.0.0"}, "--node-ip"),
+    ({"role": "worker"}, "--server"),
+    ({"role": "worker", "server": "10.0.0.1:6443"}, "--server"),
+    ({"etcd_servers": "http://a:2379,b:2379"}, "--etcd-servers"),
+    ({"initial_cluster": "=http://x:2380"}, "--initial-cluster"),
+    ({"cluster_dns": "ten"}, "--cluster-dns"),
+])
+def test_bad_node_config_names_the_flag(kwargs: dict[str, str], field: str) -> None:
+    args = {"role": "control-plane", "node_name": "n", "node_ip": "10.0.0.5", **kwargs}
+    with pytest.raises(ConfigError, match=field):
+        node.NodeConfig(**args)
+
+
+class FakeHost:
+    def __init__(self, binaries: set[str]) -> None:
+        self.binaries = binaries
+        self.files: dict[str, tuple[str, int]] = {}
+        self.calls: list[tuple[str, ...]] = []
+        self.removed: list[str] = []
+
+    def write(self, path: str, content: str, mode: int) -> None:
+        self.files[path] = (content, mode)
+
+    def has_binary(self, name: str) -> bool:
+        return name in self.binaries
+
+    def systemctl(self, *args: str) -> None:
+        self.calls.append(args)
+
+    def remove(self, path: str) -> None:
+        self.removed.append(path)
+
+    def remove_pod_containers(self) -> int:
+        return 2
+
+
+def test_configure_enables_only_installed_components_and_reset_undoes_it() -> None:
+    cfg, members = _nodes()
+    nc = spec.node_config(cfg, spec.control_plane(members), members)
+    host = FakeHost({"kubelite-apiserver"})
+    done = node.configure(nc, host)
+    assert done.enabled == ["apiserver"]
+    assert done.skipped == ["scheduler", "controller-manager", "kubelet", "proxy"]
+    # Every component's env file is written, enabled or not: the binary can arrive later.
+    assert set(host.files) == {"/etc/kubelite/kubeconfig", *(f"/etc/kubelite/{c}.env" for c in nc.components)}
+    assert host.files["/etc/kubelite/kubeconfig"][1] == 0o600
+    assert host.calls == [("daemon-reload",), ("enable", "--now", "--no-block", "kubelite-apiserver.service")]
+    assert node.configure(nc, FakeHost(set())).enabled == []
+
+    host = FakeHost(set())
+    assert node.reset(host) == 2
+    assert host.calls[0][:2] == ("disable", "--now") and "kubelite-kubelet.service" in host.calls[0]
+    assert host.removed == ["/etc/kubelite", "/var/lib/kubelite", "/var/lib/etcd/kubelite"]
+
+
+def test_local_host_writes_files_under_its_root(tmp_path: Path) -> None:
+    host = node.LocalHost(str(tmp_path))
+    host.write("/etc/kubelite/x.env", "A=1\n", 0o600)
+    assert (tmp_path / "etc/kubelite/x.env").read_text() == "A=1\n"
+    assert oct((tmp_path / "etc/kubelite/x.env").stat().st_mode & 0o777) == "0o600"
+    host.remove("/etc/kubelite")
+    assert not (tmp_path / "etc/kubelite").exists()
 
 
 def test_run_args_are_platforms_working_flags() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from kubelite.cluster import images, lifecycle, spec
+from kubelite.cluster import images, lifecycle, node, spec
 from kubelite.cluster.docker import DockerCLI, DockerError
 from kubelite.cluster.images import ImageError
 from kubelite.cluster.spec import ClusterConfig, ConfigError
@@ -200,3 +201,47 @@ def build_image_cmd(rebuild: bool) -> None:
 
     _run(body)
 
+
+
+@cluster_cmd.command("configure-node")
+@click.option("--role", required=True, type=click.Choice(node.ROLES), help="What this host is.")
+@click.option("--node-name", required=True, help="The node's name (the hostname, as a rule).")
+@click.option("--node-ip", required=True, help="This host's address on the node network.")
+@click.option("--server", default="", help="The API server's URL (workers; a control plane defaults to itself).")
+@click.option("--etcd-servers", default="", help="Control plane: etcd client URLs (default: a member on this host).")
+@click.option("--initial-cluster", default="", help="etcd: the members, NAME=PEER-URL,...")
+@click.option("--initial-cluster-token", default="kubelite", show_default=True)
+@click.option("--service-cluster-ip-range", default="10.96.0.0/16", show_default=True)
+@click.option("--service-node-port-range", default="30000-32767", show_default=True)
+@click.option("--cluster-cidr", default="10.244.0.0/16", show_default=True)
+@click.option("--cluster-dns", default="10.96.0.10", show_default=True)
+@click.option("--cluster-domain", default="cluster.local", show_default=True)
+@click.option("--no-start", is_flag=True, help="Enable the units without starting them.")
+@click.option("-o", "--output", default="", type=click.Choice(["", "json"]), help="json: what was enabled.")
+def configure_node_cmd(no_start: bool, output: str, **flags: str) -> None:
+    """Configure THIS host as a node: /etc/kubelite env files, kubeconfig, and the installed components' units.
+
+    Run by deploy/install.sh on a VM and by `cluster up` inside each node container.
+    """
+    try:
+        cfg = node.NodeConfig(**flags)
+    except node.ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    try:
+        done = node.configure(cfg, node.LocalHost(), start=not no_start)
+    except node.ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        click.get_current_context().exit(1)
+    if output == "json":
+        click.echo(json.dumps({"enabled": done.enabled, "skipped": done.skipped}))
+    else:
+        click.echo(f"{cfg.node_name} configured as {cfg.role}: enabled {', '.join(done.enabled) or 'nothing'}"
+                   + (f"; not installed: {', '.join(done.skipped)}" if done.skipped else ""))
+
+
+@cluster_cmd.command("reset-node")
+def reset_node_cmd() -> None:
+    """Undo configure-node on THIS host: stop and disable the units, remove /etc/kubelite, state, pod containers."""
+    removed = node.reset(node.LocalHost())
+    click.echo(f"kubelite units stopped and disabled; /etc/kubelite and state removed; "
+               f"{removed} pod containers removed")

@@ -24,7 +24,7 @@ import ipaddress
 import json
 import os
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -34,6 +34,7 @@ import yaml
 
 from kubelite.cluster import images, spec
 from kubelite.cluster.docker import Docker, DockerError, ids, inspect
+from kubelite.cluster.node import unit
 from kubelite.cluster.spec import ClusterConfig, Member
 
 T = TypeVar("T")
@@ -69,17 +70,6 @@ async def node_exec(docker: Docker, node: str, *cmd: str, stdin: bytes | None = 
     r = await docker.run("exec", *(["-i"] if stdin is not None else []), node, *cmd, stdin=stdin, check=check,
                          timeout=timeout)
     return r.stdout
-
-
-async def write_file(docker: Docker, node: str, path: str, content: str, mode: str = "0644") -> None:
-    d = os.path.dirname(path)
-    await node_exec(docker, node, "sh", "-c", f'mkdir -p "{d}" && cat > "{path}" && chmod {mode} "{path}"',
-                    stdin=content.encode())
-
-
-async def has_binary(docker: Docker, node: str, name: str) -> bool:
-    r = await docker.run("exec", node, "sh", "-c", f"command -v {name}", check=False)
-    return r.code == 0
 
 
 async def journal(docker: Docker, node: str, unit: str, lines: int = 25) -> str:
@@ -322,58 +312,45 @@ async def _up(cfg: ClusterConfig, docker: Docker, report: Reporter) -> UpResult:
         await _gather(*(docker.run("run", *spec.run_args(cfg, m, cfg.name, image)) for m in members))
         await _gather(*(wait_booted(docker, m.name) for m in members))
 
-    async def start_etcd(m: Member) -> None:
-        await write_file(docker, m.name, spec.env_path("etcd"), spec.etcd_env(cfg, m, members))
-        # --no-block: a member reports ready only once a quorum has formed, i.e. after the others start.
-        await node_exec(docker, m.name, "systemctl", "enable", "--now", "--no-block", spec.unit("etcd"))
+    enabled: dict[str, list[str]] = {}
+    skipped: set[str] = set()
+
+    async def configure(m: Member) -> None:
+        # The step a VM runs after install.sh, run inside the container: env files, kubeconfig, units.
+        args = spec.node_config(cfg, m, members).to_args()
+        out = await node_exec(docker, m.name, "kubelite", "cluster", "configure-node", *args, "-o", "json")
+        done = json.loads(out)
+        enabled[m.name] = list(done["enabled"])
+        skipped.update(done["skipped"])
 
     async def load_pause(m: Member) -> None:
         await docker.pipe(["save", pause], ["exec", "-i", m.name, "docker", "load", "-q"])
 
     async with step("etcd quorum and the pause image on every node"):
-        step.unit = (etcd[0].name, spec.unit("etcd"))
-        await _gather(*(start_etcd(m) for m in etcd), *(load_pause(m) for m in nodes))
+        step.unit = (etcd[0].name, unit("etcd"))
+        await _gather(*(configure(m) for m in etcd), *(load_pause(m) for m in nodes))
         await _wait_etcd(docker, etcd[0].name, spec.etcd_servers(members))
 
-    async with step("control plane: kubelite-apiserver"):
-        step.unit = (cp.name, spec.unit("apiserver"))
-        await _gather(*(write_file(docker, m.name, spec.NODE_KUBECONFIG, spec.node_kubeconfig(members), "0600")
-                        for m in nodes))
-        await _enable(docker, cfg, cp, "apiserver", members)
+    async with step("control plane: kubelite-apiserver (and the scheduler and controller manager if installed)"):
+        step.unit = (cp.name, unit("apiserver"))
+        await configure(cp)
+        if "apiserver" not in enabled[cp.name]:
+            raise ClusterError(f"{image} has no kubelite-apiserver binary")
         api_port = await _published_port(docker, cp.name, spec.API_PORT)
         http_port = await _published_port(docker, cp.name, spec.HTTP_PORT)
         health = f"http://127.0.0.1:{http_port}"
         await wait_ready(health, cfg.ready_timeout)
 
-    enabled: dict[str, list[str]] = {m.name: ["etcd"] for m in etcd}
-    enabled[cp.name] = ["apiserver"]
-    skipped: set[str] = set()
-    async with step("components: scheduler, controller manager, kubelet, proxy (those in the image)"):
-
-        async def start_node(m: Member) -> None:
-            for comp in m.components:
-                if comp == "apiserver":
-                    continue
-                step.unit = (m.name, spec.unit(comp))
-                if await has_binary(docker, m.name, spec.binary(comp)):
-                    await _enable(docker, cfg, m, comp, members)
-                    enabled.setdefault(m.name, []).append(comp)
-                else:
-                    skipped.add(comp)
-
-        await _gather(*(start_node(m) for m in nodes))
-        if skipped:
-            report.info(f"not in the image yet, units left disabled: {', '.join(sorted(skipped))}")
+    workers = [m for m in nodes if m.role == spec.ROLE_WORKER]
+    async with step(f"workers: {len(workers)} (kubelet and proxy if installed)"):
+        await _gather(*(configure(m) for m in workers))
+    if skipped:
+        report.info(f"not in the image yet, units left disabled: {', '.join(sorted(skipped))}")
 
     server = f"http://127.0.0.1:{api_port}"
     async with step("kubeconfig"):
         path = write_host_kubeconfig(cfg.name, server, cfg.kubeconfig)
     return UpResult(cfg.name, str(subnet), server, health, path, members, enabled, sorted(skipped))
-
-
-async def _enable(docker: Docker, cfg: ClusterConfig, m: Member, component: str, members: Sequence[Member]) -> None:
-    await write_file(docker, m.name, spec.env_path(component), spec.component_env(cfg, component, m, members))
-    await node_exec(docker, m.name, "systemctl", "enable", "--now", spec.unit(component))
 
 
 async def _wait_etcd(docker: Docker, node: str, endpoints: str, timeout: float = 60.0) -> None:

@@ -4,6 +4,9 @@ Nothing here touches Docker, so the plan (which container gets which address,
 what each component's environment file says) is unit-tested on its own and
 the lifecycle code only carries it out.
 
+What each container then runs is ``node.NodeConfig``: the same configuration
+step a VM gets from ``deploy/install.sh``.
+
 Addresses are fixed offsets in the cluster's /24 (etcd members .11-.13, the
 control plane .10, workers from .21), so every file can be written before any
 container exists and ``docker ps`` plus the offsets tell an operator where
@@ -15,24 +18,52 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from kubelite.cluster.node import (
+    API_PORT,
+    ETCD_CLIENT_PORT,
+    ETCD_PEER_PORT,
+    HTTP_PORT,
+    ROLE_CONTROL_PLANE,
+    ROLE_ETCD,
+    ROLE_WORKER,
+    ConfigError,
+    NodeConfig,
+)
+
+# Re-exported: callers plan a cluster with this module alone.
+__all__ = [
+    "API_PORT",
+    "ETCD_CLIENT_PORT",
+    "ETCD_INIT_ARGS",
+    "ETCD_PEER_PORT",
+    "HTTP_PORT",
+    "LABEL_CLUSTER",
+    "LABEL_ROLE",
+    "NODE_RUN_FLAGS",
+    "ROLE_CONTROL_PLANE",
+    "ROLE_ETCD",
+    "ROLE_WORKER",
+    "ClusterConfig",
+    "ConfigError",
+    "Member",
+    "NodeConfig",
+    "control_plane",
+    "docker_volume",
+    "etcd_members",
+    "etcd_servers",
+    "node_config",
+    "node_name",
+    "parse_subnet",
+    "plan",
+    "run_args",
+    "validate_name",
+]
 
 LABEL_CLUSTER = "io.kubelite.cluster"
 LABEL_ROLE = "io.kubelite.role"
-
-ROLE_ETCD = "etcd"
-ROLE_CONTROL_PLANE = "control-plane"
-ROLE_WORKER = "worker"
-
-API_PORT = 6443
-HTTP_PORT = 8080
-ETCD_CLIENT_PORT = 2379
-ETCD_PEER_PORT = 2380
 ETCD_MEMBERS = 3
-
-# Where a node's components find the API server (written into every node).
-NODE_KUBECONFIG = "/etc/kubelite/kubeconfig"
-ENV_DIR = "/etc/kubelite"
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 MAX_NAME = 40  # leaves room for "-control-plane" within a 63-character hostname
@@ -42,10 +73,6 @@ MAX_WORKERS = 50
 _CONTROL_PLANE_HOST = 10
 _ETCD_FIRST_HOST = 11
 _WORKER_FIRST_HOST = 21
-
-
-class ConfigError(ValueError):
-    """A cluster option is invalid; the message names the option."""
 
 
 def validate_name(name: str) -> str:
@@ -108,8 +135,6 @@ class Member:
     name: str
     role: str
     ip: str
-    # Components whose units run here (those whose binaries exist are enabled).
-    components: tuple[str, ...] = field(default=())
 
     @property
     def is_node(self) -> bool:
@@ -125,10 +150,6 @@ def node_name(cluster: str, role: str, index: int) -> str:
     return f"{cluster}-worker" + (str(index + 1) if index else "")
 
 
-CONTROL_PLANE_COMPONENTS = ("apiserver", "scheduler", "controller-manager", "kubelet", "proxy")
-WORKER_COMPONENTS = ("kubelet", "proxy")
-
-
 def plan(cfg: ClusterConfig, subnet: ipaddress.IPv4Network) -> list[Member]:
     """Every container of the cluster, etcd members first, in start order."""
     base = subnet.network_address
@@ -136,12 +157,11 @@ def plan(cfg: ClusterConfig, subnet: ipaddress.IPv4Network) -> list[Member]:
     def host(offset: int) -> str:
         return str(base + offset)
 
-    members = [Member(node_name(cfg.name, ROLE_ETCD, i), ROLE_ETCD, host(_ETCD_FIRST_HOST + i), ("etcd",))
+    members = [Member(node_name(cfg.name, ROLE_ETCD, i), ROLE_ETCD, host(_ETCD_FIRST_HOST + i))
                for i in range(ETCD_MEMBERS)]
-    members.append(Member(node_name(cfg.name, ROLE_CONTROL_PLANE, 0), ROLE_CONTROL_PLANE,
-                          host(_CONTROL_PLANE_HOST), CONTROL_PLANE_COMPONENTS))
-    members += [Member(node_name(cfg.name, ROLE_WORKER, i), ROLE_WORKER, host(_WORKER_FIRST_HOST + i),
-                       WORKER_COMPONENTS) for i in range(cfg.workers)]
+    members.append(Member(node_name(cfg.name, ROLE_CONTROL_PLANE, 0), ROLE_CONTROL_PLANE, host(_CONTROL_PLANE_HOST)))
+    members += [Member(node_name(cfg.name, ROLE_WORKER, i), ROLE_WORKER, host(_WORKER_FIRST_HOST + i))
+                for i in range(cfg.workers)]
     return members
 
 
@@ -157,85 +177,21 @@ def etcd_servers(members: Sequence[Member]) -> str:
     return ",".join(f"http://{m.ip}:{ETCD_CLIENT_PORT}" for m in etcd_members(members))
 
 
-def _env_line(var: str, flags: Sequence[str]) -> str:
-    # systemd's EnvironmentFile takes a double-quoted value; an unbraced $VAR in
-    # ExecStart= splits it into one argument per flag.
-    for f in flags:
-        if '"' in f or "\\" in f or " " in f:
-            raise ConfigError(f"flag {f!r} cannot go into {var}: no spaces, quotes or backslashes")
-    return f'{var}="{" ".join(flags)}"\n'
-
-
-def etcd_env(cfg: ClusterConfig, member: Member, members: Sequence[Member]) -> str:
-    """etcd reads ETCD_<FLAG> variables natively: the file is its own flags, upper-cased."""
-    initial = ",".join(f"{m.name}=http://{m.ip}:{ETCD_PEER_PORT}" for m in etcd_members(members))
-    values = {
-        "ETCD_NAME": member.name,
-        "ETCD_DATA_DIR": "/var/lib/etcd/kubelite",
-        "ETCD_LISTEN_PEER_URLS": f"http://{member.ip}:{ETCD_PEER_PORT}",
-        "ETCD_INITIAL_ADVERTISE_PEER_URLS": f"http://{member.ip}:{ETCD_PEER_PORT}",
-        "ETCD_LISTEN_CLIENT_URLS": f"http://{member.ip}:{ETCD_CLIENT_PORT},http://127.0.0.1:{ETCD_CLIENT_PORT}",
-        "ETCD_ADVERTISE_CLIENT_URLS": f"http://{member.ip}:{ETCD_CLIENT_PORT}",
-        "ETCD_INITIAL_CLUSTER": initial,
-        # Read only when the data directory is empty: a restarted member rejoins with its data.
-        "ETCD_INITIAL_CLUSTER_STATE": "new",
-        "ETCD_INITIAL_CLUSTER_TOKEN": f"kubelite-{cfg.name}",
-        "ETCD_LOG_LEVEL": "warn",
-    }
-    return "".join(f"{k}={v}\n" for k, v in values.items())
-
-
-def component_env(cfg: ClusterConfig, component: str, member: Member, members: Sequence[Member]) -> str:
-    """The environment file of one component on one node: its flags under Kubernetes' names."""
-    kubeconfig = f"--kubeconfig={NODE_KUBECONFIG}"
-    flags: list[str]
-    if component == "apiserver":
-        flags = [f"--etcd-servers={etcd_servers(members)}", "--bind-address=0.0.0.0",
-                 f"--secure-port={API_PORT}", "--http-bind-address=0.0.0.0", f"--http-port={HTTP_PORT}",
-                 f"--service-cluster-ip-range={cfg.service_cluster_ip_range}",
-                 f"--service-node-port-range={cfg.service_node_port_range}"]
-    elif component == "scheduler":
-        flags = [kubeconfig, "--leader-elect=true"]
-    elif component == "controller-manager":
-        flags = [kubeconfig, f"--cluster-cidr={cfg.cluster_cidr}", "--node-cidr-mask-size=24",
-                 "--leader-elect=true"]
-    elif component == "kubelet":
-        flags = [kubeconfig, f"--hostname-override={member.name}", f"--node-ip={member.ip}", "--runtime=docker",
-                 f"--cluster-dns={cfg.cluster_dns}", f"--cluster-domain={cfg.cluster_domain}"]
-        if member.role == ROLE_CONTROL_PLANE:
-            flags += ["--node-labels=node-role.kubernetes.io/control-plane=",
-                      "--register-with-taints=node-role.kubernetes.io/control-plane=:NoSchedule"]
-    elif component == "proxy":
-        flags = [kubeconfig, f"--hostname-override={member.name}", "--proxy-mode=iptables",
-                 f"--cluster-cidr={cfg.cluster_cidr}"]
-    else:
-        raise ConfigError(f"unknown component {component!r}")
-    var = "KUBELITE_" + component.upper().replace("-", "_") + "_ARGS"
-    return f"# kubelite-{component} on {member.name}, written by `kubelite cluster up`.\n" + _env_line(var, flags)
-
-
-def unit(component: str) -> str:
-    return f"kubelite-{component}.service"
-
-
-def binary(component: str) -> str:
-    return "etcd" if component == "etcd" else f"kubelite-{component}"
-
-
-def env_path(component: str) -> str:
-    return f"{ENV_DIR}/{component}.env"
-
-
-def node_kubeconfig(members: Sequence[Member]) -> str:
-    """The kubeconfig every component on a node uses: the control plane's address on the cluster network."""
+def node_config(cfg: ClusterConfig, member: Member, members: Sequence[Member]) -> NodeConfig:
+    """What ``kubelite cluster configure-node`` is told inside the member's container."""
+    common = {"service_cluster_ip_range": cfg.service_cluster_ip_range,
+              "service_node_port_range": cfg.service_node_port_range, "cluster_cidr": cfg.cluster_cidr,
+              "cluster_dns": cfg.cluster_dns, "cluster_domain": cfg.cluster_domain}
+    if member.role == ROLE_ETCD:
+        initial = ",".join(f"{m.name}=http://{m.ip}:{ETCD_PEER_PORT}" for m in etcd_members(members))
+        return NodeConfig(role=ROLE_ETCD, node_name=member.name, node_ip=member.ip, initial_cluster=initial,
+                          initial_cluster_token=f"kubelite-{cfg.name}", **common)
+    if member.role == ROLE_CONTROL_PLANE:
+        return NodeConfig(role=ROLE_CONTROL_PLANE, node_name=member.name, node_ip=member.ip,
+                          etcd_servers=etcd_servers(members), **common)
     cp = control_plane(members)
-    return (
-        "apiVersion: v1\nkind: Config\n"
-        f"clusters:\n- name: kubelite\n  cluster:\n    server: http://{cp.ip}:{API_PORT}\n"
-        "users:\n- name: kubelite\n  user: {}\n"
-        "contexts:\n- name: kubelite\n  context:\n    cluster: kubelite\n    user: kubelite\n"
-        "current-context: kubelite\n"
-    )
+    return NodeConfig(role=ROLE_WORKER, node_name=member.name, node_ip=member.ip,
+                      server=f"http://{cp.ip}:{API_PORT}", **common)
 
 
 # PLATFORM.md: the flags that let a container run its own dockerd and systemd here
