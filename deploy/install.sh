@@ -126,6 +126,26 @@ phase_role() {
   if [ "$role" != etcd ]; then systemctl enable --now docker.service >/dev/null; fi
   /usr/local/bin/kubelite cluster configure-node --role "$role" --node-name "$node_name" --node-ip "$node_ip" \
     ${args[@]+"${args[@]}"}
+  if [ "$role" = control-plane ]; then wait_ready; fi
+}
+
+# Until the API server's /readyz answers ok (it checks etcd), or 120 s.
+wait_ready() {
+  log "waiting for the API server's /readyz"
+  "$PREFIX/bin/python" - <<'PY' || die "the API server did not become ready; see: journalctl -u kubelite-apiserver -u kubelite-etcd"
+import time, urllib.request
+deadline = time.monotonic() + 120
+while True:
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:8080/readyz", timeout=2) as r:
+            if r.status == 200:
+                break
+    except OSError:
+        if time.monotonic() > deadline:
+            raise SystemExit(1)
+    time.sleep(0.3)
+PY
+  log "control plane ready"
 }
 
 phase_reset() {
