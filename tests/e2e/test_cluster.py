@@ -184,6 +184,16 @@ def test_list_kubeconfig_and_load_image(cluster: Cluster) -> None:
     assert "not present locally" in r.stderr
 
 
+def test_logs_collects_every_containers_journal_and_docker_state(cluster: Cluster, tmp_path: pathlib.Path) -> None:
+    kl("cluster", "logs", str(tmp_path), "--name", cluster.name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*cluster.etcd, cluster.control_plane,
+                                                                 *cluster.workers])
+    assert "kubelite API server" in (tmp_path / cluster.control_plane / "journal.log").read_text()
+    assert "KUBELITE_APISERVER_ARGS" in (tmp_path / cluster.control_plane / "kubelite-config.txt").read_text()
+    assert "CONTAINER ID" in (tmp_path / cluster.workers[0] / "docker-ps.txt").read_text()
+    assert "ETCD_INITIAL_CLUSTER" in (tmp_path / cluster.etcd[0] / "kubelite-config.txt").read_text()
+
+
 def test_down_leaves_nothing_labelled_behind(cluster: Cluster) -> None:
     assert all(labelled(cluster.name).values())
     kl("cluster", "down", "--name", cluster.name, "--kubeconfig", cluster.kubeconfig)

@@ -19,7 +19,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -43,6 +43,12 @@ class Hosts:
     name: str
     cp: spec.Member
     worker: spec.Member
+    installed: dict[str, str] = field(default_factory=dict)  # role -> install.sh's stdout
+
+
+def install(host: spec.Member, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(["docker", "exec", host.name, "bash", f"{SRC}/deploy/install.sh", *args,
+                             "--wheels", f"{SRC}/wheels"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +67,25 @@ def hosts() -> Iterator[Hosts]:
             for m in (cp, worker):
                 run("docker", "volume", "create", "--label", f"{spec.LABEL_CLUSTER}={name}", spec.docker_volume(m))
                 run("docker", "run", *spec.run_args(cfg, m, name, images.VM_IMAGE))
+                bare = run("docker", "exec", m.name, "sh", "-c", "command -v kubelite etcd dockerd", code=None)
+                assert bare.stdout.strip() == "", f"{images.VM_IMAGE} must start without kubelite: {bare.stdout}"
                 run("docker", "exec", m.name, "mkdir", "-p", SRC)
                 run("docker", "cp", str(REPO / "deploy"), f"{m.name}:{SRC}/deploy")
                 run("docker", "cp", tmp, f"{m.name}:{SRC}/wheels")
         for m in (cp, worker):
             asyncio.run(lifecycle.wait_booted(docker, m.name))
-        yield Hosts(name, cp, worker)
+        hosts = Hosts(name, cp, worker)
+        # Both hosts install at once, as two VMs would (the worker needs the API only once it runs).
+        procs = {
+            "control-plane": install(hosts.cp, "control-plane", "--node-ip", cp.ip),
+            "worker": install(hosts.worker, "worker", "--node-ip", worker.ip, f"--server=http://{cp.ip}:6443"),
+        }
+        outputs = {}
+        for role, proc in procs.items():
+            out, err = proc.communicate(timeout=600)
+            assert proc.returncode == 0, f"install.sh {role}: exit {proc.returncode}\n{out}\n{err}"
+            outputs[role] = out
+        yield Hosts(name, cp, worker, outputs)
     finally:
         asyncio.run(lifecycle.down(name, docker))
 
@@ -85,11 +104,7 @@ def wait_ready(ip: str, timeout: float = 120) -> None:
 
 
 def test_a_control_plane_vm_installs_and_serves_the_api(hosts: Hosts) -> None:
-    assert run("docker", "exec", hosts.cp.name, "sh", "-c", "command -v kubelite etcd dockerd",
-               code=None).returncode != 0, "the host image must start without kubelite"
-    r = run("docker", "exec", hosts.cp.name, "bash", f"{SRC}/deploy/install.sh", "control-plane",
-            "--wheels", f"{SRC}/wheels", "--node-ip", hosts.cp.ip)
-    assert f"{hosts.cp.name} configured as control-plane: enabled etcd, apiserver" in r.stdout
+    assert f"{hosts.cp.name} configured as control-plane: enabled etcd, apiserver" in hosts.installed["control-plane"]
     for unit in ("docker", "kubelite-etcd", "kubelite-apiserver"):
         assert run("docker", "exec", hosts.cp.name, "systemctl", "is-active", unit).stdout.strip() == "active"
     env = run("docker", "exec", hosts.cp.name, "cat", "/etc/kubelite/apiserver.env").stdout
@@ -104,9 +119,7 @@ def test_a_control_plane_vm_installs_and_serves_the_api(hosts: Hosts) -> None:
 
 def test_a_worker_vm_joins_the_control_planes_api(hosts: Hosts) -> None:
     server = f"http://{hosts.cp.ip}:6443"
-    r = run("docker", "exec", hosts.worker.name, "bash", f"{SRC}/deploy/install.sh", "worker",
-            "--wheels", f"{SRC}/wheels", "--node-ip", hosts.worker.ip, f"--server={server}")
-    assert f"{hosts.worker.name} configured as worker" in r.stdout
+    assert f"{hosts.worker.name} configured as worker" in hosts.installed["worker"]
     kubeconfig = run("docker", "exec", hosts.worker.name, "cat", "/etc/kubelite/kubeconfig").stdout
     assert f"server: {server}" in kubeconfig
     kubelet_env = run("docker", "exec", hosts.worker.name, "cat", "/etc/kubelite/kubelet.env").stdout

@@ -13,6 +13,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import click
@@ -179,6 +180,21 @@ def load_image_cmd(image_names: tuple[str, ...], name: str) -> None:
         report = RichReporter()
         for image in image_names:
             await lifecycle.load_image(DockerCLI(), name, image, report)
+        return 0
+
+    _run(body)
+
+
+@cluster_cmd.command("logs")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--name", default="kubelite", show_default=True, help=_NAME_HELP)
+def logs_cmd(directory: str, name: str) -> None:
+    """Collect every container's journal, units, config and Docker state into DIRECTORY."""
+    name = _name(name)
+
+    async def body() -> int:
+        nodes = await lifecycle.collect_logs(DockerCLI(), name, Path(directory))
+        click.echo(f"logs of {len(nodes)} containers written to {directory}", err=True)
         return 0
 
     _run(body)

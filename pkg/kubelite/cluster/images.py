@@ -263,7 +263,7 @@ async def ensure_pause_image(docker: Docker, say: Say, *, tag: str | None = None
     with tempfile.TemporaryDirectory(prefix="kubelite-pause-") as tmp:
         root = Path(tmp)
         await asyncio.to_thread(_pause_root, root, busybox)
-        changes = ["ENTRYPOINT [\"/pause\"]", "LABEL io.kubelite.image=pause"]
+        changes = ["CMD [\"/pause\"]", "LABEL io.kubelite.image=pause"]
         change_args = " ".join(f"--change {shlex.quote(c)}" for c in changes)
         await _shell(f"tar -C {shlex.quote(str(root))} -c . | docker import {change_args} - {shlex.quote(tag)}",
                      what=f"docker import {tag}")

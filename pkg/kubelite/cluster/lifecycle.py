@@ -534,7 +534,55 @@ async def load_image(docker: Docker, name: str, image: str, report: Reporter) ->
     return nodes
 
 
+async def collect_logs(docker: Docker, name: str, dest: Path) -> list[str]:
+    """Every container's journal, units, kubelite config and (on nodes) Docker state, one folder per
+    container, for a bug report. Containers that are stopped contribute their inspect output only."""
+    found = await find(docker, name)
+    if not found.containers:
+        raise ClusterError(f'no cluster named "{name}" (no containers labelled {_label(name)})')
+
+    async def one(c: dict[str, Any]) -> None:
+        n = _cname(c)
+        out: dict[str, str] = {"inspect.json": json.dumps(c, indent=2)}
+        if (c.get("State") or {}).get("Running"):
+            commands = {
+                "journal.log": ["journalctl", "--no-pager", "-o", "short-precise"],
+                "units.txt": ["systemctl", "list-units", "--all", "--no-pager"],
+                "kubelite-config.txt": ["sh", "-c", "for f in /etc/kubelite/*; do echo \"== $f\"; cat \"$f\"; done"],
+            }
+            if _role(c) in (spec.ROLE_CONTROL_PLANE, spec.ROLE_WORKER):
+                commands["docker-ps.txt"] = ["docker", "ps", "-a", "--no-trunc"]
+                commands["docker-info.txt"] = ["docker", "info"]
+            for fname, cmd in commands.items():
+                r = await docker.run("exec", n, *cmd, check=False, timeout=60)
+                out[fname] = r.stdout + (f"\n[stderr]\n{r.stderr}" if r.stderr.strip() else "")
+        await asyncio.to_thread(_write_dir, dest / n, out)
+
+    await _gather(*(one(c) for c in found.containers))
+    return sorted(_cname(c) for c in found.containers)
+
+
+def _write_dir(folder: Path, files: dict[str, str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for fname, text in files.items():
+        (folder / fname).write_text(text)
+
+
 __all__ = [
-    "ClusterError", "DockerError", "DownResult", "Found", "Reporter", "StepFailed", "UpResult", "down", "find",
-    "kubeconfig", "list_clusters", "load_image", "up", "wait_ready", "write_host_kubeconfig",
+    "ClusterError",
+    "DockerError",
+    "DownResult",
+    "Found",
+    "Reporter",
+    "StepFailed",
+    "UpResult",
+    "collect_logs",
+    "down",
+    "find",
+    "kubeconfig",
+    "list_clusters",
+    "load_image",
+    "up",
+    "wait_ready",
+    "write_host_kubeconfig",
 ]
