@@ -24,7 +24,7 @@ import ipaddress
 import json
 import os
 import tempfile
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -32,10 +32,13 @@ from typing import Any, Protocol, TypeVar
 import aiohttp
 import yaml
 
+from kubelite.api.core.v1 import generated_pb2 as core
+from kubelite.client.client import Client
 from kubelite.cluster import images, spec
 from kubelite.cluster.docker import Docker, DockerError, ids, inspect
 from kubelite.cluster.node import unit
 from kubelite.cluster.spec import ClusterConfig, Member
+from kubelite.machinery.errors import StatusError
 
 T = TypeVar("T")
 
@@ -348,6 +351,12 @@ async def _up(cfg: ClusterConfig, docker: Docker, report: Reporter) -> UpResult:
         report.info(f"not in the image yet, units left disabled: {', '.join(sorted(skipped))}")
 
     server = f"http://127.0.0.1:{api_port}"
+    with_kubelet = sorted(n for n, comps in enabled.items() if "kubelet" in comps)
+    if with_kubelet:
+        async with step(f"nodes Ready: {len(with_kubelet)}"):
+            step.unit = (with_kubelet[-1], unit("kubelet"))
+            await wait_nodes_ready(server, with_kubelet, cfg.ready_timeout)
+
     async with step("kubeconfig"):
         path = write_host_kubeconfig(cfg.name, server, cfg.kubeconfig)
     return UpResult(cfg.name, str(subnet), server, health, path, members, enabled, sorted(skipped))
@@ -392,6 +401,30 @@ async def wait_ready(health: str, timeout: float) -> None:
                 last = str(exc) or type(exc).__name__
             await asyncio.sleep(0.3)
     raise ClusterError(f"the API server was not ready within {timeout:.0f}s ({health}/readyz: {last})")
+
+
+async def wait_nodes_ready(server: str, names: Sequence[str], timeout: float) -> None:
+    """Until every named Node reports condition Ready=True. A poll once a second: this runs once, for
+    well under a minute, at `up`; a watch would save nothing worth its reconnect handling here."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    missing: set[str] = set(names)
+    async with Client(server, timeout=5) as client:
+        while True:
+            try:
+                nodes = await client.list(core.Node)
+            except StatusError as exc:
+                last = str(exc)
+            else:
+                ready = {n.metadata.name for n in nodes.items
+                         if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions)}
+                missing = set(names) - ready
+                if not missing:
+                    return
+                last = f"not Ready: {', '.join(sorted(missing))}"
+            if loop.time() > deadline:
+                raise ClusterError(f"nodes not Ready within {timeout:g}s ({last})")
+            await asyncio.sleep(1.0)
 
 
 # --- kubeconfig -----------------------------------------------------------------------------------------------
