@@ -8,7 +8,7 @@ PROTOS := $(shell find proto -name '*.proto' | sort)
 PROTOC := $(PY) -m grpc_tools.protoc -Iproto --python_out=pkg --pyi_out=pkg --grpc_python_out=pkg \
 	--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=pkg
 
-.PHONY: deps proto proto-check lint typecheck layers check unit integration e2e images test bench up down clean
+.PHONY: deps proto proto-check lint typecheck layers check unit integration e2e images test bench bench-cluster up down clean
 
 deps:
 	@bash hack/deps.sh
@@ -53,6 +53,11 @@ test: check unit integration e2e
 
 bench: deps
 	$(PY) -m bench.run
+
+# A local cluster's timings (cluster up, raw node boot) and memory; needs the Docker engine.
+bench-cluster: deps
+	@bash hack/docker.sh
+	$(PY) -m bench.cluster
 
 up: deps
 	@bash hack/up.sh
