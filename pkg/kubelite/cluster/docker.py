@@ -27,7 +27,7 @@ class DockerError(Exception):
     """A docker command failed; carries the command and its stderr."""
 
     def __init__(self, args: Sequence[str], code: int, stderr: str) -> None:
-        self.args_ = list(args)
+        self.command = ["docker", *args]
         self.code = code
         self.stderr = stderr.strip()
         super().__init__(f"`{shlex.join(['docker', *args])}` failed (exit {code}): {self.stderr[-2000:]}")

@@ -48,7 +48,7 @@ class ClusterError(Exception):
 
 
 class Reporter(Protocol):
-    """Where progress goes (rich on a terminal; a list in tests)."""
+    """Where progress goes (rich lines on stderr for the CLI; silenced in benchmarks)."""
 
     def step(self, title: str) -> contextlib.AbstractAsyncContextManager[None]: ...
 
@@ -75,8 +75,8 @@ async def node_exec(docker: Docker, node: str, *cmd: str, stdin: bytes | None = 
     return r.stdout
 
 
-async def journal(docker: Docker, node: str, unit: str, lines: int = 25) -> str:
-    r = await docker.run("exec", node, "journalctl", "--no-pager", "-o", "cat", "-n", str(lines), "-u", unit,
+async def journal(docker: Docker, node: str, unit_name: str, lines: int = 25) -> str:
+    r = await docker.run("exec", node, "journalctl", "--no-pager", "-o", "cat", "-n", str(lines), "-u", unit_name,
                          check=False)
     return (r.stdout or r.stderr).strip()
 

@@ -188,10 +188,10 @@ def component_env(node: NodeConfig, component: str) -> str:
                  f"--service-cluster-ip-range={node.service_cluster_ip_range}",
                  f"--service-node-port-range={node.service_node_port_range}"]
     elif component == "scheduler":
-        flags = [kubeconfig, "--leader-elect=true"]
+        # Bare: the components' boolean flags take --leader-elect / --no-leader-elect (not =true).
+        flags = [kubeconfig, "--leader-elect"]
     elif component == "controller-manager":
-        flags = [kubeconfig, f"--cluster-cidr={node.cluster_cidr}", "--node-cidr-mask-size=24",
-                 "--leader-elect=true"]
+        flags = [kubeconfig, f"--cluster-cidr={node.cluster_cidr}", "--node-cidr-mask-size=24", "--leader-elect"]
     elif component == "kubelet":
         flags = [kubeconfig, f"--hostname-override={node.node_name}", f"--node-ip={node.node_ip}",
                  "--runtime=docker", f"--cluster-dns={node.cluster_dns}", f"--cluster-domain={node.cluster_domain}"]
@@ -199,8 +199,10 @@ def component_env(node: NodeConfig, component: str) -> str:
             flags += ["--node-labels=node-role.kubernetes.io/control-plane=",
                       "--register-with-taints=node-role.kubernetes.io/control-plane=:NoSchedule"]
     elif component == "proxy":
+        # --pod-network=host-gw: the proxy also routes other nodes' pod CIDRs via their addresses
+        # (DESIGN.md's host-gw model), which is what pods on different nodes need to reach each other.
         flags = [kubeconfig, f"--hostname-override={node.node_name}", "--proxy-mode=iptables",
-                 f"--cluster-cidr={node.cluster_cidr}"]
+                 f"--cluster-cidr={node.cluster_cidr}", "--pod-network=host-gw"]
     else:
         raise ConfigError(f"unknown component {component!r}")
     var = "KUBELITE_" + component.upper().replace("-", "_") + "_ARGS"
