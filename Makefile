@@ -8,7 +8,7 @@ PROTOS := $(shell find proto -name '*.proto' | sort)
 PROTOC := $(PY) -m grpc_tools.protoc -Iproto --python_out=pkg --pyi_out=pkg --grpc_python_out=pkg \
 	--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=pkg
 
-.PHONY: deps proto proto-check lint typecheck layers check unit integration e2e images test bench bench-cluster up down clean
+.PHONY: deps proto proto-check lint typecheck layers check unit integration e2e images test bench bench-cluster up down cluster-up cluster-down clean
 
 deps:
 	@bash hack/deps.sh
@@ -61,6 +61,15 @@ bench-cluster: deps
 
 up: deps
 	@bash hack/up.sh
+
+# A local cluster of node containers (3 etcd members, a control plane, 3 workers) named "kubelite";
+# the context kubelite-kubelite is merged into ~/.kube/config. `make cluster-down` removes it.
+cluster-up: deps
+	@bash hack/docker.sh
+	$(VENV)/bin/kubelite cluster up --name kubelite --workers 3
+
+cluster-down: deps
+	$(VENV)/bin/kubelite cluster down --name kubelite
 
 down:
 	@bash hack/down.sh
