@@ -25,6 +25,9 @@ import yaml
 
 from kubelite.cluster.images import pause_image
 
+# The first test may rebuild the node image (a code change): minutes on a loaded 2-core machine.
+pytestmark = pytest.mark.timeout(900)
+
 KUBELITE = str(pathlib.Path(sys.executable).parent / "kubelite")
 LABEL = "io.kubelite.cluster"
 

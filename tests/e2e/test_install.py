@@ -26,6 +26,10 @@ import pytest
 from kubelite.cluster import images, lifecycle, spec
 from kubelite.cluster.docker import DockerCLI
 
+# Two hosts installing Debian packages and a virtualenv share 2 cores with everything else: the
+# setup takes 1-2 minutes on a quiet machine, several on a loaded one.
+pytestmark = pytest.mark.timeout(1200)
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 KUBELITE = str(pathlib.Path(sys.executable).parent / "kubelite")
 SRC = "/root/kubelite"
@@ -57,6 +61,7 @@ def hosts() -> Iterator[Hosts]:
     asyncio.run(images.ensure_vm_image(docker, print))
     name = f"e2e-vm-{secrets.token_hex(3)}"
     cfg = spec.ClusterConfig(name=name, workers=1)
+    procs: dict[str, subprocess.Popen[str]] = {}
     try:
         subnet = asyncio.run(lifecycle.create_network(docker, cfg))
         base = subnet.network_address
@@ -76,17 +81,19 @@ def hosts() -> Iterator[Hosts]:
             asyncio.run(lifecycle.wait_booted(docker, m.name))
         hosts = Hosts(name, cp, worker)
         # Both hosts install at once, as two VMs would (the worker needs the API only once it runs).
-        procs = {
-            "control-plane": install(hosts.cp, "control-plane", "--node-ip", cp.ip),
-            "worker": install(hosts.worker, "worker", "--node-ip", worker.ip, f"--server=http://{cp.ip}:6443"),
-        }
+        procs["control-plane"] = install(hosts.cp, "control-plane", "--node-ip", cp.ip)
+        procs["worker"] = install(hosts.worker, "worker", "--node-ip", worker.ip, f"--server=http://{cp.ip}:6443")
         outputs = {}
         for role, proc in procs.items():
-            out, err = proc.communicate(timeout=600)
+            out, err = proc.communicate(timeout=1000)
             assert proc.returncode == 0, f"install.sh {role}: exit {proc.returncode}\n{out}\n{err}"
             outputs[role] = out
         yield Hosts(name, cp, worker, outputs)
     finally:
+        for proc in procs.values():  # our `docker exec` children, by PID
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         asyncio.run(lifecycle.down(name, docker))
 
 
