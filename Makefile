@@ -8,7 +8,7 @@ PROTOS := $(shell find proto -name '*.proto' | sort)
 PROTOC := $(PY) -m grpc_tools.protoc -Iproto --python_out=pkg --pyi_out=pkg --grpc_python_out=pkg \
 	--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=pkg
 
-.PHONY: deps proto proto-check lint typecheck layers check unit integration e2e test bench bench-scheduler bench-kubelet up down clean
+.PHONY: deps proto proto-check lint typecheck layers check unit integration e2e images test bench bench-scheduler bench-kubelet bench-cluster up down cluster-up cluster-down clean
 
 deps:
 	@bash hack/deps.sh
@@ -40,9 +40,15 @@ integration: deps
 	@bash hack/docker.sh
 	$(VENV)/bin/pytest -q tests/integration
 
+# The local cluster's node containers need a Docker engine (and debootstrap for the node image).
 e2e: deps
 	@bash hack/docker.sh
 	$(VENV)/bin/pytest -q tests/e2e
+
+# kubelite/node and kubelite/pause for this tree (cached by content: a no-op when up to date).
+images: deps
+	@bash hack/docker.sh
+	$(VENV)/bin/kubelite cluster build-image
 
 test: check unit integration e2e
 
@@ -61,8 +67,22 @@ bench-kubelet: deps
 	@bash hack/docker.sh
 	$(PY) -m bench.kubelet
 
+# A local cluster's timings (cluster up, raw node boot) and memory; needs the Docker engine.
+bench-cluster: deps
+	@bash hack/docker.sh
+	$(PY) -m bench.cluster
+
 up: deps
 	@bash hack/up.sh
+
+# A local cluster of node containers (3 etcd members, a control plane, 3 workers) named "kubelite";
+# the context kubelite-kubelite is merged into ~/.kube/config. `make cluster-down` removes it.
+cluster-up: deps
+	@bash hack/docker.sh
+	$(VENV)/bin/kubelite cluster up --name kubelite --workers 3
+
+cluster-down: deps
+	$(VENV)/bin/kubelite cluster down --name kubelite
 
 down:
 	@bash hack/down.sh

@@ -2,23 +2,27 @@
 # Installs and starts the Docker engine, idempotently. A fresh machine has only
 # the docker client and no systemd (PLATFORM.md): Debian's docker.io gives the
 # engine, and dockerd is started by hand with its log in /var/log/dockerd.log.
-# busybox-static is installed too: the project builds its images from it.
+# Also the tools that build the local cluster's images without a registry
+# (kubelite.cluster.images): debootstrap for the Debian base, busybox-static
+# for the pause image.
 set -euo pipefail
+need_apt=()
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need_apt+=(debootstrap)
+[ -x /bin/busybox ] || need_apt+=(busybox-static)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "docker: installing ${need_apt[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q "${need_apt[@]}" >/dev/null 2>&1 || {
+    apt-get update -q >/dev/null
+    apt-get install -y -q "${need_apt[@]}" >/dev/null
+  }
+fi
 if ! command -v dockerd >/dev/null 2>&1; then
   echo "docker: installing docker.io" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -q docker.io >/dev/null 2>&1 || {
     apt-get update -q >/dev/null
     apt-get install -y -q docker.io >/dev/null
-  }
-fi
-# The project's own images (pause, busybox) are made from busybox-static.
-if ! command -v busybox >/dev/null 2>&1; then
-  echo "docker: installing busybox-static" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -q busybox-static >/dev/null 2>&1 || {
-    apt-get update -q >/dev/null
-    apt-get install -y -q busybox-static >/dev/null
   }
 fi
 if ! docker info >/dev/null 2>&1; then

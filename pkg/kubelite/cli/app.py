@@ -34,6 +34,7 @@ from kubelite.cli import edit as edit_mod
 from kubelite.cli import get as get_mod
 from kubelite.cli import label as label_mod
 from kubelite.cli.clientset import ConnectionOptions, Session, Streams, WatchFactory, default_watch_factory
+from kubelite.cli.cluster import cluster_cmd
 from kubelite.cli.errors import CliError
 from kubelite.cli.printers import to_json, to_yaml
 from kubelite.cli.resources import default_scheme
@@ -669,6 +670,9 @@ def version_cmd(client: bool, output: str) -> None:
     """Print the client and server versions."""
     opts = discovery.VersionOptions(client_only=client, output=output)
     execute(lambda s, st: discovery.run_version(s, opts))
+
+
+cli.add_command(cluster_cmd)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

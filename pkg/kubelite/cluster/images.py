@@ -1,0 +1,321 @@
+"""The images a local cluster runs, built on this machine (nothing is ever pulled).
+
+- ``kubelite/base:bookworm``: ``debootstrap --variant=minbase bookworm`` imported
+  as an image. It changes only when Debian does, so it is built once and kept
+  (about 30 s cold); every node image build starts from it.
+- ``kubelite/node:<version>``: the base plus the node's packages, the units and
+  kubelite itself, installed by the same ``deploy/install.sh`` phases a VM runs.
+  kubelite comes from wheels built on the host (``pip wheel``), installed with
+  ``--no-index`` so the build never needs PyPI from inside a container.
+- ``kubelite/pause:<version>``: the sandbox that holds a pod's namespaces: a
+  static busybox and a shell loop that exits on SIGTERM (PID 1 ignores signals
+  it has no handler for, so a bare ``sleep`` would take docker's 10 s kill).
+
+A node image is cached by content, not only by tag: the image carries the
+digest of the source tree it was built from (label ``io.kubelite.source-digest``)
+and is rebuilt only when the tree differs, so tests never run stale code and
+an unchanged tree costs one ``docker image inspect``. A rebuild after a code
+change reuses Docker's layer cache for everything but the kubelite wheel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import kubelite
+from kubelite.cluster.docker import Docker, inspect
+
+BASE_IMAGE = "kubelite/base:bookworm"
+DIGEST_LABEL = "io.kubelite.source-digest"
+DEBIAN_SUITE = "bookworm"
+
+# What goes into the wheel and the image; a change in any of these rebuilds the node image.
+_SOURCE_ROOTS = ("pkg", "cmd", "deploy")
+_SOURCE_FILES = ("pyproject.toml", "setup.py", "README.md")
+_SKIP_DIRS = {"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
+
+Say = Callable[[str], None]
+
+
+class ImageError(Exception):
+    """An image could not be built; the message says which and why."""
+
+
+def version() -> str:
+    try:
+        return metadata.version("kubelite")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def node_image() -> str:
+    return f"kubelite/node:{version()}"
+
+
+def pause_image() -> str:
+    return f"kubelite/pause:{version()}"
+
+
+def source_tree() -> Path | None:
+    """The kubelite source tree this code runs from (an editable install), if any."""
+    root = Path(kubelite.__file__).resolve().parents[2]
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file() and 'name = "kubelite"' in pyproject.read_text():
+        return root
+    return None
+
+
+def _source_files(tree: Path) -> Iterator[Path]:
+    for name in _SOURCE_FILES:
+        if (tree / name).is_file():
+            yield tree / name
+    for top in _SOURCE_ROOTS:
+        for dirpath, dirnames, filenames in os.walk(tree / top):
+            dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.endswith(".egg-info"))
+            for f in sorted(filenames):
+                if not f.endswith((".pyc", ".pyo")):
+                    yield Path(dirpath) / f
+
+
+def source_digest(tree: Path) -> str:
+    """sha256 over the relative paths and bytes of everything the image is built from."""
+    h = hashlib.sha256()
+    for path in _source_files(tree):
+        h.update(str(path.relative_to(tree)).encode() + b"\0")
+        h.update(path.read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _find_tool(name: str, *paths: str) -> str | None:
+    """On PATH, else at a fixed path (a root shell's PATH may lack /usr/sbin)."""
+    found = shutil.which(name) if name else None
+    return found or next((p for p in paths if os.path.exists(p)), None)
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    image: str
+    built: bool  # False: an up-to-date image was already there
+    seconds: float
+
+
+async def _shell(cmd: str, *, what: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        "bash", "-o", "pipefail", "-c", cmd, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        out, _ = await proc.communicate()
+    except asyncio.CancelledError:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
+    text = out.decode(errors="replace")
+    if proc.returncode:
+        tail = "\n".join(text.splitlines()[-25:])
+        raise ImageError(f"{what} failed (exit {proc.returncode}):\n{tail}")
+    return text
+
+
+async def ensure_base_image(docker: Docker, say: Say, *, tag: str = BASE_IMAGE) -> BuildReport:
+    """The Debian minbase image; built once per machine with debootstrap."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    if await inspect(docker, "image", tag) is not None:
+        return BuildReport(tag, False, loop.time() - start)
+    debootstrap = _find_tool("debootstrap", "/usr/sbin/debootstrap")
+    if debootstrap is None:
+        raise ImageError(f"building {tag} needs debootstrap: run hack/docker.sh (or apt-get install debootstrap)")
+    say(f"building {tag} with debootstrap (once per machine, about 30 s)")
+    # /var/tmp: the root file system is ~200 MB, more than a small /tmp tmpfs may hold.
+    with tempfile.TemporaryDirectory(prefix="kubelite-base-", dir="/var/tmp") as tmp:
+        root = Path(tmp) / "root"
+        await _shell(f"{shlex.quote(debootstrap)} --variant=minbase {DEBIAN_SUITE} {shlex.quote(str(root))}",
+                     what=f"debootstrap {DEBIAN_SUITE}")
+        await _shell(f"tar -C {shlex.quote(str(root))} -c . | docker import - {shlex.quote(tag)}",
+                     what=f"docker import {tag}")
+    return BuildReport(tag, True, loop.time() - start)
+
+
+# Units that need hardware or a console a container does not have (node and VM images).
+_MASKED_UNITS = ("systemd-udevd.service systemd-udevd-kernel.socket systemd-udevd-control.socket "
+                 "systemd-modules-load.service sys-kernel-config.mount sys-kernel-debug.mount "
+                 "sys-kernel-tracing.mount getty.target console-getty.service systemd-firstboot.service")
+
+_NODE_DOCKERFILE = """\
+# Generated by kubelite.cluster.images: the local cluster's node (and etcd member) image.
+FROM {base}
+ENV DEBIAN_FRONTEND=noninteractive container=docker
+# The same phases a VM runs (deploy/install.sh), one layer each so that a
+# change of kubelite's code rebuilds only the last layers.
+COPY install.sh /opt/kubelite-install/install.sh
+RUN bash /opt/kubelite-install/install.sh packages && apt-get clean && rm -rf /var/lib/apt/lists/*
+# Units that need hardware or a console a container does not have.
+RUN systemctl mask {masked} >/dev/null
+COPY deps/ /tmp/kubelite-deps/
+RUN python3 -m venv /opt/kubelite \\
+    && /opt/kubelite/bin/pip install -q --no-index --no-deps /tmp/kubelite-deps/*.whl && rm -rf /tmp/kubelite-deps
+COPY systemd/ /opt/kubelite-install/systemd/
+RUN bash /opt/kubelite-install/install.sh units
+COPY wheel/ /tmp/kubelite-wheel/
+RUN bash /opt/kubelite-install/install.sh kubelite --wheels /tmp/kubelite-wheel && rm -rf /tmp/kubelite-wheel
+LABEL {label}={digest}
+# systemd stops cleanly on SIGRTMIN+3 (docker stop), and is PID 1.
+STOPSIGNAL SIGRTMIN+3
+CMD ["/sbin/init"]
+"""
+
+
+async def build_wheels(tree: Path, into: Path) -> None:
+    """kubelite's wheel and its dependencies' wheels, built on the host (pip's cache makes repeats fast)."""
+    cmd = (f"cd {shlex.quote(str(tree))} && {shlex.quote(sys.executable)} -m pip wheel -q "
+           f"--disable-pip-version-check . -w {shlex.quote(str(into))}")
+    await _shell(cmd, what="pip wheel")
+
+
+def _node_context(ctx: Path, tree: Path, base: str, digest: str) -> None:
+    """Lays out the build context: wheels split into dependencies and kubelite, install.sh, units."""
+    (ctx / "deps").mkdir()
+    (ctx / "wheel").mkdir()
+    for whl in sorted((ctx / "all").glob("*.whl")):
+        dest = "wheel" if whl.name.startswith("kubelite-") else "deps"
+        shutil.move(str(whl), ctx / dest / whl.name)
+    if not any((ctx / "wheel").iterdir()):
+        raise ImageError(f"pip wheel wrote no kubelite wheel for {tree}")
+    shutil.copy(tree / "deploy" / "install.sh", ctx / "install.sh")
+    shutil.copytree(tree / "deploy" / "systemd", ctx / "systemd")
+    (ctx / "Dockerfile").write_text(_NODE_DOCKERFILE.format(base=base, label=DIGEST_LABEL, digest=digest,
+                                                            masked=_MASKED_UNITS))
+
+
+async def ensure_node_image(docker: Docker, say: Say, *, tag: str | None = None, tree: Path | None = None,
+                            base: str = BASE_IMAGE, force: bool = False) -> BuildReport:
+    """``kubelite/node:<version>``, rebuilt only when the source tree's digest changed."""
+    tag = tag or node_image()
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    tree = tree or source_tree()
+    existing = await inspect(docker, "image", tag)
+    if tree is None:
+        if existing is not None:
+            return BuildReport(tag, False, loop.time() - start)
+        raise ImageError(f"image {tag} is missing and this kubelite is not a source tree to build it from; "
+                         "build it from a checkout (kubelite cluster build-image) or pass --image")
+    digest = await asyncio.to_thread(source_digest, tree)
+    labels = ((existing or {}).get("Config") or {}).get("Labels") or {}
+    if existing is not None and labels.get(DIGEST_LABEL) == digest and not force:
+        return BuildReport(tag, False, loop.time() - start)
+    await ensure_base_image(docker, say, tag=base)
+    say(f"building {tag} from {tree}" + (" (source changed)" if existing is not None else ""))
+    with tempfile.TemporaryDirectory(prefix="kubelite-node-", dir="/var/tmp") as tmp:
+        ctx = Path(tmp)
+        await build_wheels(tree, ctx / "all")
+        await asyncio.to_thread(_node_context, ctx, tree, base, digest)
+        # The classic builder resolves FROM against local images only, which is what an
+        # offline machine needs; BuildKit would try the registry for the base image's metadata.
+        await _shell(f"DOCKER_BUILDKIT=0 docker build -q -t {shlex.quote(tag)} {shlex.quote(str(ctx))}",
+                     what=f"docker build {tag}")
+    if existing is not None:
+        # The previous build lost its tag; drop it unless a container still uses it (then docker refuses).
+        await docker.run("image", "rm", str(existing["Id"]), check=False)
+    return BuildReport(tag, True, loop.time() - start)
+
+
+_PAUSE_SCRIPT = """\
+#!/bin/sh
+# kubelite's pod sandbox: holds the pod's namespaces until told to stop.
+trap 'exit 0' TERM INT
+while :; do sleep 86400 & wait $!; done
+"""
+
+
+def _pause_root(root: Path, busybox: str) -> None:
+    (root / "bin").mkdir()
+    shutil.copy(busybox, root / "bin" / "busybox")
+    for applet in ("sh", "sleep"):
+        (root / "bin" / applet).symlink_to("busybox")
+    (root / "pause").write_text(_PAUSE_SCRIPT)
+    (root / "pause").chmod(0o755)
+
+
+async def ensure_pause_image(docker: Docker, say: Say, *, tag: str | None = None) -> BuildReport:
+    tag = tag or pause_image()
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    if await inspect(docker, "image", tag) is not None:
+        return BuildReport(tag, False, loop.time() - start)
+    busybox = _find_tool("", "/bin/busybox", "/usr/bin/busybox")
+    if busybox is None:
+        raise ImageError(f"building {tag} needs busybox-static: run hack/docker.sh (or apt-get install busybox-static)")
+    say(f"building {tag}")
+    with tempfile.TemporaryDirectory(prefix="kubelite-pause-") as tmp:
+        root = Path(tmp)
+        await asyncio.to_thread(_pause_root, root, busybox)
+        changes = ["CMD [\"/pause\"]", "LABEL io.kubelite.image=pause"]
+        change_args = " ".join(f"--change {shlex.quote(c)}" for c in changes)
+        await _shell(f"tar -C {shlex.quote(str(root))} -c . | docker import {change_args} - {shlex.quote(tag)}",
+                     what=f"docker import {tag}")
+    return BuildReport(tag, True, loop.time() - start)
+
+
+VM_IMAGE = "kubelite/vm:bookworm"
+
+_VM_DOCKERFILE = """\
+# Generated by kubelite.cluster.images: a bare Debian host that boots systemd, standing in for a VM
+# in install tests. Nothing of kubelite is installed; deploy/install.sh's packages are only
+# downloaded (their .debs in apt's cache), so each test installs them for real without the network.
+FROM {base}
+ENV DEBIAN_FRONTEND=noninteractive container=docker
+RUN apt-get update -q && apt-get install -y -q --no-install-recommends systemd systemd-sysv dbus \\
+    && apt-get install -y -q --no-install-recommends --download-only {packages}
+RUN systemctl mask {masked} >/dev/null
+LABEL {label}={digest}
+STOPSIGNAL SIGRTMIN+3
+CMD ["/sbin/init"]
+"""
+
+
+def install_packages(install_sh: Path) -> list[str]:
+    """The PACKAGES=(...) list of deploy/install.sh."""
+    m = re.search(r"^PACKAGES=\(([^)]*)\)", install_sh.read_text(), re.MULTILINE)
+    if m is None:
+        raise ImageError(f"{install_sh} has no PACKAGES=(...) list")
+    return m.group(1).split()
+
+
+async def ensure_vm_image(docker: Docker, say: Say, *, tree: Path | None = None, tag: str = VM_IMAGE,
+                          base: str = BASE_IMAGE) -> BuildReport:
+    """The bare systemd host for install.sh tests, rebuilt when install.sh's package list changes."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    tree = tree or source_tree()
+    if tree is None:
+        raise ImageError(f"building {tag} needs a kubelite source tree (deploy/install.sh)")
+    packages = await asyncio.to_thread(install_packages, tree / "deploy" / "install.sh")
+    digest = hashlib.sha256(" ".join(packages).encode() + _MASKED_UNITS.encode()).hexdigest()
+    existing = await inspect(docker, "image", tag)
+    if existing is not None and ((existing.get("Config") or {}).get("Labels") or {}).get(DIGEST_LABEL) == digest:
+        return BuildReport(tag, False, loop.time() - start)
+    await ensure_base_image(docker, say, tag=base)
+    say(f"building {tag}")
+    with tempfile.TemporaryDirectory(prefix="kubelite-vm-", dir="/var/tmp") as tmp:
+        dockerfile = _VM_DOCKERFILE.format(base=base, packages=" ".join(packages), masked=_MASKED_UNITS,
+                                           label=DIGEST_LABEL, digest=digest)
+        await asyncio.to_thread((Path(tmp) / "Dockerfile").write_text, dockerfile)
+        await _shell(f"DOCKER_BUILDKIT=0 docker build -q -t {shlex.quote(tag)} {shlex.quote(tmp)}",
+                     what=f"docker build {tag}")
+    if existing is not None:
+        await docker.run("image", "rm", str(existing["Id"]), check=False)
+    return BuildReport(tag, True, loop.time() - start)

@@ -1,0 +1,621 @@
+"""Bringing a local cluster up and down, found again by its Docker labels.
+
+``up`` carries out ``spec.plan`` in steps, each reported with its elapsed
+time: images, the network, all containers at once (systemd boots in about a
+second), then etcd, the control plane and the nodes' agents through their
+systemd units, exactly as on a VM. A step that fails names itself, shows the
+last journal lines of the unit it was starting, and (unless ``retain``) the
+cluster is removed again, so a failed ``up`` leaves nothing behind.
+
+Units of components whose binary is not in the image yet are left disabled
+(``command -v`` inside the node decides), so the harness works while the
+kubelet, scheduler, controller manager and proxy are still being written.
+
+There is no local state: ``down``, ``list``, ``kubeconfig`` and
+``load-image`` ask Docker for the containers labelled with the cluster name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import json
+import os
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import aiohttp
+import yaml
+
+from kubelite.api.core.v1 import generated_pb2 as core
+from kubelite.client.client import Client
+from kubelite.cluster import images, spec
+from kubelite.cluster.docker import Docker, DockerError, ids, inspect
+from kubelite.cluster.node import unit
+from kubelite.cluster.spec import ClusterConfig, Member
+from kubelite.machinery.errors import StatusError
+
+T = TypeVar("T")
+
+
+class ClusterError(Exception):
+    """A cluster operation failed; the message says which step and why."""
+
+
+class Reporter(Protocol):
+    """Where progress goes (rich lines on stderr for the CLI; silenced in benchmarks)."""
+
+    def step(self, title: str) -> contextlib.AbstractAsyncContextManager[None]: ...
+
+    def info(self, text: str) -> None: ...
+
+
+class StepFailed(ClusterError):
+    def __init__(self, title: str, cause: BaseException, journal: str = "") -> None:
+        self.title = title
+        self.journal = journal
+        msg = f"step {title!r} failed: {cause}"
+        if journal:
+            msg += f"\n--- last lines of the journal ---\n{journal}"
+        super().__init__(msg)
+
+
+# --- small node helpers ---------------------------------------------------------------------------------------
+
+
+async def node_exec(docker: Docker, node: str, *cmd: str, stdin: bytes | None = None, check: bool = True,
+                    timeout: float | None = 60.0) -> str:
+    r = await docker.run("exec", *(["-i"] if stdin is not None else []), node, *cmd, stdin=stdin, check=check,
+                         timeout=timeout)
+    return r.stdout
+
+
+async def journal(docker: Docker, node: str, unit_name: str, lines: int = 25) -> str:
+    r = await docker.run("exec", node, "journalctl", "--no-pager", "-o", "cat", "-n", str(lines), "-u", unit_name,
+                         check=False)
+    return (r.stdout or r.stderr).strip()
+
+
+async def wait_booted(docker: Docker, node: str, timeout: float = 90.0) -> None:
+    """Until systemd inside the node has finished booting; a degraded boot is an error naming the failed units."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    state = ""
+    while loop.time() < deadline:
+        r = await docker.run("exec", node, "systemctl", "is-system-running", "--wait", check=False, timeout=timeout)
+        state = r.stdout.strip()
+        if state == "running":
+            return
+        if state == "degraded":
+            failed = await node_exec(docker, node, "systemctl", "--failed", "--no-legend", "--plain", check=False)
+            raise ClusterError(f"{node}: systemd is degraded; failed units:\n{failed.strip()}")
+        await asyncio.sleep(0.2)  # dbus or PID 1 not answering yet
+    raise ClusterError(f"{node}: systemd did not finish booting within {timeout:.0f}s (state {state!r})")
+
+
+async def _gather(*aws: Awaitable[T]) -> list[T]:
+    """All at once; the first failure cancels the rest (and is what the step reports)."""
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(_as_coro(a), name=f"cluster-step-{i}") for i, a in enumerate(aws)]
+    return [t.result() for t in tasks]
+
+
+async def _as_coro(a: Awaitable[T]) -> T:
+    return await a
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.exceptions[0]
+    return exc
+
+
+# --- finding a cluster ----------------------------------------------------------------------------------------
+
+
+def _label(name: str) -> str:
+    return f"{spec.LABEL_CLUSTER}={name}"
+
+
+@dataclass(frozen=True)
+class Found:
+    containers: list[dict[str, Any]]
+    networks: list[str]
+    volumes: list[str]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.containers or self.networks or self.volumes)
+
+
+async def find(docker: Docker, name: str) -> Found:
+    cids = await ids(docker, "container", _label(name))
+    containers: list[dict[str, Any]] = []
+    if cids:
+        r = await docker.run("container", "inspect", *cids, check=False)
+        containers = json.loads(r.stdout or "[]")
+    return Found(containers, await ids(docker, "network", _label(name)), await ids(docker, "volume", _label(name)))
+
+
+def _role(c: dict[str, Any]) -> str:
+    return str(((c.get("Config") or {}).get("Labels") or {}).get(spec.LABEL_ROLE, ""))
+
+
+def _cname(c: dict[str, Any]) -> str:
+    return str(c.get("Name", "")).lstrip("/")
+
+
+async def node_containers(docker: Docker, name: str) -> list[str]:
+    found = await find(docker, name)
+    nodes = sorted(_cname(c) for c in found.containers if _role(c) in (spec.ROLE_CONTROL_PLANE, spec.ROLE_WORKER))
+    if not nodes:
+        raise ClusterError(f'no cluster named "{name}" (no node containers labelled {_label(name)})')
+    return nodes
+
+
+async def list_clusters(docker: Docker) -> list[dict[str, Any]]:
+    """One row per cluster name found on containers or networks."""
+    r = await docker.run("ps", "-a", "--filter", f"label={spec.LABEL_CLUSTER}", "--format", "{{json .}}")
+    rows: dict[str, dict[str, Any]] = {}
+    for line in r.stdout.splitlines():
+        if not line.strip():
+            continue
+        c = json.loads(line)
+        labels = dict(kv.split("=", 1) for kv in str(c.get("Labels", "")).split(",") if "=" in kv)
+        name = labels.get(spec.LABEL_CLUSTER, "")
+        row = rows.setdefault(name, {"name": name, "etcd": 0, "control-plane": 0, "worker": 0, "running": 0,
+                                     "total": 0})
+        role = labels.get(spec.LABEL_ROLE, "")
+        if role in row:
+            row[role] += 1
+        row["total"] += 1
+        row["running"] += 1 if c.get("State") == "running" else 0
+    for net in await ids(docker, "network", spec.LABEL_CLUSTER):
+        info = await inspect(docker, "network", net)
+        name = str(((info or {}).get("Labels") or {}).get(spec.LABEL_CLUSTER, ""))
+        rows.setdefault(name, {"name": name, "etcd": 0, "control-plane": 0, "worker": 0, "running": 0, "total": 0})
+    return [rows[k] for k in sorted(rows)]
+
+
+# --- network --------------------------------------------------------------------------------------------------
+
+
+async def _used_subnets(docker: Docker) -> list[ipaddress.IPv4Network]:
+    r = await docker.run("network", "ls", "-q")
+    nets = r.stdout.split()
+    if not nets:
+        return []
+    data = json.loads((await docker.run("network", "inspect", *nets)).stdout or "[]")
+    used = []
+    for n in data:
+        for cfg in ((n.get("IPAM") or {}).get("Config") or []):
+            with contextlib.suppress(ValueError, KeyError):
+                used.append(ipaddress.IPv4Network(cfg["Subnet"], strict=False))
+    return used
+
+
+def candidate_subnets(name: str) -> list[ipaddress.IPv4Network]:
+    """172.30.0.0/24 .. 172.30.255.0/24, starting at a point derived from the name so that
+    clusters started at once by different people rarely race for the same /24."""
+    start = int(hashlib.sha256(name.encode()).hexdigest(), 16) % 256
+    return [ipaddress.IPv4Network(f"172.30.{(start + i) % 256}.0/24") for i in range(256)]
+
+
+async def create_network(docker: Docker, cfg: ClusterConfig) -> ipaddress.IPv4Network:
+    if cfg.subnet:
+        candidates = [spec.parse_subnet(cfg.subnet)]
+    else:
+        used = await _used_subnets(docker)
+        candidates = [c for c in candidate_subnets(cfg.name) if not any(c.overlaps(u) for u in used)]
+    for net in candidates:
+        r = await docker.run("network", "create", "--driver", "bridge", "--subnet", str(net),
+                             "--gateway", str(net.network_address + 1), "--label", _label(cfg.name),
+                             cfg.name, check=False)
+        if r.code == 0:
+            return net
+        if "overlaps" in r.stderr and not cfg.subnet:
+            continue  # taken meanwhile by someone else: the next one
+        raise ClusterError(f"docker network create {cfg.name} {net}: {r.stderr.strip()}")
+    raise ClusterError("no free /24 in 172.30.0.0/16 for the cluster network; pass --subnet")
+
+
+# --- up -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UpResult:
+    name: str
+    subnet: str
+    server: str          # the API server for the host (published on loopback)
+    health: str          # its /readyz base URL
+    kubeconfig: str
+    members: list[Member]
+    enabled: dict[str, list[str]]  # node -> units started
+    skipped: list[str]             # components whose binary is not in the image
+
+
+async def up(cfg: ClusterConfig, docker: Docker, report: Reporter) -> UpResult:
+    found = await find(docker, cfg.name)
+    if not found.empty:
+        names = sorted(_cname(c) for c in found.containers) + [f"network {n}" for n in found.networks]
+        raise ClusterError(f'cluster "{cfg.name}" already exists ({", ".join(names[:6])}'
+                           f'{", ..." if len(names) > 6 else ""}); remove it with: kubelite cluster down '
+                           f'--name {cfg.name}')
+    try:
+        return await _up(cfg, docker, report)
+    except BaseException:
+        if not cfg.retain:
+            report.info(f"removing what was started for {cfg.name} (pass --retain to keep it for debugging)")
+            with contextlib.suppress(Exception):
+                await asyncio.shield(down(cfg.name, docker))
+        raise
+
+
+class _Steps:
+    """Runs one titled step; a failure becomes StepFailed with the journal of the unit being started."""
+
+    def __init__(self, docker: Docker, report: Reporter) -> None:
+        self.docker = docker
+        self.report = report
+        self.unit: tuple[str, str] | None = None
+
+    @contextlib.asynccontextmanager
+    async def __call__(self, title: str) -> AsyncIterator[None]:
+        self.unit = None
+        try:
+            async with self.report.step(title):
+                yield
+        except asyncio.CancelledError:
+            raise
+        except (Exception, BaseExceptionGroup) as exc:
+            cause = _unwrap(exc)
+            if isinstance(cause, StepFailed):
+                raise cause from None
+            text = ""
+            if self.unit is not None:
+                text = await journal(self.docker, *self.unit)
+            raise StepFailed(title, cause, text) from cause
+
+
+async def _up(cfg: ClusterConfig, docker: Docker, report: Reporter) -> UpResult:
+    step = _Steps(docker, report)
+    image = cfg.image or images.node_image()
+    pause = cfg.pause_image or images.pause_image()
+
+    async with step(f"images {image}, {pause}"):
+        if cfg.image:
+            if await inspect(docker, "image", image) is None:
+                raise ClusterError(f"--image {image} does not exist locally (images are never pulled)")
+        else:
+            await images.ensure_node_image(docker, report.info, tag=image)
+        if cfg.pause_image:
+            if await inspect(docker, "image", pause) is None:
+                raise ClusterError(f"--pause-image {pause} does not exist locally")
+        else:
+            await images.ensure_pause_image(docker, report.info, tag=pause)
+
+    async with step("network"):
+        subnet = await create_network(docker, cfg)
+        report.info(f"network {cfg.name} {subnet}")
+    members = spec.plan(cfg, subnet)
+    etcd = spec.etcd_members(members)
+    nodes = [m for m in members if m.is_node]
+    cp = spec.control_plane(members)
+
+    async with step(f"containers: {len(etcd)} etcd members, 1 control plane, {cfg.workers} workers"):
+        for m in nodes:
+            await docker.run("volume", "create", "--label", _label(cfg.name), spec.docker_volume(m))
+        await _gather(*(docker.run("run", *spec.run_args(cfg, m, cfg.name, image)) for m in members))
+        await _gather(*(wait_booted(docker, m.name) for m in members))
+
+    enabled: dict[str, list[str]] = {}
+    skipped: set[str] = set()
+
+    async def configure(m: Member) -> None:
+        # The step a VM runs after install.sh, run inside the container: env files, kubeconfig, units.
+        args = spec.node_config(cfg, m, members).to_args()
+        out = await node_exec(docker, m.name, "kubelite", "cluster", "configure-node", *args, "-o", "json")
+        done = json.loads(out)
+        enabled[m.name] = list(done["enabled"])
+        skipped.update(done["skipped"])
+
+    async def load_pause(m: Member) -> None:
+        await docker.pipe(["save", pause], ["exec", "-i", m.name, "docker", "load", "-q"])
+
+    async with step("etcd quorum and the pause image on every node"):
+        step.unit = (etcd[0].name, unit("etcd"))
+        await _gather(*(configure(m) for m in etcd), *(load_pause(m) for m in nodes))
+        await _wait_etcd(docker, etcd[0].name, spec.etcd_servers(members))
+
+    async with step("control plane: kubelite-apiserver (and the scheduler and controller manager if installed)"):
+        step.unit = (cp.name, unit("apiserver"))
+        await configure(cp)
+        if "apiserver" not in enabled[cp.name]:
+            raise ClusterError(f"{image} has no kubelite-apiserver binary")
+        api_port = await _published_port(docker, cp.name, spec.API_PORT)
+        http_port = await _published_port(docker, cp.name, spec.HTTP_PORT)
+        health = f"http://127.0.0.1:{http_port}"
+        await wait_ready(health, cfg.ready_timeout)
+
+    workers = [m for m in nodes if m.role == spec.ROLE_WORKER]
+    async with step(f"workers: {len(workers)} (kubelet and proxy if installed)"):
+        await _gather(*(configure(m) for m in workers))
+    if skipped:
+        report.info(f"not in the image yet, units left disabled: {', '.join(sorted(skipped))}")
+
+    server = f"http://127.0.0.1:{api_port}"
+    with_kubelet = sorted(n for n, comps in enabled.items() if "kubelet" in comps)
+    if with_kubelet:
+        async with step(f"nodes Ready: {len(with_kubelet)}"):
+            step.unit = (with_kubelet[-1], unit("kubelet"))
+            await wait_nodes_ready(server, with_kubelet, cfg.ready_timeout)
+
+    async with step("kubeconfig"):
+        path = write_host_kubeconfig(cfg.name, server, cfg.kubeconfig)
+    return UpResult(cfg.name, str(subnet), server, health, path, members, enabled, sorted(skipped))
+
+
+async def _wait_etcd(docker: Docker, node: str, endpoints: str, timeout: float = 60.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last = ""
+    while loop.time() < deadline:
+        r = await docker.run("exec", node, "etcdctl", f"--endpoints={endpoints}", "--command-timeout=2s",
+                             "endpoint", "health", check=False, timeout=15)
+        if r.code == 0:
+            return
+        last = (r.stderr or r.stdout).strip()
+        await asyncio.sleep(0.5)
+    raise ClusterError(f"etcd members not healthy within {timeout:.0f}s: {last}")
+
+
+async def _published_port(docker: Docker, node: str, port: int) -> int:
+    out = (await docker.run("port", node, f"{port}/tcp")).stdout.split()
+    for addr in out:
+        host, _, p = addr.rpartition(":")
+        if host in ("127.0.0.1", "0.0.0.0") and p.isdigit():
+            return int(p)
+    raise ClusterError(f"{node}: port {port} is not published on loopback ({' '.join(out) or 'nothing'})")
+
+
+async def wait_ready(health: str, timeout: float) -> None:
+    """Until the API server's /readyz says ok (it checks etcd itself)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last = "no answer"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
+        while loop.time() < deadline:
+            try:
+                async with session.get(f"{health}/readyz") as resp:
+                    if resp.status == 200:
+                        return
+                    last = f"HTTP {resp.status}: {(await resp.text()).strip()[:300]}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                last = str(exc) or type(exc).__name__
+            await asyncio.sleep(0.3)
+    raise ClusterError(f"the API server was not ready within {timeout:.0f}s ({health}/readyz: {last})")
+
+
+async def wait_nodes_ready(server: str, names: Sequence[str], timeout: float) -> None:
+    """Until every named Node reports condition Ready=True. A poll once a second: this runs once, for
+    well under a minute, at `up`; a watch would save nothing worth its reconnect handling here."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    missing: set[str] = set(names)
+    async with Client(server, timeout=5) as client:
+        while True:
+            try:
+                nodes = await client.list(core.Node)
+            except StatusError as exc:
+                last = str(exc)
+            else:
+                ready = {n.metadata.name for n in nodes.items
+                         if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions)}
+                missing = set(names) - ready
+                if not missing:
+                    return
+                last = f"not Ready: {', '.join(sorted(missing))}"
+            if loop.time() > deadline:
+                raise ClusterError(f"nodes not Ready within {timeout:g}s ({last})")
+            await asyncio.sleep(1.0)
+
+
+# --- kubeconfig -----------------------------------------------------------------------------------------------
+
+
+def context_name(cluster: str) -> str:
+    return f"kubelite-{cluster}"
+
+
+def default_kubeconfig_path() -> Path:
+    listed = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    return Path(listed[0]).expanduser() if listed else Path.home() / ".kube" / "config"
+
+
+def kubeconfig_doc(cluster: str, server: str) -> dict[str, Any]:
+    ctx = context_name(cluster)
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": ctx, "cluster": {"server": server}}],
+        "users": [{"name": ctx, "user": {}}],
+        "contexts": [{"name": ctx, "context": {"cluster": ctx, "user": ctx, "namespace": "default"}}],
+        "current-context": ctx,
+        "preferences": {},
+    }
+
+
+def _write_atomic(target: Path, doc: dict[str, Any]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".kubeconfig-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump(doc, f, sort_keys=False)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_kubeconfig(target: Path) -> dict[str, Any]:
+    try:
+        doc = yaml.safe_load(target.read_text()) or {}
+    except FileNotFoundError:
+        return {}
+    except yaml.YAMLError as exc:
+        raise ClusterError(f"kubeconfig {target} is not valid YAML: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ClusterError(f"kubeconfig {target} is not a mapping")
+    return doc
+
+
+def write_host_kubeconfig(cluster: str, server: str, path: str = "") -> str:
+    """Merges context kubelite-<cluster> into the kubeconfig (replacing an older one) and makes it current."""
+    target = Path(path).expanduser() if path else default_kubeconfig_path()
+    doc = _read_kubeconfig(target)
+    fresh = kubeconfig_doc(cluster, server)
+    ctx = context_name(cluster)
+    for section in ("clusters", "users", "contexts"):
+        entries = [e for e in (doc.get(section) or []) if isinstance(e, dict) and e.get("name") != ctx]
+        doc[section] = entries + fresh[section]
+    doc.setdefault("apiVersion", "v1")
+    doc.setdefault("kind", "Config")
+    doc["current-context"] = ctx
+    _write_atomic(target, doc)
+    return str(target)
+
+
+def remove_from_kubeconfig(cluster: str, path: str = "") -> bool:
+    """Drops context kubelite-<cluster> from the kubeconfig, as `kind delete cluster` does."""
+    target = Path(path).expanduser() if path else default_kubeconfig_path()
+    doc = _read_kubeconfig(target)
+    ctx = context_name(cluster)
+    changed = False
+    for section in ("clusters", "users", "contexts"):
+        entries = doc.get(section) or []
+        kept = [e for e in entries if not (isinstance(e, dict) and e.get("name") == ctx)]
+        changed |= len(kept) != len(entries)
+        doc[section] = kept
+    if doc.get("current-context") == ctx:
+        doc["current-context"] = ""
+        changed = True
+    if changed:
+        _write_atomic(target, doc)
+    return changed
+
+
+async def kubeconfig(docker: Docker, name: str, internal: bool = False) -> str:
+    """The kubeconfig for the host (loopback port) or, with ``internal``, for the cluster network."""
+    found = await find(docker, name)
+    cps = [c for c in found.containers if _role(c) == spec.ROLE_CONTROL_PLANE]
+    if not cps:
+        raise ClusterError(f'no cluster named "{name}" (no control-plane container labelled {_label(name)})')
+    cp = cps[0]
+    if internal:
+        nets = (cp.get("NetworkSettings") or {}).get("Networks") or {}
+        ip = str((nets.get(name) or {}).get("IPAddress") or "")
+        server = f"http://{ip}:{spec.API_PORT}"
+    else:
+        server = f"http://127.0.0.1:{await _published_port(docker, _cname(cp), spec.API_PORT)}"
+    return yaml.safe_dump(kubeconfig_doc(name, server), sort_keys=False)
+
+
+# --- down, load-image -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DownResult:
+    containers: list[str]
+    volumes: list[str]
+    networks: list[str]
+
+
+async def down(name: str, docker: Docker) -> DownResult:
+    """Removes exactly what carries the cluster's label: containers (with their anonymous volumes),
+    the nodes' docker volumes, the network. Nothing there is fine (idempotent)."""
+    spec.validate_name(name)
+    found = await find(docker, name)
+    cids = [str(c["Id"]) for c in found.containers]
+    if cids:
+        await docker.run("rm", "-f", "-v", *cids, timeout=120)
+    # Volumes and networks only after their containers are gone, and found again
+    # by label (a concurrent `up` of the same name is the user's to sort out).
+    volumes = await ids(docker, "volume", _label(name))
+    if volumes:
+        await docker.run("volume", "rm", "-f", *volumes)
+    networks = await ids(docker, "network", _label(name))
+    for net in networks:
+        await docker.run("network", "rm", net)
+    return DownResult(sorted(_cname(c) for c in found.containers), volumes, networks)
+
+
+async def load_image(docker: Docker, name: str, image: str, report: Reporter) -> list[str]:
+    """``docker save IMAGE | docker exec -i NODE docker load`` into every node of the cluster, at once."""
+    if await inspect(docker, "image", image) is None:
+        raise ClusterError(f'image "{image}" is not present locally (docker images); build or tag it first')
+    nodes = await node_containers(docker, name)
+    async with report.step(f"load {image} into {len(nodes)} nodes"):
+        await _gather(*(docker.pipe(["save", image], ["exec", "-i", n, "docker", "load", "-q"]) for n in nodes))
+    return nodes
+
+
+async def collect_logs(docker: Docker, name: str, dest: Path) -> list[str]:
+    """Every container's journal, units, kubelite config and (on nodes) Docker state, one folder per
+    container, for a bug report. Containers that are stopped contribute their inspect output only."""
+    found = await find(docker, name)
+    if not found.containers:
+        raise ClusterError(f'no cluster named "{name}" (no containers labelled {_label(name)})')
+
+    async def one(c: dict[str, Any]) -> None:
+        n = _cname(c)
+        out: dict[str, str] = {"inspect.json": json.dumps(c, indent=2)}
+        if (c.get("State") or {}).get("Running"):
+            commands = {
+                "journal.log": ["journalctl", "--no-pager", "-o", "short-precise"],
+                "units.txt": ["systemctl", "list-units", "--all", "--no-pager"],
+                "kubelite-config.txt": ["sh", "-c", "for f in /etc/kubelite/*; do echo \"== $f\"; cat \"$f\"; done"],
+            }
+            if _role(c) in (spec.ROLE_CONTROL_PLANE, spec.ROLE_WORKER):
+                commands["docker-ps.txt"] = ["docker", "ps", "-a", "--no-trunc"]
+                commands["docker-info.txt"] = ["docker", "info"]
+            for fname, cmd in commands.items():
+                r = await docker.run("exec", n, *cmd, check=False, timeout=60)
+                out[fname] = r.stdout + (f"\n[stderr]\n{r.stderr}" if r.stderr.strip() else "")
+        await asyncio.to_thread(_write_dir, dest / n, out)
+
+    await _gather(*(one(c) for c in found.containers))
+    return sorted(_cname(c) for c in found.containers)
+
+
+def _write_dir(folder: Path, files: dict[str, str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for fname, text in files.items():
+        (folder / fname).write_text(text)
+
+
+__all__ = [
+    "ClusterError",
+    "DockerError",
+    "DownResult",
+    "Found",
+    "Reporter",
+    "StepFailed",
+    "UpResult",
+    "collect_logs",
+    "down",
+    "find",
+    "kubeconfig",
+    "list_clusters",
+    "load_image",
+    "up",
+    "wait_ready",
+    "write_host_kubeconfig",
+]

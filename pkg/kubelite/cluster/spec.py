@@ -1,0 +1,232 @@
+"""What a local cluster consists of: pure functions from a validated config to names, addresses and files.
+
+Nothing here touches Docker, so the plan (which container gets which address,
+what each component's environment file says) is unit-tested on its own and
+the lifecycle code only carries it out.
+
+What each container then runs is ``node.NodeConfig``: the same configuration
+step a VM gets from ``deploy/install.sh``.
+
+Addresses are fixed offsets in the cluster's /24 (etcd members .11-.13, the
+control plane .10, workers from .21), so every file can be written before any
+container exists and ``docker ps`` plus the offsets tell an operator where
+everything is.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kubelite.cluster.node import (
+    API_PORT,
+    ETCD_CLIENT_PORT,
+    ETCD_PEER_PORT,
+    HTTP_PORT,
+    ROLE_CONTROL_PLANE,
+    ROLE_ETCD,
+    ROLE_WORKER,
+    ConfigError,
+    NodeConfig,
+)
+
+# Re-exported: callers plan a cluster with this module alone.
+__all__ = [
+    "API_PORT",
+    "ETCD_CLIENT_PORT",
+    "ETCD_INIT_ARGS",
+    "ETCD_PEER_PORT",
+    "HTTP_PORT",
+    "LABEL_CLUSTER",
+    "LABEL_ROLE",
+    "NODE_RUN_FLAGS",
+    "ROLE_CONTROL_PLANE",
+    "ROLE_ETCD",
+    "ROLE_WORKER",
+    "ClusterConfig",
+    "ConfigError",
+    "Member",
+    "NodeConfig",
+    "control_plane",
+    "docker_volume",
+    "etcd_members",
+    "etcd_servers",
+    "node_config",
+    "node_name",
+    "parse_subnet",
+    "plan",
+    "run_args",
+    "validate_name",
+]
+
+LABEL_CLUSTER = "io.kubelite.cluster"
+LABEL_ROLE = "io.kubelite.role"
+ETCD_MEMBERS = 3
+
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MAX_NAME = 40  # leaves room for "-control-plane" within a 63-character hostname
+MAX_WORKERS = 50
+
+# Host offsets inside the cluster subnet.
+_CONTROL_PLANE_HOST = 10
+_ETCD_FIRST_HOST = 11
+_WORKER_FIRST_HOST = 21
+
+
+def validate_name(name: str) -> str:
+    if not name or len(name) > MAX_NAME or not _NAME.match(name):
+        raise ConfigError(f"invalid --name {name!r}: lower-case letters, digits and '-', "
+                          f"starting and ending with a letter or digit, at most {MAX_NAME} characters")
+    return name
+
+
+def parse_subnet(text: str) -> ipaddress.IPv4Network:
+    try:
+        net = ipaddress.IPv4Network(text, strict=True)
+    except ValueError as exc:
+        raise ConfigError(f"invalid --subnet {text!r}: {exc}") from exc
+    if net.prefixlen != 24:
+        raise ConfigError(f"invalid --subnet {text!r}: must be a /24 (the node addresses are offsets in it)")
+    if not net.is_private:
+        raise ConfigError(f"invalid --subnet {text!r}: must be a private range (RFC 1918)")
+    return net
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """A validated ``kubelite cluster up``."""
+
+    name: str = "kubelite"
+    workers: int = 3
+    image: str = ""          # the node image; "" means kubelite/node:<version>, built when needed
+    pause_image: str = ""    # "" means kubelite/pause:<version>
+    subnet: str = ""         # "" means the first free 172.30.x.0/24
+    kubeconfig: str = ""     # "" means merged into $KUBECONFIG's first file or ~/.kube/config
+    retain: bool = False
+    service_cluster_ip_range: str = "10.96.0.0/16"
+    cluster_cidr: str = "10.244.0.0/16"
+    cluster_dns: str = "10.96.0.10"
+    cluster_domain: str = "cluster.local"
+    service_node_port_range: str = "30000-32767"
+    ready_timeout: float = 180.0
+
+    def __post_init__(self) -> None:
+        validate_name(self.name)
+        if not 0 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"invalid --workers {self.workers}: must be between 0 and {MAX_WORKERS}")
+        if self.subnet:
+            parse_subnet(self.subnet)
+        for flag, value in (("--service-cluster-ip-range", self.service_cluster_ip_range),
+                            ("--cluster-cidr", self.cluster_cidr)):
+            try:
+                ipaddress.IPv4Network(value, strict=True)
+            except ValueError as exc:
+                raise ConfigError(f"invalid {flag} {value!r}: {exc}") from exc
+        if self.ready_timeout <= 0:
+            raise ConfigError(f"invalid --timeout {self.ready_timeout}: must be positive")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One container of the cluster; its name is its node (or etcd member) name."""
+
+    name: str
+    role: str
+    ip: str
+
+    @property
+    def is_node(self) -> bool:
+        return self.role in (ROLE_CONTROL_PLANE, ROLE_WORKER)
+
+
+def node_name(cluster: str, role: str, index: int) -> str:
+    """kind's scheme: N-control-plane, N-worker, N-worker2, ...; etcd members N-etcd1..3."""
+    if role == ROLE_ETCD:
+        return f"{cluster}-etcd{index + 1}"
+    if role == ROLE_CONTROL_PLANE:
+        return f"{cluster}-control-plane" + (str(index + 1) if index else "")
+    return f"{cluster}-worker" + (str(index + 1) if index else "")
+
+
+def plan(cfg: ClusterConfig, subnet: ipaddress.IPv4Network) -> list[Member]:
+    """Every container of the cluster, etcd members first, in start order."""
+    base = subnet.network_address
+
+    def host(offset: int) -> str:
+        return str(base + offset)
+
+    members = [Member(node_name(cfg.name, ROLE_ETCD, i), ROLE_ETCD, host(_ETCD_FIRST_HOST + i))
+               for i in range(ETCD_MEMBERS)]
+    members.append(Member(node_name(cfg.name, ROLE_CONTROL_PLANE, 0), ROLE_CONTROL_PLANE, host(_CONTROL_PLANE_HOST)))
+    members += [Member(node_name(cfg.name, ROLE_WORKER, i), ROLE_WORKER, host(_WORKER_FIRST_HOST + i))
+                for i in range(cfg.workers)]
+    return members
+
+
+def etcd_members(members: Sequence[Member]) -> list[Member]:
+    return [m for m in members if m.role == ROLE_ETCD]
+
+
+def control_plane(members: Sequence[Member]) -> Member:
+    return next(m for m in members if m.role == ROLE_CONTROL_PLANE)
+
+
+def etcd_servers(members: Sequence[Member]) -> str:
+    return ",".join(f"http://{m.ip}:{ETCD_CLIENT_PORT}" for m in etcd_members(members))
+
+
+def node_config(cfg: ClusterConfig, member: Member, members: Sequence[Member]) -> NodeConfig:
+    """What ``kubelite cluster configure-node`` is told inside the member's container."""
+    common = {"service_cluster_ip_range": cfg.service_cluster_ip_range,
+              "service_node_port_range": cfg.service_node_port_range, "cluster_cidr": cfg.cluster_cidr,
+              "cluster_dns": cfg.cluster_dns, "cluster_domain": cfg.cluster_domain}
+    if member.role == ROLE_ETCD:
+        initial = ",".join(f"{m.name}=http://{m.ip}:{ETCD_PEER_PORT}" for m in etcd_members(members))
+        return NodeConfig(role=ROLE_ETCD, node_name=member.name, node_ip=member.ip, initial_cluster=initial,
+                          initial_cluster_token=f"kubelite-{cfg.name}", **common)
+    if member.role == ROLE_CONTROL_PLANE:
+        return NodeConfig(role=ROLE_CONTROL_PLANE, node_name=member.name, node_ip=member.ip,
+                          etcd_servers=etcd_servers(members), **common)
+    cp = control_plane(members)
+    return NodeConfig(role=ROLE_WORKER, node_name=member.name, node_ip=member.ip,
+                      server=f"http://{cp.ip}:{API_PORT}", **common)
+
+
+# PLATFORM.md: the flags that let a container run its own dockerd and systemd here
+# (--privileged fails: the machine's bounding set lacks CAP_SYS_RESOURCE).
+NODE_RUN_FLAGS = (
+    "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
+    "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+    "--security-opt", "systempaths=unconfined",
+    "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--cgroupns", "host",
+    "--tmpfs", "/run", "--tmpfs", "/run/lock",
+)
+
+# etcd members run no containers: their dockerd is masked on systemd's command line
+# (in a container, PID 1's arguments are its kernel command line).
+ETCD_INIT_ARGS = ("/sbin/init", "systemd.mask=docker.service", "systemd.mask=docker.socket",
+                  "systemd.mask=containerd.service")
+
+
+def docker_volume(member: Member) -> str:
+    return f"{member.name}-docker"
+
+
+def run_args(cfg: ClusterConfig, member: Member, network: str, image: str) -> list[str]:
+    """``docker run`` arguments for one member (after ``docker run``)."""
+    args = ["-d", "--name", member.name, "--hostname", member.name,
+            "--network", network, "--ip", member.ip,
+            "--label", f"{LABEL_CLUSTER}={cfg.name}", "--label", f"{LABEL_ROLE}={member.role}",
+            *NODE_RUN_FLAGS]
+    if member.is_node:
+        # dockerd's overlay2 cannot sit on the container's own overlay: a volume per node.
+        args += ["-v", f"{docker_volume(member)}:/var/lib/docker"]
+    if member.role == ROLE_CONTROL_PLANE:
+        # Published on loopback only: the host's kubeconfig, never another machine.
+        args += ["-p", f"127.0.0.1::{API_PORT}", "-p", f"127.0.0.1::{HTTP_PORT}"]
+    args.append(image)
+    if member.role == ROLE_ETCD:
+        args += list(ETCD_INIT_ARGS)
+    return args

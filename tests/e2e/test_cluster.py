@@ -1,0 +1,208 @@
+"""End to end: a real local cluster of node containers, driven through the installed ``kubelite`` binary.
+
+One cluster for the module (3 etcd members, the control plane, 2 workers, each
+a container booting systemd, the nodes with their own dockerd), started by
+``kubelite cluster up`` exactly as a user types it, and removed by ``cluster
+down``; the last test checks that nothing labelled with its name is left.
+Images are cached by content across runs (kubelite.cluster.images), so only
+the first run on a machine pays for debootstrap.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import yaml
+
+from kubelite.cluster.images import pause_image
+
+# The first test may rebuild the node image (a code change): minutes on a loaded 2-core machine.
+pytestmark = pytest.mark.timeout(900)
+
+KUBELITE = str(pathlib.Path(sys.executable).parent / "kubelite")
+LABEL = "io.kubelite.cluster"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    name: str
+    kubeconfig: str
+
+    @property
+    def control_plane(self) -> str:
+        return f"{self.name}-control-plane"
+
+    @property
+    def workers(self) -> list[str]:
+        return [f"{self.name}-worker", f"{self.name}-worker2"]
+
+    @property
+    def etcd(self) -> list[str]:
+        return [f"{self.name}-etcd{i}" for i in (1, 2, 3)]
+
+
+def run(*args: str, code: int | None = 0, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+    if code is not None:
+        assert r.returncode == code, f"{' '.join(args)}: exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    assert "Traceback" not in r.stderr, r.stderr
+    return r
+
+
+def kl(*args: str, code: int | None = 0, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return run(KUBELITE, *args, code=code, timeout=timeout)
+
+
+def labelled(name: str) -> dict[str, list[str]]:
+    flt = f"label={LABEL}={name}"
+    return {
+        "containers": run("docker", "ps", "-a", "-q", "--filter", flt).stdout.split(),
+        "volumes": run("docker", "volume", "ls", "-q", "--filter", flt).stdout.split(),
+        "networks": run("docker", "network", "ls", "-q", "--filter", flt).stdout.split(),
+    }
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(3)}"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    name = unique_name("e2e")
+    with tempfile.TemporaryDirectory(prefix="kubelite-e2e-cluster-") as tmp:
+        kubeconfig = str(pathlib.Path(tmp) / "kubeconfig")
+        start = time.monotonic()
+        try:
+            r = kl("cluster", "up", "--name", name, "--workers", "2", "--kubeconfig", kubeconfig)
+            # Reported, never asserted: the figure the issue asks for.
+            print(f"\ncluster up --workers 2: {time.monotonic() - start:.1f}s\n{r.stderr}")
+            yield Cluster(name, kubeconfig)
+        finally:
+            kl("cluster", "down", "--name", name, "--kubeconfig", kubeconfig, code=None)
+
+
+def test_a_failed_up_names_its_step_shows_the_journal_and_removes_everything() -> None:
+    name = unique_name("e2e-fail")
+    with tempfile.TemporaryDirectory(prefix="kubelite-e2e-fail-") as tmp:
+        try:
+            r = kl("cluster", "up", "--name", name, "--workers", "0", "--kubeconfig", f"{tmp}/kc",
+                   "--timeout", "0.01", code=1)
+            assert "step 'control plane: kubelite-apiserver" in r.stderr and "failed:" in r.stderr
+            assert "was not ready within" in r.stderr
+            assert "last lines of the journal" in r.stderr
+            assert labelled(name) == {"containers": [], "volumes": [], "networks": []}
+            assert not pathlib.Path(f"{tmp}/kc").exists()
+        finally:
+            kl("cluster", "down", "--name", name, "--kubeconfig", f"{tmp}/kc", code=None)
+
+
+def test_get_namespaces_through_the_clusters_kubeconfig(cluster: Cluster) -> None:
+    out = kl("--kubeconfig", cluster.kubeconfig, "get", "ns").stdout
+    names = [line.split()[0] for line in out.splitlines()[1:]]
+    assert {"default", "kube-system", "kube-public", "kube-node-lease"} <= set(names)
+    doc = yaml.safe_load(pathlib.Path(cluster.kubeconfig).read_text())
+    assert doc["current-context"] == f"kubelite-{cluster.name}"
+    assert doc["clusters"][0]["cluster"]["server"].startswith("http://127.0.0.1:")
+
+
+def test_every_container_booted_systemd_and_runs_its_units(cluster: Cluster) -> None:
+    for node in [*cluster.etcd, cluster.control_plane, *cluster.workers]:
+        assert run("docker", "exec", node, "systemctl", "is-system-running").stdout.strip() == "running", node
+    for member in cluster.etcd:
+        assert run("docker", "exec", member, "systemctl", "is-active", "kubelite-etcd").stdout.strip() == "active"
+        # etcd members run no containers: their dockerd is masked.
+        assert run("docker", "exec", member, "systemctl", "is-active", "docker", code=None).stdout.strip() != "active"
+    assert run("docker", "exec", cluster.control_plane, "systemctl", "is-active",
+               "kubelite-apiserver").stdout.strip() == "active"
+    for node in [cluster.control_plane, *cluster.workers]:
+        assert run("docker", "exec", node, "systemctl", "is-active", "docker").stdout.strip() == "active"
+        env = run("docker", "exec", node, "cat", "/etc/kubelite/kubeconfig").stdout
+        assert ":6443" in env
+
+
+def test_each_workers_dockerd_runs_a_nested_container(cluster: Cluster) -> None:
+    for node in cluster.workers:
+        r = run("docker", "exec", node, "docker", "run", "--rm", pause_image(), "/bin/sh", "-c", "echo hi from $0",
+                node)
+        assert r.stdout.strip() == f"hi from {node}"
+
+
+def test_the_api_keeps_answering_with_one_etcd_member_stopped(cluster: Cluster) -> None:
+    stopped = cluster.etcd[1]
+    run("docker", "stop", "-t", "5", stopped)
+    try:
+        ns = unique_name("during-etcd-outage")
+        kl("--kubeconfig", cluster.kubeconfig, "create", "namespace", ns)
+        out = kl("--kubeconfig", cluster.kubeconfig, "get", "ns", ns, "-o", "json").stdout
+        assert json.loads(out)["metadata"]["name"] == ns
+    finally:
+        run("docker", "start", stopped)
+    # The member rejoins from its data directory under systemd.
+    endpoints = ",".join(f"http://{c}:2379" for c in cluster.etcd)
+    deadline = time.monotonic() + 60
+    while True:
+        r = run("docker", "exec", cluster.etcd[0], "etcdctl", f"--endpoints={endpoints}", "endpoint", "health",
+                code=None)
+        if r.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_second_up_with_the_same_name_is_a_clear_error(cluster: Cluster) -> None:
+    before = labelled(cluster.name)
+    r = kl("cluster", "up", "--name", cluster.name, "--workers", "2", "--kubeconfig", cluster.kubeconfig, code=1)
+    assert f'cluster "{cluster.name}" already exists' in r.stderr
+    assert f"kubelite cluster down --name {cluster.name}" in r.stderr
+    assert labelled(cluster.name) == before
+
+
+def test_list_kubeconfig_and_load_image(cluster: Cluster) -> None:
+    rows = [line.split() for line in kl("cluster", "list").stdout.splitlines()]
+    assert [cluster.name, "3", "1", "2", "6/6"] in rows
+    doc = yaml.safe_load(kl("cluster", "kubeconfig", "--name", cluster.name).stdout)
+    mine = yaml.safe_load(pathlib.Path(cluster.kubeconfig).read_text())
+    assert doc["clusters"][0]["cluster"]["server"] == mine["clusters"][0]["cluster"]["server"]
+    internal = yaml.safe_load(kl("cluster", "kubeconfig", "--name", cluster.name, "--internal").stdout)
+    assert internal["clusters"][0]["cluster"]["server"].endswith(".10:6443")
+
+    tag = f"kubelite/e2e-load:{cluster.name}"
+    run("docker", "tag", pause_image(), tag)
+    try:
+        kl("cluster", "load-image", tag, "--name", cluster.name)
+        for node in [cluster.control_plane, *cluster.workers]:
+            run("docker", "exec", node, "docker", "image", "inspect", tag)
+    finally:
+        run("docker", "image", "rm", tag)
+    r = kl("cluster", "load-image", "kubelite/does-not-exist:1", "--name", cluster.name, code=1)
+    assert "not present locally" in r.stderr
+
+
+def test_logs_collects_every_containers_journal_and_docker_state(cluster: Cluster, tmp_path: pathlib.Path) -> None:
+    kl("cluster", "logs", str(tmp_path), "--name", cluster.name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*cluster.etcd, cluster.control_plane,
+                                                                 *cluster.workers])
+    assert "kubelite API server" in (tmp_path / cluster.control_plane / "journal.log").read_text()
+    assert "KUBELITE_APISERVER_ARGS" in (tmp_path / cluster.control_plane / "kubelite-config.txt").read_text()
+    assert "CONTAINER ID" in (tmp_path / cluster.workers[0] / "docker-ps.txt").read_text()
+    assert "ETCD_INITIAL_CLUSTER" in (tmp_path / cluster.etcd[0] / "kubelite-config.txt").read_text()
+
+
+def test_down_leaves_nothing_labelled_behind(cluster: Cluster) -> None:
+    assert all(labelled(cluster.name).values())
+    kl("cluster", "down", "--name", cluster.name, "--kubeconfig", cluster.kubeconfig)
+    assert labelled(cluster.name) == {"containers": [], "volumes": [], "networks": []}
+    doc = yaml.safe_load(pathlib.Path(cluster.kubeconfig).read_text())
+    assert doc["contexts"] == []
+    # Idempotent: a second down finds nothing and succeeds.
+    r = kl("cluster", "down", "--name", cluster.name, "--kubeconfig", cluster.kubeconfig)
+    assert "not found" in r.stderr
