@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
+from typing import Any
 
 import click
 
 from kubelite.client.kubeconfig import KubeConfigError
-from kubelite.scheduler.app import DEFAULT_PORT, SchedulerOptions, run
+from kubelite.client.leaderelection import leader_election_config, leader_election_options
+from kubelite.scheduler.app import DEFAULT_PORT, LEASE_NAME, LeaderElectionLost, SchedulerOptions, run
 from kubelite.scheduler.config import ConfigError, SchedulerConfiguration
 
 
@@ -17,20 +20,21 @@ from kubelite.scheduler.config import ConfigError, SchedulerConfiguration
 @click.option("--kubeconfig", default="", help="Path to a kubeconfig file with the API server's address.")
 @click.option("--master", "-s", default="", help="The API server's address (overrides the kubeconfig).")
 @click.option("--config", "config_file", default="", help="A KubeSchedulerConfiguration file.")
-@click.option("--leader-elect/--no-leader-elect", default=True,
-              help="Elect a leader among scheduler replicas before scheduling.")
 @click.option("--bind-address", default="0.0.0.0", help="Address of /healthz, /readyz and /metrics.")
 @click.option("--secure-port", default=DEFAULT_PORT, type=int, help="Port of /healthz, /readyz and /metrics.")
 @click.option("--max-in-flight-bindings", default=1024, type=int, help="Bindings sent and not yet answered.")
+@leader_election_options(LEASE_NAME)
 @click.option("-v", "--v", "verbosity", default=0, type=int, help="Log verbosity (0: info, 4+: debug).")
-def main(kubeconfig: str, master: str, config_file: str, leader_elect: bool, bind_address: str, secure_port: int,
-         max_in_flight_bindings: int, verbosity: int) -> None:
+def main(kubeconfig: str, master: str, config_file: str, bind_address: str, secure_port: int,
+         max_in_flight_bindings: int, verbosity: int, **election: Any) -> None:
     """The kubelite scheduler: binds pending pods to nodes."""
     logging.basicConfig(level=logging.DEBUG if verbosity >= 4 else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        leader_election = leader_election_config(**election)
         options = SchedulerOptions(kubeconfig=kubeconfig, master=master, config_file=config_file,
-                                   leader_elect=leader_elect, bind_address=bind_address, secure_port=secure_port,
+                                   leader_elect=leader_election.leader_elect, leader_election=leader_election,
+                                   bind_address=bind_address, secure_port=secure_port,
                                    max_in_flight_bindings=max_in_flight_bindings)
         config = options.load()
     except ValueError as exc:  # ConfigError included: the message names the field
@@ -52,3 +56,7 @@ async def _serve(options: SchedulerOptions, config: SchedulerConfiguration) -> N
         await run(options, config)
     except asyncio.CancelledError:
         logging.getLogger("kubelite-scheduler").info("shutting down")
+    except LeaderElectionLost as exc:
+        # As kube-scheduler: exit, and let the supervisor start a fresh candidate.
+        logging.getLogger("kubelite-scheduler").error("%s", exc)
+        sys.exit(1)

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from kubelite.api.coordination.v1 import generated_pb2 as coordination
 from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.client.client import Client
 from tests.support.apiserver import APIServerProcess
@@ -242,3 +243,52 @@ async def test_preemption_evicts_the_lower_priority_pod_and_the_preemptor_lands_
     remaining = {p.metadata.name for p in (await client.list(core.Pod, ns)).items}
     assert remaining == {"urgent"}
     assert scheduler.metric("scheduler_preemption_attempts_total") == 1
+
+
+async def test_the_standby_takes_over_when_the_leader_dies(client: Client, ns: str, apiserver: APIServerProcess,
+                                                           tmp_path: Path, scheduler_name: str,
+                                                           clean_nodes: None) -> None:
+    config = tmp_path / "scheduler.yaml"
+    config.write_text("apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n"
+                      f"profiles:\n- schedulerName: {scheduler_name}\n")
+    lease_name = f"lease-{scheduler_name}"
+    election = ["--leader-elect-lease-duration=3s", "--leader-elect-renew-deadline=2s",
+                "--leader-elect-retry-period=0.5s", f"--leader-elect-resource-name={lease_name}"]
+    first = SchedulerProcess(apiserver.server, tmp_path / "a.log", config=config, leader_elect=True,
+                             extra_args=election)
+    second = SchedulerProcess(apiserver.server, tmp_path / "b.log", config=config, leader_elect=True,
+                              extra_args=election)
+    first.start()
+    second.start()
+    try:
+        await register(client, [hollow_node(f"n{i}", cpu="8") for i in range(3)])
+        for i in range(6):
+            await client.create(_pod(f"before-{i}", ns, scheduler_name, cpu="100m"))
+        for i in range(6):
+            await _bound(client, ns, f"before-{i}")
+        lease = await client.get(coordination.Lease, lease_name, "kube-system")
+        holder = lease.spec.holder_identity
+        leader, standby = (first, second) if _holds(first, holder) else (second, first)
+        assert leader.proc is not None
+        leader.proc.kill()  # by its own PID: no clean hand-over, the lease must run out
+        leader.proc.wait()
+        leader.proc = None
+        for i in range(6):
+            await client.create(_pod(f"after-{i}", ns, scheduler_name, cpu="100m"))
+        for i in range(6):
+            await _bound(client, ns, f"after-{i}")
+        lease = await client.get(coordination.Lease, lease_name, "kube-system")
+        assert lease.spec.holder_identity != holder and lease.spec.lease_transitions >= 1
+        assert _holds(standby, lease.spec.holder_identity)
+        # Every pod was bound once: one Scheduled event each, and the binding never moved.
+        events = (await client.list(core.Event, ns, field_selector="reason=Scheduled")).items
+        per_pod = Counter(e.involved_object.name for e in events)
+        assert all(n == 1 for n in per_pod.values()) and len(per_pod) == 12, per_pod
+    finally:
+        for proc in (first, second):
+            proc.stop()
+
+
+def _holds(proc: SchedulerProcess, holder: str) -> bool:
+    """The identity a scheduler logged when it started its election ("I am ...")."""
+    return f"I am {holder}" in proc.log_text()

@@ -15,8 +15,9 @@ from tests.support.apiserver import free_port
 
 class SchedulerProcess:
     def __init__(self, server: str, log_path: Path, *, config: Path | None = None, port: int = 0,
-                 extra_args: list[str] | None = None) -> None:
+                 extra_args: list[str] | None = None, leader_elect: bool = False) -> None:
         self.server = server
+        self.leader_elect = leader_elect
         self.log_path = log_path
         self.config = config
         self.port = port or free_port()
@@ -26,7 +27,7 @@ class SchedulerProcess:
     def command(self) -> list[str]:
         exe = Path(sys.executable).parent / "kubelite-scheduler"
         cmd = [str(exe), f"--master={self.server}", "--bind-address=127.0.0.1", f"--secure-port={self.port}",
-               "--no-leader-elect", *self.extra_args]
+               *([] if self.leader_elect else ["--no-leader-elect"]), *self.extra_args]
         if self.config is not None:
             cmd.append(f"--config={self.config}")
         return cmd

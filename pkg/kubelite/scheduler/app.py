@@ -11,8 +11,8 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -22,6 +22,7 @@ from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.client.client import Client
 from kubelite.client.informer import Informer
 from kubelite.client.kubeconfig import load_kubeconfig
+from kubelite.client.leaderelection import ClientLeaseStore, LeaderElectionConfig, LeaderElector
 from kubelite.machinery.errors import StatusError
 from kubelite.scheduler.config import SchedulerConfiguration, default_config, load_config
 from kubelite.scheduler.events import APIEventRecorder
@@ -30,6 +31,8 @@ from kubelite.scheduler.scheduler import DEFAULT_MAX_IN_FLIGHT_BINDINGS, Schedul
 log = logging.getLogger("kubelite-scheduler")
 
 DEFAULT_PORT = 10259
+# kube-scheduler's Lease in kube-system.
+LEASE_NAME = "kube-scheduler"
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,8 @@ class SchedulerOptions:
     master: str = ""
     config_file: str = ""
     leader_elect: bool = True
+    # The --leader-elect-* flags; `leader_elect` above (or the config file's leaderElection) decides whether.
+    leader_election: LeaderElectionConfig = field(default_factory=LeaderElectionConfig)
     bind_address: str = "0.0.0.0"
     secure_port: int = DEFAULT_PORT
     max_in_flight_bindings: int = DEFAULT_MAX_IN_FLIGHT_BINDINGS
@@ -122,26 +127,36 @@ def _set_pod_scheduled_false(status: core.PodStatus, message: str) -> None:
 # -- leader election seam -----------------------------------------------------------------------------------------
 
 
-class LeaderElector(Protocol):
-    """Runs ``lead`` while this process holds the lease; returns (or raises) when leadership is lost.
+class Elector(Protocol):
+    """Runs ``lead`` while this process holds the lease; raises when leadership is lost."""
 
-    The reusable Lease-based block for kubelite.client is being written on
-    another branch; ``_elector`` is the single place that will construct it.
-    """
-
-    async def run(self, lead: Callable[[], Awaitable[None]]) -> None: ...
+    async def run(self, lead: Callable[[], Coroutine[Any, Any, None]]) -> None: ...
 
 
 class AlwaysLeader:
-    async def run(self, lead: Callable[[], Awaitable[None]]) -> None:
+    async def run(self, lead: Callable[[], Coroutine[Any, Any, None]]) -> None:
         await lead()
 
 
-def _elector(options: SchedulerOptions, client: Client) -> LeaderElector:
-    if options.leader_elect:
-        log.warning("--leader-elect: leader election is not available in this build yet; "
-                    "running as the only scheduler (start one copy)")
-    return AlwaysLeader()
+class LeaderElectionLost(Exception):
+    """The lease went to another scheduler: this one must stop binding at once."""
+
+
+class LeaseElector:
+    """The shared Lease-based election (kubelite.client.leaderelection) on the `kube-scheduler` Lease."""
+
+    def __init__(self, client: Client, config: LeaderElectionConfig) -> None:
+        self._elector = LeaderElector(ClientLeaseStore(client), config,
+                                      name=config.resource_name or LEASE_NAME)
+
+    async def run(self, lead: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        log.info("leader election: I am %s", self._elector.identity)
+        if not await self._elector.run(lead):
+            raise LeaderElectionLost("leaderelection lost")
+
+
+def _elector(options: SchedulerOptions, client: Client) -> Elector:
+    return LeaseElector(client, options.leader_election) if options.leader_elect else AlwaysLeader()
 
 
 # -- run ----------------------------------------------------------------------------------------------------------
