@@ -153,3 +153,20 @@ def test_kubernetes_service_addressing() -> None:
     assert advertise_address("192.0.2.1", "0.0.0.0") == "192.0.2.1"
     assert advertise_address("", "10.1.2.3") == "10.1.2.3"
     assert Endpoint("10.0.0.1", 6443).lease_name == "kube-apiserver-endpoint-10.0.0.1-6443"
+
+
+async def test_service_account_admission_defaults_the_name() -> None:
+    from kubelite.apiserver.pipeline import ServiceAccountAdmission
+
+    plugin = ServiceAccountAdmission()
+    pod = pod_with([])
+    await plugin.admit(Attributes(ANONYMOUS, "create", PODS, "default", "p"), pod, None)
+    assert pod.spec.service_account_name == "default"
+    named = pod_with([])
+    named.spec.service_account_name = "builder"
+    await plugin.admit(Attributes(ANONYMOUS, "create", PODS, "default", "p"), named, None)
+    assert named.spec.service_account_name == "builder"
+    legacy = pod_with([])
+    legacy.spec.service_account = "old"
+    await plugin.admit(Attributes(ANONYMOUS, "create", PODS, "default", "p"), legacy, None)
+    assert legacy.spec.service_account_name == "old"

@@ -209,3 +209,25 @@ def _tolerates_no_execute(t: Any, key: str) -> bool:
     if t.effect not in ("", "NoExecute"):
         return False
     return t.key == key or (not t.key and t.operator == "Exists")
+
+
+class ServiceAccountAdmission:
+    """Gives pods without one the `default` ServiceAccount, as Kubernetes' ServiceAccount admission does.
+
+    Kubernetes also refuses pods whose ServiceAccount does not exist yet; here
+    the name is defaulted only, because the account carries no credentials
+    until the security work mounts tokens, and refusing would make every pod
+    in a fresh namespace wait for the controller that creates `default`.
+    """
+
+    name = "ServiceAccount"
+
+    async def admit(self, attrs: Attributes, obj: Message | None, old: Message | None) -> None:
+        if attrs.rt.kind != "Pod" or attrs.verb != "create" or attrs.subresource or obj is None:
+            return
+        spec: Any = obj.spec  # type: ignore[attr-defined]
+        if not spec.service_account_name:
+            spec.service_account_name = spec.service_account or "default"
+
+    async def validate(self, attrs: Attributes, obj: Message | None, old: Message | None) -> None:
+        return None

@@ -31,6 +31,7 @@ from kubelite.apiserver.pipeline import (
     DefaultTolerationSeconds,
     NamespaceLifecycle,
     Pipeline,
+    ServiceAccountAdmission,
 )
 from kubelite.apiserver.registry.all import build_strategies, build_subresources
 from kubelite.apiserver.service import DiscoveryServicer, Registry, ResourceServicer
@@ -97,6 +98,7 @@ def build_registry(config: APIServerConfig, storage: Storage) -> Registry:
         NamespaceLifecycle(namespace_lookup),
         DefaultTolerationSeconds(config.default_not_ready_toleration_seconds,
                                  config.default_unreachable_toleration_seconds),
+        ServiceAccountAdmission(),
     ])
 
     def cache_factory(store: ResourceStore) -> WatchCache:
