@@ -25,6 +25,7 @@ KNOWN_CONTROLLERS: dict[str, tuple[str, ...]] = {
     "garbagecollector": ("garbagecollector", "garbage-collector-controller"),
     "serviceaccount": ("serviceaccount", "serviceaccount-controller"),
     "podgc": ("podgc", "pod-garbage-collector-controller"),
+    "disruption": ("disruption", "disruption-controller"),
 }
 
 # Kubernetes leaves a few controllers out of "*"; none of ours is one of them.

@@ -13,10 +13,12 @@ from typing import Any
 from kubelite.api.apps.v1 import generated_pb2 as apps
 from kubelite.api.coordination.v1 import generated_pb2 as coordination
 from kubelite.api.core.v1 import generated_pb2 as core
+from kubelite.api.policy.v1 import generated_pb2 as policy
 from kubelite.client.controller import ControllerRunner
 from kubelite.client.informer import Informer, wait_for_cache_sync
 from kubelite.client.informer_factory import Lister
 from kubelite.controllers.deployment import DeploymentController
+from kubelite.controllers.disruption import DisruptionController
 from kubelite.controllers.endpoints import EndpointsController
 from kubelite.controllers.garbagecollector import GarbageCollector
 from kubelite.controllers.namespace import ClientNamespaceFinalizer, NamespaceController
@@ -157,6 +159,18 @@ def start_serviceaccount(ctx: Any) -> list[tuple[str, Runnable]]:
     return [("serviceaccount", lambda: runner.run(_synced(ns_informer, sa_informer)))]
 
 
+def start_disruption(ctx: Any) -> list[tuple[str, Runnable]]:
+    pdb_informer = ctx.factory.informer_for(policy.PodDisruptionBudget)
+    pod_informer = ctx.factory.informer_for(core.Pod)
+    rs_informer = ctx.factory.informer_for(apps.ReplicaSet)
+    dep_informer = ctx.factory.informer_for(apps.Deployment)
+    controller = DisruptionController(Lister(pdb_informer), Lister(pod_informer), Lister(rs_informer),
+                                      Lister(dep_informer), ctx.client)
+    controller.attach(pdb_informer, pod_informer)
+    runner = ControllerRunner(controller, 5)
+    return [("disruption", lambda: runner.run(_synced(pdb_informer, pod_informer, rs_informer, dep_informer)))]
+
+
 def start_podgc(ctx: Any) -> list[tuple[str, Runnable]]:
     pod_informer = ctx.factory.informer_for(core.Pod)
     node_informer = ctx.factory.informer_for(core.Node)
@@ -175,4 +189,5 @@ START_FUNCS: dict[str, Callable[[Any], list[tuple[str, Runnable]]]] = {
     "garbagecollector": start_garbagecollector,
     "serviceaccount": start_serviceaccount,
     "podgc": start_podgc,
+    "disruption": start_disruption,
 }

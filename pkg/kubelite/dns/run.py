@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kubelite.api.core.v1 import generated_pb2 as core_v1
 from kubelite.client.client import Client
-from kubelite.client.informer import Informer, meta_namespace_key, split_key
+from kubelite.client.informer import Informer, deleted_object, meta_namespace_key, split_key
 from kubelite.dns.records import ClusterRecords
 from kubelite.dns.server import DNSServer, Resolver
 
@@ -59,7 +59,7 @@ class RecordsController:
                                  on_delete=self._changed)
 
     def _changed(self, obj: Any) -> None:
-        namespace, name = split_key(meta_namespace_key(obj))
+        namespace, name = split_key(meta_namespace_key(deleted_object(obj)))
         key = f"{namespace}/{name}"
         svc = self.services.store.get(key)
         ep = self.endpoints.store.get(key)

@@ -19,11 +19,12 @@ import logging
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.api.runtime.v1 import api_pb2 as rt
 from kubelite.client.client import Client
-from kubelite.client.informer import Informer, meta_namespace_key, split_key
+from kubelite.client.informer import Informer, deleted_object, meta_namespace_key, split_key
 from kubelite.client.workqueue import (
     BucketRateLimiter,
     ItemExponentialFailureRateLimiter,
@@ -108,8 +109,8 @@ class Kubelet:
 
     # ---- handlers (quick: they only enqueue) ----
 
-    def _enqueue(self, pod: core.Pod) -> None:
-        self.queue.add(meta_namespace_key(pod))
+    def _enqueue(self, pod: Any) -> None:
+        self.queue.add(meta_namespace_key(deleted_object(pod)))
 
     async def _node_changed(self, node: core.Node) -> None:
         cidr = node.spec.pod_cidr

@@ -23,6 +23,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
 from kubelite.api.core.v1 import generated_pb2 as core
+from kubelite.client.informer import deleted_object
 from kubelite.machinery.errors import StatusError
 from kubelite.scheduler import metrics
 from kubelite.scheduler.algorithm import schedule
@@ -107,7 +108,8 @@ class Scheduler:
             self.cache.update_node(new)
             self.queue.move_all(ClusterEvent.NODE_UPDATE)
 
-    def on_node_delete(self, node: core.Node) -> None:
+    def on_node_delete(self, obj: Any) -> None:
+        node = deleted_object(obj)  # a relist's tombstone carries the last state seen
         self.cache.remove_node(node.metadata.name)
 
     # -- informer handlers: pods (one handler set for both informers) ---------------------------------------
@@ -136,7 +138,8 @@ class Scheduler:
         else:
             self.queue.delete(new)
 
-    def on_pod_delete(self, pod: core.Pod) -> None:
+    def on_pod_delete(self, obj: Any) -> None:
+        pod = deleted_object(obj)
         if pod.spec.node_name:
             self.cache.remove_pod(pod)
             self.queue.move_all(ClusterEvent.POD_DELETE)
