@@ -23,6 +23,7 @@ import functools
 import multiprocessing as mp
 import os
 import queue
+import random
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
@@ -143,11 +144,18 @@ class HollowNode:
         return pods.resource_version
 
     async def renew_leases(self, stop: asyncio.Event) -> None:
-        """Renews every LEASE_RENEW_INTERVAL from the last success, as the kubelet does."""
+        """Renews every LEASE_RENEW_INTERVAL from the last success, as the kubelet does.
+
+        Nodes registered together would renew together forever: a random first
+        wait spreads them over the interval, as kubelets started at different
+        times are.
+        """
         last_ack = time.monotonic()
+        wait = random.uniform(0, LEASE_RENEW_INTERVAL)
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), LEASE_RENEW_INTERVAL)
+                await asyncio.wait_for(stop.wait(), wait)
+            wait = LEASE_RENEW_INTERVAL
             if stop.is_set():
                 return
             assert self.lease is not None
