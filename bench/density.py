@@ -25,6 +25,7 @@ import os
 import queue
 import random
 import time
+import urllib.request
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -300,6 +301,39 @@ class PeakRSS:
         self.peak = max(self.peak, sum(rss_mb(p) for p in self.pids))
 
 
+Histogram = dict[tuple[str, str], dict[float, float]]  # (verb, resource) -> cumulative count by bucket bound
+
+
+def scrape_latency(http_port: int) -> Histogram:
+    """The API server's apiserver_request_duration_seconds buckets, by verb and resource."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    out: Histogram = defaultdict(dict)
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_duration_seconds_bucket{"):
+            continue
+        labels, value = line[len("apiserver_request_duration_seconds_bucket{"):].rsplit("} ", 1)
+        fields = dict(part.split("=", 1) for part in labels.split(","))
+        le = fields["le"].strip('"')
+        out[(fields["verb"].strip('"'), fields["resource"].strip('"'))][float(le)] = float(value)
+    return out
+
+
+def server_percentiles(before: Histogram, after: Histogram, p: float) -> dict[tuple[str, str], tuple[float, int]]:
+    """For each (verb, resource): the bucket bound holding the p-th percentile of the calls between two
+    scrapes (an upper bound: the histogram has no finer grain), and the number of calls."""
+    out: dict[tuple[str, str], tuple[float, int]] = {}
+    for series, buckets in after.items():
+        old = before.get(series, {})
+        delta = {le: n - old.get(le, 0.0) for le, n in buckets.items()}
+        total = delta.get(float("inf"), 0.0)
+        if total <= 0:
+            continue
+        bound = next(le for le in sorted(delta) if delta[le] >= total * p / 100)
+        out[series] = (bound, int(total))
+    return out
+
+
 @dataclass
 class DensityResult:
     nodes: int
@@ -312,10 +346,12 @@ class DensityResult:
     apiserver_rss_mb: float
     etcd_rss_mb: float
     errors: list[str]
+    # Server side, from the API server's latency histogram: (verb, resource) -> (p50 bound, p99 bound, calls).
+    server_latency: dict[tuple[str, str], tuple[float, float, int]] = field(default_factory=dict)
 
 
-async def run_density(address: str, apiserver_pid: int, etcd_pids: list[int], *, nodes: int, pods_per_node: int,
-                      processes: int, concurrency: int = 32) -> DensityResult:
+async def run_density(address: str, http_port: int, apiserver_pid: int, etcd_pids: list[int], *, nodes: int,
+                      pods_per_node: int, processes: int, concurrency: int = 32) -> DensityResult:
     ns = "density"
     client = Client(address)
     namespace = core.Namespace(api_version="v1", kind="Namespace")
@@ -330,6 +366,7 @@ async def run_density(address: str, apiserver_pid: int, etcd_pids: list[int], *,
     latencies: dict[str, list[float]] = defaultdict(list)
     bound_at: dict[str, float] = {}
     errors: list[str] = []
+    histogram_before = await asyncio.to_thread(scrape_latency, http_port)
     with PeakRSS([apiserver_pid]) as api_rss, PeakRSS(etcd_pids) as etcd_rss, hollow_nodes(procs, stop):
         for _ in procs:
             kind, *_ = await from_children(q, procs, 600)
@@ -390,6 +427,10 @@ async def run_density(address: str, apiserver_pid: int, etcd_pids: list[int], *,
         await client.list(core.Pod, ns, resource_version=rv)
         latencies[verb] = [time.perf_counter() - t0]
     await client.close()
+    histogram_after = await asyncio.to_thread(scrape_latency, http_port)
+    p50 = server_percentiles(histogram_before, histogram_after, 50)
+    p99 = server_percentiles(histogram_before, histogram_after, 99)
+    server = {k: (p50[k][0], p99[k][0], p99[k][1]) for k in p99}
     delivery = [(received[n] - bound_at[n]) * 1000 for n in received if n in bound_at]
     return DensityResult(nodes, nodes * pods_per_node, seconds, dict(latencies), renew_gaps, delivery,
-                         total_running, api_rss.peak, etcd_rss.peak, errors)
+                         total_running, api_rss.peak, etcd_rss.peak, errors, server)

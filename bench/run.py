@@ -246,7 +246,7 @@ async def bench(quick: bool, nodes: int, pods_per_node: int) -> None:
             # --- density: hollow nodes, leases, node watches, pods Running ---
             assert api.proc is not None
             etcd_pids = [m.process.pid for m in cluster.members if m.process is not None]
-            result = await run_density(api.address, api.proc.pid, etcd_pids, nodes=nodes,
+            result = await run_density(api.address, api.http_port, api.proc.pid, etcd_pids, nodes=nodes,
                                        pods_per_node=pods_per_node, processes=4)
             density_rows(result, add)
         finally:
@@ -306,6 +306,10 @@ def density_rows(r: DensityResult, add: Callable[..., None]) -> None:
         add(f"density: {verb} latency (client side), {len(values):,} calls",
             f"p50 {pct(values, 50) * 1000:,.1f} ms, p99 {pct(values, 99) * 1000:,.1f} ms",
             slo.get(verb, "SLO p99 <= 1 s (mutating)"), "-")
+    for (verb, resource), (p50, p99, calls) in sorted(r.server_latency.items()):
+        add(f"density: {verb} {resource} latency (server histogram), {calls:,} calls",
+            f"p50 <= {p50 * 1000:,.1f} ms, p99 <= {p99 * 1000:,.1f} ms",
+            "SLO p99 <= 30 s (list)" if verb == "list" else "SLO p99 <= 1 s", "-")
     late = sum(1 for g in r.renew_gaps if g > LATE_RENEWAL)
     worst = max(r.renew_gaps, default=0.0)
     add("density: lease renewals (every 10 s)", f"{late} late of {len(r.renew_gaps):,} (gap > {LATE_RENEWAL:g} s)",
