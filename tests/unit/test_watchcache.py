@@ -737,3 +737,22 @@ async def test_readiness_follows_etcd_reachability_and_cache_lag(monkeypatch: py
         assert health.cache_ok(cache)
         await health.check_once()
         assert health.cache_ok(cache)
+
+
+async def test_cached_objects_decode_on_demand_and_deleted_states_are_restamped() -> None:
+    """obj is a fresh decoded copy each time; a DELETED carries the deletion's resourceVersion on its wire form."""
+    storage = FakeStorage()
+    async with running(storage) as cache:
+        w = cache.watch(None, Filter(), allow_bookmarks=False)
+        await storage.create(key("a"), pod("a", labels={"v": "1"}))  # 2
+        await storage.delete(key("a"))  # 3
+        await caught_up(cache, 3)
+        added, deleted = w.queue.get_nowait(), w.queue.get_nowait()
+        assert isinstance(added, list) and isinstance(deleted, list)
+        first: Any = added[0][1].obj
+        first.metadata.labels["v"] = "changed"  # the caller's own copy
+        assert dict(added[0][1].obj.metadata.labels) == {"v": "1"}
+        gone: Any = PODS.message.FromString(deleted[0][1].wire)
+        assert deleted[0][0] == "DELETED"
+        assert (gone.metadata.resource_version, dict(gone.metadata.labels)) == ("3", {"v": "1"})
+        assert deleted[0][1].raw == pod("a", labels={"v": "1"})

@@ -161,7 +161,6 @@ async def start(config: APIServerConfig, storage_factory: Callable[[APIServerCon
 
     # Ready while etcd answers the periodic check and every cache is started and keeping up.
     health = StorageHealth(storage, [s.cache for s in registry.stores.values()])
-    health.start()
     checks: dict[str, Callable[[], bool]] = {"etcd": health.etcd_ok}
     for s in registry.stores.values():
         checks[f"watch-cache:{s.rt.group_resource}"] = functools.partial(health.cache_ok, s.cache)
@@ -172,6 +171,7 @@ async def start(config: APIServerConfig, storage_factory: Callable[[APIServerCon
     http_port = runner.addresses[0][1] if runner.addresses else config.http_port
     log.info("serving the API on %s:%d (gRPC), health and metrics on %s:%d", config.bind_address, grpc_port,
              config.http_bind_address, http_port)
+    health.start()  # last: nothing after it can fail and leave the task unowned
     return APIServer(config, storage, registry, server, runner, grpc_port, http_port, kubernetes_service, kubelets,
                      health)
 

@@ -152,12 +152,14 @@ class ResourceServicer(pb_grpc.ResourceServiceServicer):
     async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.ListResponse:
         async def call(store: ResourceStore) -> pb.ListResponse:
             attrs = await self._attrs(context, "list", store, request.ref)
-            items, revision, token = await store.list(attrs.namespace, request.label_selector,
-                                                      request.field_selector, request.resource_version,
-                                                      request.limit, request.continue_token)
+            page = await store.list(attrs.namespace, request.label_selector, request.field_selector,
+                                    request.resource_version, request.limit, request.continue_token)
+            items, revision, token = page
             resp = pb.ListResponse(items=[pack(store, wire) for wire in items])
             resp.metadata.resource_version = str(revision)
             resp.metadata.continue_token = token
+            if page.remaining_item_count is not None:
+                resp.metadata.remaining_item_count = page.remaining_item_count
             return resp
         return await self._handle(context, "list", request.ref, call)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -57,14 +58,35 @@ def rv_suffix(rt_message: type[Message], revision: int) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class CachedObject:
+    """One state of one object, as the cache keeps it: the wire bytes and what selectors read.
+
+    No decoded message is kept: a decoded protobuf costs several kilobytes
+    (its arena) against the few hundred bytes of its wire form, and the
+    cache holds every object plus its history. ``obj`` decodes on demand.
+    """
+
     key: str
-    obj: Message  # read-only: shared by every reader
-    raw: bytes  # as stored in etcd (no resourceVersion)
-    wire: bytes  # raw + the resourceVersion suffix
+    wire: bytes  # the value as stored in etcd (no resourceVersion), then the resourceVersion suffix
+    raw_len: int  # where the stored value ends in ``wire`` (one bytes object per state, not two)
     revision: int
     namespace: str
     labels: Mapping[str, str]
     fields: Mapping[str, str]
+    decode: Callable[[bytes], Message] = field(repr=False, compare=False)
+
+    @property
+    def obj(self) -> Message:
+        """The object, decoded afresh at each access (the caller's own copy, with its resourceVersion)."""
+        return self.decode(self.wire)
+
+    @property
+    def raw(self) -> bytes:
+        """The value as stored in etcd (a copy: read it once)."""
+        return self.wire[:self.raw_len]
+
+    def restamped(self, revision: int, suffix: bytes) -> CachedObject:
+        """This state as of a later revision, without decoding it again (the DELETED events' objects)."""
+        return dataclasses.replace(self, wire=self.raw + suffix, revision=revision)
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,14 +336,18 @@ class WatchCache:
     def watcher_count(self) -> int:
         return len(self._watchers)
 
-    def make(self, key: str, raw: bytes, revision: int) -> CachedObject:
-        """Decodes a stored value into the cache's form (also used for reads that bypass the cache)."""
-        wire = raw + rv_suffix(self.rt.message, revision)
+    def make(self, key: str, raw: bytes, revision: int, suffix: bytes | None = None) -> CachedObject:
+        """Decodes a stored value into the cache's form (also used for reads that bypass the cache).
+
+        ``suffix`` is ``rv_suffix`` for the revision, when the caller has it already.
+        """
+        wire = raw + (suffix if suffix is not None else rv_suffix(self.rt.message, revision))
         obj = self._decode(wire)
         meta: Any = obj.metadata  # type: ignore[attr-defined]
         return CachedObject(
-            key=key, obj=obj, raw=raw, wire=wire, revision=revision,
+            key=key, wire=wire, raw_len=len(raw), revision=revision,
             namespace=meta.namespace, labels=dict(meta.labels), fields=self.strategy.field_set(obj),
+            decode=self._decode,
         )
 
     async def _relist(self, at: int = 0, ready_at: int = 0) -> None:
@@ -417,15 +443,23 @@ class WatchCache:
     async def _apply(self, batch: EventBatch) -> None:
         if batch.events:
             events: list[CacheEvent] = []
+            # One etcd revision per batch: one resourceVersion suffix for all its objects.
+            suffix = rv_suffix(self.rt.message, batch.revision)
             for ev in batch.events:
                 prev = self._objects.get(ev.key)
                 if ev.type == "PUT":
-                    co = self.make(ev.key, ev.value, ev.revision)
+                    co = self.make(ev.key, ev.value, ev.revision, suffix)
                     self._objects[ev.key] = co
-                    before = self.make(ev.key, prev.raw, ev.revision) if prev is not None else None
+                    # The previous state is only re-stamped, not decoded again: selectors read its
+                    # labels and fields, watchers it stopped matching its wire form.
+                    before = prev.restamped(ev.revision, suffix) if prev is not None else None
                     events.append(CacheEvent("MODIFIED" if prev is not None else "ADDED", co, before))
                 else:
-                    co = self.make(ev.key, ev.value, ev.revision)
+                    # etcd reports the deleted value: the cached state, unless the cache missed a change.
+                    if prev is not None and prev.raw_len == len(ev.value) and prev.raw == ev.value:
+                        co = prev.restamped(ev.revision, suffix)
+                    else:
+                        co = self.make(ev.key, ev.value, ev.revision, suffix)
                     self._objects.pop(ev.key, None)
                     events.append(CacheEvent("DELETED", co, prev))
             cb = CacheBatch(batch.revision, tuple(events))
