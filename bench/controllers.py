@@ -115,6 +115,11 @@ async def bench(quick: bool) -> None:
                                                for i in range(start, min(replicas, start + 50))))
                     await _wait(lambda: _counted(client, ns, "app=direct", replicas))
                     baseline = time.perf_counter() - t0
+                    # Their nodes go with the writer: remove the pods too, or the pod GC would
+                    # (rightly) delete them in the middle of the figures below.
+                    for start in range(0, replicas, 100):
+                        await asyncio.gather(*(client.delete(core.Pod, f"direct-{i}", ns, grace_period_seconds=0)
+                                               for i in range(start, min(replicas, start + 100))))
 
                 cm.start()
                 assert cm.proc is not None

@@ -69,7 +69,10 @@ def main(kubeconfig: str, master: str, controllers: str, bind_address: str, secu
             concurrent_gc_syncs=concurrent_gc_syncs,
             leader_election=leader_election_config(**election),
         )
-    except (ValueError, KubeConfigError) as exc:
+    except KubeConfigError as exc:
+        # The kubeconfig loader speaks kubectl's flags; this binary's is --master.
+        raise click.UsageError(str(exc).replace("--server", "--master")) from exc
+    except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     try:
         asyncio.run(_serve(config))
