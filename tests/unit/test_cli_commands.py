@@ -481,7 +481,7 @@ def test_api_resources_and_version(client: FakeClient) -> None:
     assert pods.split() == ["pods", "po", "v1", "true", "Pod"]
     assert lines.index(pods) < next(i for i, line in enumerate(lines) if line.startswith("deployments "))
     names = ok(run_cli(client, ["api-resources", "--namespaced=false", "-o", "name"])).stdout.split()
-    assert names == ["namespaces", "nodes"]
+    assert names == ["namespaces", "nodes", "priorityclasses.scheduling.k8s.io"]
     out = ok(run_cli(client, ["version"])).stdout.splitlines()
     assert out[0].startswith("Client Version: v") and out[1] == "Server Version: v0.1.0-fake"
     assert ok(run_cli(client, ["version", "--client"])).stdout.count("\n") == 1

@@ -22,6 +22,7 @@ from kubelite.api.service.v1 import service_pb2_grpc as pb_grpc
 from kubelite.apiserver import http
 from kubelite.apiserver.config import APIServerConfig
 from kubelite.apiserver.pipeline import SYSTEM, Admission, Attributes, NamespaceLifecycle, Pipeline
+from kubelite.apiserver.priority import PriorityAdmission, bootstrap_priority_classes
 from kubelite.apiserver.registry.all import build_strategies
 from kubelite.apiserver.service import DiscoveryServicer, Registry, ResourceServicer
 from kubelite.apiserver.store import ResourceStore
@@ -75,7 +76,8 @@ def build_registry(config: APIServerConfig, storage: Storage) -> Registry:
                 return None
             raise
 
-    admission = Admission([NamespaceLifecycle(namespace_lookup)])
+    admission = Admission([NamespaceLifecycle(namespace_lookup),
+                           PriorityAdmission(lambda: stores[("scheduling.k8s.io", "priorityclasses")])])
 
     def cache_factory(store: ResourceStore) -> WatchCache:
         return WatchCache(store.strategy, storage, store.prefix, store.decode,
@@ -88,7 +90,7 @@ def build_registry(config: APIServerConfig, storage: Storage) -> Registry:
 
 
 async def bootstrap(registry: Registry) -> None:
-    """Creates the namespaces every cluster has; existing ones are left alone."""
+    """Creates the namespaces and priority classes every cluster has; existing ones are left alone."""
     ns_store = registry.stores[("", "namespaces")]
     for name in BOOTSTRAP_NAMESPACES:
         ns = ns_store.rt.new()
@@ -99,6 +101,7 @@ async def bootstrap(registry: Registry) -> None:
         except errors.StatusError as exc:
             if exc.reason != "AlreadyExists":
                 raise
+    await bootstrap_priority_classes(registry.stores[("scheduling.k8s.io", "priorityclasses")])
 
 
 async def start(config: APIServerConfig, storage_factory: Callable[[APIServerConfig], Storage] | None = None,

@@ -9,7 +9,7 @@ table; nothing here switches on kinds.
 
 from __future__ import annotations
 
-from kubelite.apiserver.registry import apps, coordination, core
+from kubelite.apiserver.registry import apps, coordination, core, scheduling
 from kubelite.apiserver.registry.core import Options, StrategyFactory
 from kubelite.apiserver.registry.strategy import Strategy
 from kubelite.machinery.scheme import Scheme
@@ -18,6 +18,7 @@ FACTORIES: dict[tuple[str, str], StrategyFactory] = {
     **core.STRATEGIES,
     **apps.STRATEGIES,
     **coordination.STRATEGIES,
+    **scheduling.STRATEGIES,
 }
 
 
