@@ -65,8 +65,8 @@ class Scheduler:
         interests: dict[str, frozenset[ClusterEvent]] = {}
         for profile in self.profiles.values():
             interests.update(profile.events_by_plugin())
-        self.queue = queue or SchedulingQueue(interests)
-        self.cache = cache or Cache()
+        self.queue = queue if queue is not None else SchedulingQueue(interests)
+        self.cache = cache if cache is not None else Cache()
         self.snapshot = Snapshot()
         self._binder = binder
         self._conditions = conditions
@@ -74,6 +74,10 @@ class Scheduler:
         self._evictor = evictor
         # pod key -> the last FailedScheduling message sent: the same refusal is reported once.
         self._reported: dict[str, str] = {}
+        # pod key -> its reservation on the node preemption nominated, so that other pods do not take
+        # the room its victims free (kube-scheduler counts nominated pods when filtering, for pods of
+        # lower or equal priority; here the room is held for everyone until the pod is tried again).
+        self._nominated: dict[str, PodInfo] = {}
         self._rng = rng or random.Random()
         self._clock = clock
         self._start_index = 0
@@ -144,6 +148,8 @@ class Scheduler:
             # Left the unscheduled selector (bound: the other informer confirms it) or deleted.
             self.queue.delete(pod)
             self._reported.pop(pod_key(pod), None)
+            if pod.metadata.HasField("deletion_timestamp") or pod_key(pod) not in self.queue:
+                self._release_nomination(pod_key(pod))
 
     def _pending(self, pod: core.Pod) -> bool:
         if not self.responsible_for(pod) or pod.metadata.HasField("deletion_timestamp"):
@@ -181,6 +187,7 @@ class Scheduler:
         if profile is None:
             self.queue.done(qpi)
             return False
+        self._release_nomination(qpi.key)
         self.cache.update_snapshot(self.snapshot)
         try:
             decision = schedule(profile, self.snapshot, pod_info, start_index=self._start_index, rng=self._rng,
@@ -253,6 +260,9 @@ class Scheduler:
         metrics.PREEMPTION_VICTIMS.observe(len(victims))
         log.info("preempting %d pod(s) on %s for %s: %s", len(victims), node, qpi.key,
                  ", ".join(v.key for v in victims))
+        reservation = qpi.info.with_node(node)
+        self.cache.assume_pod(reservation)
+        self._nominated[qpi.key] = reservation
         for victim in victims:
             self._events.record(victim.pod, "Normal", "Preempted", f"Preempted by pod {qpi.info.uid} on node {node}")
             if self._evictor is not None:
@@ -260,6 +270,11 @@ class Scheduler:
         self._reported[qpi.key] = message
         self._events.record(qpi.pod, "Warning", "FailedScheduling", message)
         self._spawn(self._write_unschedulable(qpi.pod, message, node), f"nominate-{qpi.key}")
+
+    def _release_nomination(self, key: str) -> None:
+        reservation = self._nominated.pop(key, None)
+        if reservation is not None:
+            self.cache.forget_pod(reservation)
 
     async def _evict(self, victim: core.Pod) -> None:
         assert self._evictor is not None
