@@ -122,7 +122,7 @@ class Scheduler:
                 return
             self.cache.add_pod(pod)
             self.queue.move_all(ClusterEvent.POD_ADD)
-        elif self._pending(pod):
+        elif self._pending(pod) and not self._binding(pod):
             self.queue.add(pod)
 
     def on_pod_update(self, old: core.Pod, new: core.Pod) -> None:
@@ -135,10 +135,11 @@ class Scheduler:
             self.cache.update_pod(new)
             if old.metadata.labels != new.metadata.labels:
                 self.queue.move_all(ClusterEvent.POD_UPDATE)
-        elif self._pending(new):
-            self.queue.update(old, new)
-        else:
+        elif not self._pending(new):
             self.queue.delete(new)
+        elif not self._binding(new):
+            # (Updates while our binding is in flight are our own status writes racing it: ignored.)
+            self.queue.update(old, new)
 
     def on_pod_delete(self, pod: core.Pod) -> None:
         if pod.spec.node_name:
@@ -152,10 +153,15 @@ class Scheduler:
                 self._release_nomination(pod_key(pod))
 
     def _pending(self, pod: core.Pod) -> bool:
+        """A pod this scheduler should place (ignoring whether a binding of ours is in flight)."""
         if not self.responsible_for(pod) or pod.metadata.HasField("deletion_timestamp"):
             return False
-        # Our own binding in flight: the pod is assumed, not pending.
-        return not self.cache.is_assumed(pod_key(pod)) and pod.status.phase not in _TERMINAL
+        return pod.status.phase not in _TERMINAL
+
+    def _binding(self, pod: core.Pod) -> bool:
+        """Our binding of this pod is in flight: it is assumed on a node (not merely nominated)."""
+        key = pod_key(pod)
+        return self.cache.is_assumed(key) and key not in self._nominated
 
     # -- the loop ---------------------------------------------------------------------------------------------
 
