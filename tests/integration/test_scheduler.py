@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from kubelite.api.core.v1 import generated_pb2 as core
@@ -206,6 +207,15 @@ async def test_a_node_selector_nothing_matches_is_pending_with_the_reason(
     await _pending_with(client, ns, "picky", "0/3 nodes are available: 1 node(s) were unschedulable, "
                         "2 node(s) didn't match Pod's node affinity/selector. preemption: 0/3 nodes are available: "
                         "3 Preemption is not helpful for scheduling.")
+    # Node by node, from the scheduler itself.
+    async with aiohttp.ClientSession() as http, http.get(
+            f"http://127.0.0.1:{scheduler.port}/debug/pending/{ns}/picky") as resp:
+        assert resp.status == 200
+        lines = (await resp.text()).splitlines()
+    rows = {line.split()[0]: line.split(None, 2)[1:] for line in lines[3:]}
+    assert rows == {"n1": ["NodeAffinity", "node(s) didn't match Pod's node affinity/selector"],
+                    "n2": ["NodeAffinity", "node(s) didn't match Pod's node affinity/selector"],
+                    "n3": ["NodeUnschedulable", "node(s) were unschedulable"]}
 
 
 async def test_pods_of_other_schedulers_are_left_alone(client: Client, ns: str, scheduler: SchedulerProcess,

@@ -88,7 +88,9 @@ class Scheduler:
         self.scheduled = 0
         self.bound = 0
         self.failures = 0
+        # pod key -> why it is Pending: the message, and (node, plugin, reason) for every node.
         self.last_error: dict[str, str] = {}
+        self.node_reasons: dict[str, list[tuple[str, str, str]]] = {}
         for queue_name in ("active", "backoff", "unschedulable"):
             metrics.PENDING_PODS.labels(queue_name).set_function(
                 lambda q=queue_name: float(self.queue.pending()[q]))  # type: ignore[misc]
@@ -149,6 +151,9 @@ class Scheduler:
             # Left the unscheduled selector (bound: the other informer confirms it) or deleted.
             self.queue.delete(pod)
             self._reported.pop(pod_key(pod), None)
+            if pod_key(pod) not in self.queue:
+                self.last_error.pop(pod_key(pod), None)
+                self.node_reasons.pop(pod_key(pod), None)
             if pod.metadata.HasField("deletion_timestamp") or pod_key(pod) not in self.queue:
                 self._release_nomination(pod_key(pod))
 
@@ -202,6 +207,7 @@ class Scheduler:
             self.failures += 1
             message = str(err)
             self.last_error[qpi.key] = message
+            self.node_reasons[qpi.key] = err.node_reasons()
             metrics.SCHEDULE_ATTEMPTS.labels("unschedulable", profile.scheduler_name).inc()
             metrics.ATTEMPT_DURATION.labels("unschedulable", profile.scheduler_name).observe(self._clock() - start)
             log.info("unable to schedule pod %s: %s", qpi.key, message)
@@ -229,6 +235,7 @@ class Scheduler:
         self.queue.done(qpi)
         self.scheduled += 1
         self.last_error.pop(qpi.key, None)
+        self.node_reasons.pop(qpi.key, None)
         self._spawn(self._bind(qpi, node, start, profile.scheduler_name), f"bind-{qpi.key}")
         return True
 
