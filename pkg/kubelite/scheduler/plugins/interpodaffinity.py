@@ -77,11 +77,13 @@ class InterPodAffinity:
     def pre_filter(self, state: CycleState, pod: PodInfo,
                    snapshot: Snapshot) -> tuple[PreFilterResult | None, Status | None]:
         s = _FilterState()
-        for node in snapshot.have_pods_with_required_anti_affinity:
-            for existing in node.pods_with_required_anti_affinity:
-                for term in existing.anti_affinity_terms:
-                    if term.matches(pod):
-                        _bump(s.existing_anti, node, term.topology_key, 1)
+        for term, counts in snapshot.anti_terms.items():
+            if term.matches(pod):
+                if not s.existing_anti:
+                    s.existing_anti = dict(counts)
+                else:
+                    for pair, n in counts.items():
+                        s.existing_anti[pair] = s.existing_anti.get(pair, 0) + n
         if not pod.affinity_terms and not pod.anti_affinity_terms:
             if not s.existing_anti:
                 return None, SKIP
