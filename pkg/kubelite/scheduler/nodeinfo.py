@@ -551,6 +551,9 @@ class Snapshot:
         # InterPodAffinity asks which of these terms reject an incoming pod; with this it costs the number
         # of distinct terms, not of pods.
         self.anti_terms: dict[AffinityTerm, dict[tuple[str, str], int]] = {}
+        # (label key, value) -> pod key -> (pod, node name): the pods a selector with an exact
+        # requirement can match, without visiting every pod.
+        self.pods_by_label: dict[tuple[str, str], dict[str, tuple[PodInfo, str]]] = {}
         self._label_codes: dict[str, tuple[IntArray, dict[str, int]]] = {}
         for n in nodes:
             self.node_infos[n.name] = n
@@ -580,8 +583,41 @@ class Snapshot:
         self.anti_terms = {}
         for n in self.have_pods_with_required_anti_affinity:
             self._count_anti_terms(n, 1)
+        self.pods_by_label = {}
+        for n in self.node_list:
+            self._index_pods(n, 1)
         self._label_codes.clear()
         self.recount_images()
+
+    def _index_pods(self, node: NodeInfo, sign: int) -> None:
+        index = self.pods_by_label
+        for pod in node.pods.values():
+            for pair in pod.labels.items():
+                if sign > 0:
+                    index.setdefault(pair, {})[pod.key] = (pod, node.name)
+                else:
+                    bucket = index.get(pair)
+                    if bucket is not None:
+                        bucket.pop(pod.key, None)
+                        if not bucket:
+                            del index[pair]
+
+    def candidates(self, selector: LabelSelector) -> list[tuple[PodInfo, NodeInfo]] | None:
+        """Pods that may match ``selector``, with their nodes, when it pins a label to a closed set of values;
+        None when it does not (the caller visits every pod)."""
+        for req in selector.requirements:
+            values = req.exact_values()
+            if values is None:
+                continue
+            out = []
+            infos = self.node_infos
+            for value in values:
+                for pod, node_name in self.pods_by_label.get((req.key, value), {}).values():
+                    node = infos.get(node_name)
+                    if node is not None and node.node is not None:
+                        out.append((pod, node))
+            return out
+        return None
 
     def _count_anti_terms(self, node: NodeInfo, sign: int) -> None:
         labels = node.labels
@@ -617,6 +653,8 @@ class Snapshot:
         if old.pods_with_required_anti_affinity or info.pods_with_required_anti_affinity:
             self._count_anti_terms(old, -1)
             self._count_anti_terms(info, 1)
+        self._index_pods(old, -1)
+        self._index_pods(info, 1)
         self.node_infos[info.name] = info
         self.node_list[position] = info
         self.columns.set_row(position, info)
@@ -646,6 +684,9 @@ class Snapshot:
         variant.anti_terms = {}
         for n in variant.have_pods_with_required_anti_affinity:
             variant._count_anti_terms(n, 1)
+        variant.pods_by_label = {}
+        for n in variant.node_list:
+            variant._index_pods(n, 1)
         return variant
 
     def label_codes(self, key: str) -> tuple[IntArray, dict[str, int]]:
