@@ -16,10 +16,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from kubelite.api.coordination.v1 import generated_pb2 as coordination
 from kubelite.api.core.v1 import generated_pb2 as core
+from kubelite.api.scheduling.v1 import generated_pb2 as scheduling
 from kubelite.client.client import Client
 from tests.support.apiserver import APIServerProcess
 from tests.support.hollow import delete_all_nodes, hollow_node, register
@@ -206,6 +208,15 @@ async def test_a_node_selector_nothing_matches_is_pending_with_the_reason(
     await _pending_with(client, ns, "picky", "0/3 nodes are available: 1 node(s) were unschedulable, "
                         "2 node(s) didn't match Pod's node affinity/selector. preemption: 0/3 nodes are available: "
                         "3 Preemption is not helpful for scheduling.")
+    # Node by node, from the scheduler itself.
+    async with aiohttp.ClientSession() as http, http.get(
+            f"http://127.0.0.1:{scheduler.port}/debug/pending/{ns}/picky") as resp:
+        assert resp.status == 200
+        lines = (await resp.text()).splitlines()
+    rows = {line.split()[0]: line.split(None, 2)[1:] for line in lines[3:]}
+    assert rows == {"n1": ["NodeAffinity", "node(s) didn't match Pod's node affinity/selector"],
+                    "n2": ["NodeAffinity", "node(s) didn't match Pod's node affinity/selector"],
+                    "n3": ["NodeUnschedulable", "node(s) were unschedulable"]}
 
 
 async def test_pods_of_other_schedulers_are_left_alone(client: Client, ns: str, scheduler: SchedulerProcess,
@@ -234,15 +245,32 @@ def test_an_invalid_configuration_stops_the_scheduler_naming_the_field(apiserver
 async def test_preemption_evicts_the_lower_priority_pod_and_the_preemptor_lands_there(
         client: Client, ns: str, scheduler: SchedulerProcess, scheduler_name: str) -> None:
     await _nodes(client, scheduler, [hollow_node("only", cpu="2")])
-    # No kubelet confirms terminations on a hollow node: the victim asks for no grace period.
-    low = _pod("low", ns, scheduler_name, cpu="2", spec={"priority": 10, "terminationGracePeriodSeconds": 0})
-    await client.create(low)
-    assert await _bound(client, ns, "low") == "only"
-    await client.create(_pod("urgent", ns, scheduler_name, cpu="2", spec={"priority": 1000}))
-    assert await _bound(client, ns, "urgent") == "only"
-    remaining = {p.metadata.name for p in (await client.list(core.Pod, ns)).items}
-    assert remaining == {"urgent"}
-    assert scheduler.metric("scheduler_preemption_attempts_total") == 1
+    suffix = secrets.token_hex(3)
+    classes = []
+    for name, value in ((f"batch-{suffix}", 10), (f"urgent-{suffix}", 1000)):
+        pc = scheduling.PriorityClass(api_version="scheduling.k8s.io/v1", kind="PriorityClass", value=value)
+        pc.metadata.name = name
+        classes.append(await client.create(pc))
+    try:
+        # No kubelet confirms terminations on a hollow node: the victim asks for no grace period.
+        low = _pod("low", ns, scheduler_name, cpu="2", spec={"priorityClassName": f"batch-{suffix}",
+                                                              "terminationGracePeriodSeconds": 0})
+        await client.create(low)
+        assert await _bound(client, ns, "low") == "only"
+        await client.create(_pod("urgent", ns, scheduler_name, cpu="2",
+                                 spec={"priorityClassName": f"urgent-{suffix}"}))
+        assert await _bound(client, ns, "urgent") == "only"
+        remaining = {p.metadata.name for p in (await client.list(core.Pod, ns)).items}
+        assert remaining == {"urgent"}
+        assert scheduler.metric("scheduler_preemption_attempts_total") == 1
+        deadline = asyncio.get_running_loop().time() + WAIT
+        while not any(e.reason == "Preempted" for e in
+                      (await client.list(core.Event, ns, field_selector="involvedObject.name=low")).items):
+            assert asyncio.get_running_loop().time() < deadline, "no Preempted event on the victim"
+            await asyncio.sleep(0.1)
+    finally:
+        for pc in classes:
+            await client.delete(scheduling.PriorityClass, pc.metadata.name)
 
 
 async def test_the_standby_takes_over_when_the_leader_dies(client: Client, ns: str, apiserver: APIServerProcess,

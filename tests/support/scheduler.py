@@ -32,7 +32,8 @@ class SchedulerProcess:
             cmd.append(f"--config={self.config}")
         return cmd
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 90.0) -> None:
+        """Starts the process and waits for /readyz (generous: a loaded 2-core machine starts Python slowly)."""
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()

@@ -525,7 +525,7 @@ def test_api_resources_and_version(kl: InProcessCluster) -> None:
     assert pods.split() == ["pods", "po", "v1", "true", "Pod"]
     assert lines.index(pods) < next(i for i, line in enumerate(lines) if line.startswith("deployments "))
     names = ok(kl.cli(["api-resources", "--namespaced=false", "-o", "name"])).stdout.split()
-    assert names == ["namespaces", "nodes"]
+    assert names == ["namespaces", "nodes", "priorityclasses.scheduling.k8s.io"]
     out = ok(kl.cli(["version"])).stdout.splitlines()
     server_version = kl.run(kl.client.version()).git_version
     assert out[0].startswith("Client Version: v") and out[1] == f"Server Version: {server_version}"

@@ -640,7 +640,7 @@ def test_lookups() -> None:
 
 def test_scopes_and_categories() -> None:
     cluster_scoped = {rt.resource for rt in SCHEME if not rt.namespaced}
-    assert cluster_scoped == {"namespaces", "nodes"}
+    assert cluster_scoped == {"namespaces", "nodes", "priorityclasses"}
     assert {rt.resource for rt in SCHEME if "all" in rt.categories} == {
         "pods",
         "services",
@@ -648,7 +648,8 @@ def test_scopes_and_categories() -> None:
         "replicasets",
     }
     without_status = {rt.resource for rt in SCHEME if not rt.has_status}
-    assert without_status == {"endpoints", "configmaps", "secrets", "serviceaccounts", "events", "leases"}
+    assert without_status == {"endpoints", "configmaps", "secrets", "serviceaccounts", "events", "leases",
+                              "priorityclasses"}
 
 
 def test_new_fills_api_version_and_kind() -> None:

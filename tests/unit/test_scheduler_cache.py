@@ -79,3 +79,32 @@ def test_pods_with_affinity_are_listed_for_inter_pod_affinity() -> None:
     cache.remove_pod(make_pod("p", node_name="n1", spec=spec, labels={"app": "x"}))
     cache.update_snapshot(snapshot)
     assert snapshot.have_pods_with_required_anti_affinity == []
+
+
+def test_anti_affinity_aggregate_follows_incremental_changes() -> None:
+    cache, snapshot = _cache(4)
+    spec = {"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "x"}}, "topologyKey": "zone"}]}},
+        "containers": [{"name": "a", "image": "x"}]}
+    for i in range(4):
+        cache.add_node(make_node(f"n{i}", labels={"zone": f"z{i % 2}"}))
+    pods = [make_pod(f"p{i}", node_name=f"n{i % 4}", spec=spec, labels={"app": "x" if i % 2 else "y"})
+            for i in range(6)]
+    for pod in pods:
+        cache.add_pod(pod)
+        cache.update_snapshot(snapshot)
+    cache.remove_pod(pods[0])
+    cache.update_snapshot(snapshot)
+    cache.add_node(make_node("n1", labels={"zone": "z9"}))  # relabelled: its pods move domain
+    cache.update_snapshot(snapshot)
+    incremental = {t.topology_key: dict(c) for t, c in snapshot.anti_terms.items()}
+    by_label = {pair: {k: (p.key, n) for k, (p, n) in pods.items()} for pair, pods in snapshot.pods_by_label.items()}
+    snapshot.rebuild_lists(order_changed=False)
+    assert incremental == {t.topology_key: dict(c) for t, c in snapshot.anti_terms.items()}
+    assert by_label == {pair: {k: (p.key, n) for k, (p, n) in pods.items()}
+                        for pair, pods in snapshot.pods_by_label.items()}
+    # p0 was removed; p1 and p5 sit on n1, p3 on n3 (app=x); p2 and p4 on n2 and n0 (app=y).
+    assert by_label == {("app", "x"): {"default/p1": ("default/p1", "n1"), "default/p3": ("default/p3", "n3"),
+                                       "default/p5": ("default/p5", "n1")},
+                        ("app", "y"): {"default/p2": ("default/p2", "n2"), "default/p4": ("default/p4", "n0")}}
+    assert incremental == {"zone": {("zone", "z0"): 2, ("zone", "z1"): 1, ("zone", "z9"): 2}}

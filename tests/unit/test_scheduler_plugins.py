@@ -601,3 +601,25 @@ def test_preemption_needs_lower_priority_pods_and_respects_never() -> None:
     with pytest.raises(FitError) as err:
         schedule(default_profile(), snapshot, PodInfo(never))
     assert str(err.value).endswith("preemption: not eligible due to preemptionPolicy=Never.")
+
+
+def test_inter_pod_affinity_label_index_finds_what_a_full_scan_finds(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(11)
+    nodes, existing = _random_cluster(rng, 200)
+    snapshot = Snapshot.from_objects(nodes, existing)
+    terms = [_term({"app": "web"}), _term({"app": "db"}, "kubernetes.io/hostname"),
+             {"labelSelector": {"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["db"]}]},
+              "topologyKey": "topology.kubernetes.io/zone"}]
+    plugin = InterPodAffinity()
+    for term in terms:
+        pod = make_pod("p", spec={"affinity": {
+            "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]},
+            "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}})
+        indexed = CycleState()
+        plugin.pre_filter(indexed, PodInfo(pod), snapshot)
+        with monkeypatch.context() as m:
+            m.setattr(snapshot, "candidates", lambda selector: None)
+            scanned = CycleState()
+            plugin.pre_filter(scanned, PodInfo(pod), snapshot)
+        assert indexed.read(plugin.name) == scanned.read(plugin.name)
+        assert indexed.read(plugin.name).anti  # the cases are not empty

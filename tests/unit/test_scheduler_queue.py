@@ -272,3 +272,58 @@ async def test_preemption_evicts_nominates_and_binds_once_the_victim_is_gone() -
     await sched.wait_idle()
     assert binder.bound == {"high": "a"}
     await sched.close()
+
+
+async def test_the_room_preemption_frees_is_held_for_the_preemptor() -> None:
+    binder, conditions, evictor, clock = FakeBinder(), FakeConditions(), FakeEvictor(), Clock()
+    profile = default_profile()
+    queue = SchedulingQueue(profile.events_by_plugin(), clock=clock)
+    sched = Scheduler({"default-scheduler": profile}, binder=binder, conditions=conditions, evictor=evictor,
+                      queue=queue, clock=clock)
+    # The preemptor's retry waits out its back-off (1 s); a newcomer is tried first.
+    sched.on_node_add(make_node("a", cpu="2"))
+    low = make_pod("low", cpu="2", node_name="a")
+    sched.on_pod_add(low)
+    high = make_pod("high", cpu="2")
+    high.spec.priority = 1000
+    sched.on_pod_add(high)
+    await sched.schedule_next()
+    await sched.wait_idle()
+    assert evictor.evicted == ["low"]
+    sched.on_pod_delete(low)
+    sched.on_pod_add(make_pod("newcomer", cpu="1"))
+    await sched.schedule_next()
+    await sched.wait_idle()
+    assert binder.bound == {}
+    assert conditions.messages["newcomer"].startswith("0/1 nodes are available: 1 Insufficient cpu.")
+    clock.now += 10
+    queue.flush()
+    await sched.schedule_next()
+    await sched.wait_idle()
+    assert binder.bound == {"high": "a"}
+    await sched.close()
+
+
+async def test_status_updates_of_a_nominated_pod_keep_it_queued() -> None:
+    binder, conditions, evictor = FakeBinder(), FakeConditions(), FakeEvictor()
+    sched = Scheduler({"default-scheduler": default_profile()}, binder=binder, conditions=conditions,
+                      evictor=evictor)
+    sched.queue.initial_backoff = 0
+    sched.on_node_add(make_node("a", cpu="1"))
+    low = make_pod("low", cpu="1", node_name="a")
+    sched.on_pod_add(low)
+    high = make_pod("high", cpu="1")
+    high.spec.priority = 1000
+    sched.on_pod_add(high)
+    await sched.schedule_next()
+    await sched.wait_idle()
+    nominated = core.Pod()
+    nominated.CopyFrom(high)
+    nominated.status.nominated_node_name = "a"  # our own status write, seen through the watch
+    sched.on_pod_update(high, nominated)
+    assert "default/high" in sched.queue
+    sched.on_pod_delete(low)
+    await sched.schedule_next()
+    await sched.wait_idle()
+    assert binder.bound == {"high": "a"}
+    await sched.close()

@@ -33,6 +33,7 @@ from kubelite.apiserver.pipeline import (
     Pipeline,
     ServiceAccountAdmission,
 )
+from kubelite.apiserver.priority import PriorityAdmission, bootstrap_priority_classes
 from kubelite.apiserver.registry.all import build_strategies, build_subresources
 from kubelite.apiserver.service import DiscoveryServicer, Registry, ResourceServicer
 from kubelite.apiserver.store import ResourceStore
@@ -96,6 +97,7 @@ def build_registry(config: APIServerConfig, storage: Storage) -> Registry:
 
     admission = Admission([
         NamespaceLifecycle(namespace_lookup),
+        PriorityAdmission(lambda: stores[("scheduling.k8s.io", "priorityclasses")]),
         DefaultTolerationSeconds(config.default_not_ready_toleration_seconds,
                                  config.default_unreachable_toleration_seconds),
         ServiceAccountAdmission(),
@@ -115,7 +117,7 @@ def build_registry(config: APIServerConfig, storage: Storage) -> Registry:
 
 
 async def bootstrap(registry: Registry) -> None:
-    """Creates the namespaces every cluster has; existing ones are left alone."""
+    """Creates the namespaces and priority classes every cluster has; existing ones are left alone."""
     ns_store = registry.stores[("", "namespaces")]
     for name in BOOTSTRAP_NAMESPACES:
         ns = ns_store.rt.new()
@@ -126,6 +128,7 @@ async def bootstrap(registry: Registry) -> None:
         except errors.StatusError as exc:
             if exc.reason != "AlreadyExists":
                 raise
+    await bootstrap_priority_classes(registry.stores[("scheduling.k8s.io", "priorityclasses")])
 
 
 async def start(config: APIServerConfig, storage_factory: Callable[[APIServerConfig], Storage] | None = None,

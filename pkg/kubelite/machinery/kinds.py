@@ -18,6 +18,7 @@ from kubelite.api.apps.v1 import generated_pb2 as apps_v1
 from kubelite.api.coordination.v1 import generated_pb2 as coordination_v1
 from kubelite.api.core.v1 import generated_pb2 as core_v1
 from kubelite.api.policy.v1 import generated_pb2 as policy_v1
+from kubelite.api.scheduling.v1 import generated_pb2 as scheduling_v1
 from kubelite.machinery.scheme import ResourceType, Scheme
 
 SCHEME = Scheme()
@@ -70,6 +71,14 @@ EVENTS = SCHEME.register(
 LEASES = SCHEME.register(
     ResourceType(
         "coordination.k8s.io", "v1", "Lease", "leases", "lease", True, coordination_v1.Lease, has_status=False
+    )
+)
+
+# scheduling.k8s.io/v1
+PRIORITYCLASSES = SCHEME.register(
+    ResourceType(
+        "scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", "priorityclass", False,
+        scheduling_v1.PriorityClass, ("pc",), has_status=False,
     )
 )
 

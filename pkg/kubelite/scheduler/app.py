@@ -162,8 +162,18 @@ def _elector(options: SchedulerOptions, client: Client) -> Elector:
 # -- run ----------------------------------------------------------------------------------------------------------
 
 
-def make_http_app(ready: Callable[[], bool]) -> web.Application:
+def make_http_app(ready: Callable[[], bool], sched: Scheduler | None = None) -> web.Application:
+    """/healthz, /readyz, /metrics, and /debug/pending/{namespace}/{name}: why a pod is Pending, node by node
+    (beyond kube-scheduler, whose message only counts reasons)."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    async def pending(request: web.Request) -> web.Response:
+        key = f"{request.match_info['namespace']}/{request.match_info['name']}"
+        if sched is None or key not in sched.last_error:
+            return web.Response(text=f"pod {key} is not waiting in this scheduler\n", status=404)
+        lines = [sched.last_error[key], "", f"{'NODE':<30} {'PLUGIN':<32} REASON"]
+        lines += [f"{node:<30} {plugin:<32} {reason}" for node, plugin, reason in sched.node_reasons.get(key, [])]
+        return web.Response(text="\n".join(lines) + "\n")
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -180,6 +190,7 @@ def make_http_app(ready: Callable[[], bool]) -> web.Application:
     app.router.add_get("/livez", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/debug/pending/{namespace}/{name}", pending)
     return app
 
 
@@ -205,7 +216,7 @@ async def run(options: SchedulerOptions, config: SchedulerConfiguration | None =
             informer.add_handler(sched.on_pod_add, sched.on_pod_update, sched.on_pod_delete)
 
         informers: tuple[Informer[Any], ...] = (nodes, assigned, pending)
-        http = web.AppRunner(make_http_app(lambda: all(i.has_synced for i in informers)), access_log=None)
+        http = web.AppRunner(make_http_app(lambda: all(i.has_synced for i in informers), sched), access_log=None)
         await http.setup()
         await web.TCPSite(http, options.bind_address, options.secure_port).start()
         log.info("serving /healthz and /metrics on %s:%d; profiles %s; API server %s", options.bind_address,

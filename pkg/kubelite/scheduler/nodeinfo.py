@@ -395,8 +395,10 @@ class PodInfo:
 
     @property
     def has_affinity(self) -> bool:
-        return bool(self.affinity_terms or self.anti_affinity_terms or self.preferred_affinity_terms
-                    or self.preferred_anti_affinity_terms)
+        """Terms that make this pod, once placed, score other pods (InterPodAffinity's PreScore):
+        required affinity (hardPodAffinityWeight) and preferred terms. Required anti-affinity only
+        filters, and is tracked apart (``has_required_anti_affinity``)."""
+        return bool(self.affinity_terms or self.preferred_affinity_terms or self.preferred_anti_affinity_terms)
 
     @property
     def has_required_anti_affinity(self) -> bool:
@@ -545,6 +547,13 @@ class Snapshot:
         self.columns: Columns = Columns(())
         self._affinity: dict[str, NodeInfo] = {}
         self._anti: dict[str, NodeInfo] = {}
+        # Existing pods' required anti-affinity, aggregated: distinct term -> (topologyKey, value) -> pods.
+        # InterPodAffinity asks which of these terms reject an incoming pod; with this it costs the number
+        # of distinct terms, not of pods.
+        self.anti_terms: dict[AffinityTerm, dict[tuple[str, str], int]] = {}
+        # (label key, value) -> pod key -> (pod, node name): the pods a selector with an exact
+        # requirement can match, without visiting every pod.
+        self.pods_by_label: dict[tuple[str, str], dict[str, tuple[PodInfo, str]]] = {}
         self._label_codes: dict[str, tuple[IntArray, dict[str, int]]] = {}
         for n in nodes:
             self.node_infos[n.name] = n
@@ -571,8 +580,61 @@ class Snapshot:
         self._anti = {n.name: n for n in self.node_list if n.pods_with_required_anti_affinity}
         self.have_pods_with_affinity = list(self._affinity.values())
         self.have_pods_with_required_anti_affinity = list(self._anti.values())
+        self.anti_terms = {}
+        for n in self.have_pods_with_required_anti_affinity:
+            self._count_anti_terms(n, 1)
+        self.pods_by_label = {}
+        for n in self.node_list:
+            self._index_pods(n, 1)
         self._label_codes.clear()
         self.recount_images()
+
+    def _index_pods(self, node: NodeInfo, sign: int) -> None:
+        index = self.pods_by_label
+        for pod in node.pods.values():
+            for pair in pod.labels.items():
+                if sign > 0:
+                    index.setdefault(pair, {})[pod.key] = (pod, node.name)
+                else:
+                    bucket = index.get(pair)
+                    if bucket is not None:
+                        bucket.pop(pod.key, None)
+                        if not bucket:
+                            del index[pair]
+
+    def candidates(self, selector: LabelSelector) -> list[tuple[PodInfo, NodeInfo]] | None:
+        """Pods that may match ``selector``, with their nodes, when it pins a label to a closed set of values;
+        None when it does not (the caller visits every pod)."""
+        for req in selector.requirements:
+            values = req.exact_values()
+            if values is None:
+                continue
+            out = []
+            infos = self.node_infos
+            for value in values:
+                for pod, node_name in self.pods_by_label.get((req.key, value), {}).values():
+                    node = infos.get(node_name)
+                    if node is not None and node.node is not None:
+                        out.append((pod, node))
+            return out
+        return None
+
+    def _count_anti_terms(self, node: NodeInfo, sign: int) -> None:
+        labels = node.labels
+        for pod in node.pods_with_required_anti_affinity:
+            for term in pod.anti_affinity_terms:
+                value = labels.get(term.topology_key)
+                if value is None:
+                    continue
+                counts = self.anti_terms.setdefault(term, {})
+                pair = (term.topology_key, value)
+                n = counts.get(pair, 0) + sign
+                if n:
+                    counts[pair] = n
+                else:
+                    del counts[pair]
+                    if not counts:
+                        del self.anti_terms[term]
 
     def recount_images(self) -> None:
         images: dict[str, int] = {}
@@ -588,6 +650,11 @@ class Snapshot:
         refresh what depends on them once for a whole batch of nodes.
         """
         old = self.node_list[position]
+        if old.pods_with_required_anti_affinity or info.pods_with_required_anti_affinity:
+            self._count_anti_terms(old, -1)
+            self._count_anti_terms(info, 1)
+        self._index_pods(old, -1)
+        self._index_pods(info, 1)
         self.node_infos[info.name] = info
         self.node_list[position] = info
         self.columns.set_row(position, info)
@@ -614,6 +681,12 @@ class Snapshot:
         variant.have_pods_with_affinity = [n for n in variant.node_list if n.pods_with_affinity]
         variant.have_pods_with_required_anti_affinity = [n for n in variant.node_list
                                                          if n.pods_with_required_anti_affinity]
+        variant.anti_terms = {}
+        for n in variant.have_pods_with_required_anti_affinity:
+            variant._count_anti_terms(n, 1)
+        variant.pods_by_label = {}
+        for n in variant.node_list:
+            variant._index_pods(n, 1)
         return variant
 
     def label_codes(self, key: str) -> tuple[IntArray, dict[str, int]]:

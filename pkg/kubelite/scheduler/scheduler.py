@@ -66,8 +66,8 @@ class Scheduler:
         interests: dict[str, frozenset[ClusterEvent]] = {}
         for profile in self.profiles.values():
             interests.update(profile.events_by_plugin())
-        self.queue = queue or SchedulingQueue(interests)
-        self.cache = cache or Cache()
+        self.queue = queue if queue is not None else SchedulingQueue(interests)
+        self.cache = cache if cache is not None else Cache()
         self.snapshot = Snapshot()
         self._binder = binder
         self._conditions = conditions
@@ -75,6 +75,10 @@ class Scheduler:
         self._evictor = evictor
         # pod key -> the last FailedScheduling message sent: the same refusal is reported once.
         self._reported: dict[str, str] = {}
+        # pod key -> its reservation on the node preemption nominated, so that other pods do not take
+        # the room its victims free (kube-scheduler counts nominated pods when filtering, for pods of
+        # lower or equal priority; here the room is held for everyone until the pod is tried again).
+        self._nominated: dict[str, PodInfo] = {}
         self._rng = rng or random.Random()
         self._clock = clock
         self._start_index = 0
@@ -85,7 +89,9 @@ class Scheduler:
         self.scheduled = 0
         self.bound = 0
         self.failures = 0
+        # pod key -> why it is Pending: the message, and (node, plugin, reason) for every node.
         self.last_error: dict[str, str] = {}
+        self.node_reasons: dict[str, list[tuple[str, str, str]]] = {}
         for queue_name in ("active", "backoff", "unschedulable"):
             metrics.PENDING_PODS.labels(queue_name).set_function(
                 lambda q=queue_name: float(self.queue.pending()[q]))  # type: ignore[misc]
@@ -120,7 +126,7 @@ class Scheduler:
                 return
             self.cache.add_pod(pod)
             self.queue.move_all(ClusterEvent.POD_ADD)
-        elif self._pending(pod):
+        elif self._pending(pod) and not self._binding(pod):
             self.queue.add(pod)
 
     def on_pod_update(self, old: core.Pod, new: core.Pod) -> None:
@@ -133,10 +139,11 @@ class Scheduler:
             self.cache.update_pod(new)
             if old.metadata.labels != new.metadata.labels:
                 self.queue.move_all(ClusterEvent.POD_UPDATE)
-        elif self._pending(new):
-            self.queue.update(old, new)
-        else:
+        elif not self._pending(new):
             self.queue.delete(new)
+        elif not self._binding(new):
+            # (Updates while our binding is in flight are our own status writes racing it: ignored.)
+            self.queue.update(old, new)
 
     def on_pod_delete(self, obj: Any) -> None:
         pod = deleted_object(obj)
@@ -147,12 +154,22 @@ class Scheduler:
             # Left the unscheduled selector (bound: the other informer confirms it) or deleted.
             self.queue.delete(pod)
             self._reported.pop(pod_key(pod), None)
+            if pod_key(pod) not in self.queue:
+                self.last_error.pop(pod_key(pod), None)
+                self.node_reasons.pop(pod_key(pod), None)
+            if pod.metadata.HasField("deletion_timestamp") or pod_key(pod) not in self.queue:
+                self._release_nomination(pod_key(pod))
 
     def _pending(self, pod: core.Pod) -> bool:
+        """A pod this scheduler should place (ignoring whether a binding of ours is in flight)."""
         if not self.responsible_for(pod) or pod.metadata.HasField("deletion_timestamp"):
             return False
-        # Our own binding in flight: the pod is assumed, not pending.
-        return not self.cache.is_assumed(pod_key(pod)) and pod.status.phase not in _TERMINAL
+        return pod.status.phase not in _TERMINAL
+
+    def _binding(self, pod: core.Pod) -> bool:
+        """Our binding of this pod is in flight: it is assumed on a node (not merely nominated)."""
+        key = pod_key(pod)
+        return self.cache.is_assumed(key) and key not in self._nominated
 
     # -- the loop ---------------------------------------------------------------------------------------------
 
@@ -184,6 +201,7 @@ class Scheduler:
         if profile is None:
             self.queue.done(qpi)
             return False
+        self._release_nomination(qpi.key)
         self.cache.update_snapshot(self.snapshot)
         try:
             decision = schedule(profile, self.snapshot, pod_info, start_index=self._start_index, rng=self._rng,
@@ -192,6 +210,7 @@ class Scheduler:
             self.failures += 1
             message = str(err)
             self.last_error[qpi.key] = message
+            self.node_reasons[qpi.key] = err.node_reasons()
             metrics.SCHEDULE_ATTEMPTS.labels("unschedulable", profile.scheduler_name).inc()
             metrics.ATTEMPT_DURATION.labels("unschedulable", profile.scheduler_name).observe(self._clock() - start)
             log.info("unable to schedule pod %s: %s", qpi.key, message)
@@ -219,6 +238,7 @@ class Scheduler:
         self.queue.done(qpi)
         self.scheduled += 1
         self.last_error.pop(qpi.key, None)
+        self.node_reasons.pop(qpi.key, None)
         self._spawn(self._bind(qpi, node, start, profile.scheduler_name), f"bind-{qpi.key}")
         return True
 
@@ -256,6 +276,9 @@ class Scheduler:
         metrics.PREEMPTION_VICTIMS.observe(len(victims))
         log.info("preempting %d pod(s) on %s for %s: %s", len(victims), node, qpi.key,
                  ", ".join(v.key for v in victims))
+        reservation = qpi.info.with_node(node)
+        self.cache.assume_pod(reservation)
+        self._nominated[qpi.key] = reservation
         for victim in victims:
             self._events.record(victim.pod, "Normal", "Preempted", f"Preempted by pod {qpi.info.uid} on node {node}")
             if self._evictor is not None:
@@ -263,6 +286,11 @@ class Scheduler:
         self._reported[qpi.key] = message
         self._events.record(qpi.pod, "Warning", "FailedScheduling", message)
         self._spawn(self._write_unschedulable(qpi.pod, message, node), f"nominate-{qpi.key}")
+
+    def _release_nomination(self, key: str) -> None:
+        reservation = self._nominated.pop(key, None)
+        if reservation is not None:
+            self.cache.forget_pod(reservation)
 
     async def _evict(self, victim: core.Pod) -> None:
         assert self._evictor is not None

@@ -9,7 +9,7 @@ table; nothing here switches on kinds.
 
 from __future__ import annotations
 
-from kubelite.apiserver.registry import apps, coordination, core, policy
+from kubelite.apiserver.registry import apps, coordination, core, policy, scheduling
 from kubelite.apiserver.registry.core import Options, StrategyFactory
 from kubelite.apiserver.registry.strategy import Strategy
 from kubelite.apiserver.registry.subresource import StoreLookup, Subresource, SubresourceFactory, with_status
@@ -20,6 +20,7 @@ FACTORIES: dict[tuple[str, str], StrategyFactory] = {
     **apps.STRATEGIES,
     **coordination.STRATEGIES,
     **policy.STRATEGIES,
+    **scheduling.STRATEGIES,
 }
 
 # Subresource routes of each group, beside the status route every kind with a status has.

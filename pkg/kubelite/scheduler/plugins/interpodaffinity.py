@@ -77,27 +77,38 @@ class InterPodAffinity:
     def pre_filter(self, state: CycleState, pod: PodInfo,
                    snapshot: Snapshot) -> tuple[PreFilterResult | None, Status | None]:
         s = _FilterState()
-        for node in snapshot.have_pods_with_required_anti_affinity:
-            for existing in node.pods_with_required_anti_affinity:
-                for term in existing.anti_affinity_terms:
-                    if term.matches(pod):
-                        _bump(s.existing_anti, node, term.topology_key, 1)
+        for term, counts in snapshot.anti_terms.items():
+            if term.matches(pod):
+                if not s.existing_anti:
+                    s.existing_anti = dict(counts)
+                else:
+                    for pair, n in counts.items():
+                        s.existing_anti[pair] = s.existing_anti.get(pair, 0) + n
         if not pod.affinity_terms and not pod.anti_affinity_terms:
             if not s.existing_anti:
                 return None, SKIP
         else:
-            nodes = snapshot.node_list
-            for i in np.flatnonzero(snapshot.columns.num_pods > 0).tolist():
-                node = nodes[i]
-                for existing in node.pods.values():
-                    if pod.affinity_terms and _matches_all(pod.affinity_terms, existing):
+            # Existing pods that match: through the label index when a term pins a label, else all of them.
+            if pod.affinity_terms:
+                for existing, node in self._candidates(snapshot, pod.affinity_terms[0]):
+                    if _matches_all(pod.affinity_terms, existing):
                         for term in pod.affinity_terms:
                             _bump(s.affinity, node, term.topology_key, 1)
-                    for term in pod.anti_affinity_terms:
-                        if term.matches(existing):
-                            _bump(s.anti, node, term.topology_key, 1)
+            for term in pod.anti_affinity_terms:
+                for existing, node in self._candidates(snapshot, term):
+                    if term.matches(existing):
+                        _bump(s.anti, node, term.topology_key, 1)
         state.write(self.name, s)
         return None, None
+
+    @staticmethod
+    def _candidates(snapshot: Snapshot, term: AffinityTerm) -> list[tuple[PodInfo, NodeInfo]]:
+        found = snapshot.candidates(term.selector)
+        if found is not None:
+            return found
+        nodes = snapshot.node_list
+        return [(p, nodes[i]) for i in np.flatnonzero(snapshot.columns.num_pods > 0).tolist()
+                for p in nodes[i].pods.values()]
 
     def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
         # Kubernetes' order: the pod's affinity, its anti-affinity, then existing pods' anti-affinity.
