@@ -119,8 +119,14 @@ def test_a_control_plane_vm_installs_and_serves_the_api(hosts: Hosts) -> None:
     # Debian's own etcd unit would fight ours for the ports: install.sh masks it.
     assert run("docker", "exec", hosts.cp.name, "systemctl", "is-enabled", "etcd", code=None).stdout.strip() == "masked"
     wait_ready(hosts.cp.ip)
-    out = run(KUBELITE, "--server", f"http://{hosts.cp.ip}:6443", "get", "ns").stdout
-    assert "kube-system" in out
+    r = run(KUBELITE, "--server", f"http://{hosts.cp.ip}:6443", "get", "ns", code=None)
+    restarts = run("docker", "exec", hosts.cp.name, "systemctl", "show", "-p", "NRestarts", "--value",
+                   "kubelite-apiserver", "kubelite-etcd").stdout.split()
+    if r.returncode != 0 or restarts != ["0", "0"]:
+        logs = run("docker", "exec", hosts.cp.name, "journalctl", "--no-pager", "-n", "80", "-u", "kubelite-apiserver",
+                   "-u", "kubelite-etcd", code=None).stdout
+        pytest.fail(f"get ns: exit {r.returncode} {r.stderr}; restarts (apiserver, etcd): {restarts}\n{logs}")
+    assert "kube-system" in r.stdout
     assert run("docker", "exec", hosts.cp.name, "systemctl", "is-system-running").stdout.strip() == "running"
 
 
