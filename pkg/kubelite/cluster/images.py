@@ -30,11 +30,12 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import kubelite
 from kubelite.cluster.docker import Docker, inspect
+from kubelite.runtime import images as runtime_images
 
 BASE_IMAGE = "kubelite/base:bookworm"
 DIGEST_LABEL = "io.kubelite.source-digest"
@@ -53,10 +54,7 @@ class ImageError(Exception):
 
 
 def version() -> str:
-    try:
-        return metadata.version("kubelite")
-    except metadata.PackageNotFoundError:
-        return "0.0.0"
+    return runtime_images.project_version()
 
 
 def node_image() -> str:
@@ -64,7 +62,7 @@ def node_image() -> str:
 
 
 def pause_image() -> str:
-    return f"kubelite/pause:{version()}"
+    return runtime_images.pause_image()
 
 
 def source_tree() -> Path | None:
@@ -233,41 +231,28 @@ async def ensure_node_image(docker: Docker, say: Say, *, tag: str | None = None,
     return BuildReport(tag, True, loop.time() - start)
 
 
-_PAUSE_SCRIPT = """\
-#!/bin/sh
-# kubelite's pod sandbox: holds the pod's namespaces until told to stop.
-trap 'exit 0' TERM INT
-while :; do sleep 86400 & wait $!; done
-"""
-
-
-def _pause_root(root: Path, busybox: str) -> None:
-    (root / "bin").mkdir()
-    shutil.copy(busybox, root / "bin" / "busybox")
-    for applet in ("sh", "sleep"):
-        (root / "bin" / applet).symlink_to("busybox")
-    (root / "pause").write_text(_PAUSE_SCRIPT)
-    (root / "pause").chmod(0o755)
-
-
 async def ensure_pause_image(docker: Docker, say: Say, *, tag: str | None = None) -> BuildReport:
+    """The sandbox image, built by the runtime's own builder (the one a kubelet uses on a fresh node)."""
     tag = tag or pause_image()
     loop = asyncio.get_running_loop()
     start = loop.time()
     if await inspect(docker, "image", tag) is not None:
         return BuildReport(tag, False, loop.time() - start)
-    busybox = _find_tool("", "/bin/busybox", "/usr/bin/busybox")
-    if busybox is None:
+    if _find_tool("busybox", "/bin/busybox", "/usr/bin/busybox") is None:
         raise ImageError(f"building {tag} needs busybox-static: run hack/docker.sh (or apt-get install busybox-static)")
     say(f"building {tag}")
-    with tempfile.TemporaryDirectory(prefix="kubelite-pause-") as tmp:
-        root = Path(tmp)
-        await asyncio.to_thread(_pause_root, root, busybox)
-        changes = ["CMD [\"/pause\"]", "LABEL io.kubelite.image=pause"]
-        change_args = " ".join(f"--change {shlex.quote(c)}" for c in changes)
-        await _shell(f"tar -C {shlex.quote(str(root))} -c . | docker import {change_args} - {shlex.quote(tag)}",
-                     what=f"docker import {tag}")
+    await asyncio.to_thread(_build_with_sdk, runtime_images.ensure_pause_image, tag)
     return BuildReport(tag, True, loop.time() - start)
+
+
+def _build_with_sdk(build: Callable[[Any, str], str], tag: str) -> None:
+    import docker as docker_sdk
+
+    api = docker_sdk.APIClient()
+    try:
+        build(api, tag)
+    finally:
+        api.close()
 
 
 VM_IMAGE = "kubelite/vm:bookworm"
