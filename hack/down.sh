@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# `make down`: stops what `make up` started, by PID.
+# `make down`: removes the cluster `make up` made (everything labelled with its name),
+# and stops host processes an older `make up` left, by their recorded PIDs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/_out}
+VENV=${VENV:-.venv}
+NAME=${NAME:-kubelite}
+if [ -x "$VENV/bin/kubelite" ] && docker info >/dev/null 2>&1; then
+  if "$VENV/bin/kubelite" cluster list 2>/dev/null | awk 'NR > 1 {print $1}' | grep -qx "$NAME"; then
+    "$VENV/bin/kubelite" cluster down --name "$NAME"
+  fi
+fi
 for name in apiserver e1 e2 e3; do
   f="$OUT/pids/$name"
   [ -f "$f" ] || continue

@@ -10,6 +10,7 @@ the first run on a machine pays for debootstrap.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import pathlib
 import secrets
@@ -195,6 +196,89 @@ def test_logs_collects_every_containers_journal_and_docker_state(cluster: Cluste
     assert "KUBELITE_APISERVER_ARGS" in (tmp_path / cluster.control_plane / "kubelite-config.txt").read_text()
     assert "CONTAINER ID" in (tmp_path / cluster.workers[0] / "docker-ps.txt").read_text()
     assert "ETCD_INITIAL_CLUSTER" in (tmp_path / cluster.etcd[0] / "kubelite-config.txt").read_text()
+
+
+# --- a workload on the cluster: the scheduler, controllers and kubelets together ------------------------
+
+
+DEMO = pathlib.Path(__file__).resolve().parents[2] / "examples" / "demo"
+
+
+def k(cluster: Cluster, *args: str, code: int | None = 0, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return kl("--kubeconfig", cluster.kubeconfig, *args, code=code, timeout=timeout)
+
+
+def web_pods(cluster: Cluster) -> list[dict[str, object]]:
+    doc = json.loads(k(cluster, "get", "pods", "-l", "app=web", "-o", "json").stdout)
+    return list(doc["items"])
+
+
+@pytest.fixture(scope="module")
+def demo(cluster: Cluster) -> Cluster:
+    """The `make up` demo: busybox image loaded into the nodes, 3 web replicas, waited for until available."""
+    image = run(sys.executable, "-c", "import docker\nfrom kubelite.runtime.images import ensure_busybox_image\n"
+                                      "print(ensure_busybox_image(docker.APIClient()))").stdout.strip()
+    kl("cluster", "load-image", image, "--name", cluster.name)
+    k(cluster, "apply", "-f", str(DEMO))
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        ready = k(cluster, "get", "deploy", "web", "-o", "jsonpath={.status.availableReplicas}").stdout.strip()
+        if ready == "3":
+            return cluster
+        time.sleep(1)
+    print(k(cluster, "describe", "deploy", "web", code=None).stdout)
+    print(k(cluster, "get", "pods", "-o", "wide", code=None).stdout)
+    pytest.fail("the demo Deployment did not become available")
+
+
+def test_the_demo_runs_on_the_nodes_with_pod_ips_from_their_cidrs(demo: Cluster) -> None:
+    nodes = {n["metadata"]["name"]: n for n in json.loads(k(demo, "get", "nodes", "-o", "json").stdout)["items"]}
+    assert {demo.control_plane, *demo.workers} <= set(nodes)
+    for node in nodes.values():
+        ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
+        assert ready and ready[0]["status"] == "True", node["metadata"]["name"]
+    pods = web_pods(demo)
+    assert len(pods) == 3
+    for pod in pods:
+        status, spec = pod["status"], pod["spec"]
+        assert status["phase"] == "Running" and spec["nodeName"] in nodes  # type: ignore[index,operator]
+        cidr = ipaddress.ip_network(nodes[spec["nodeName"]]["spec"]["podCIDR"])  # type: ignore[index]
+        assert ipaddress.ip_address(status["podIP"]) in cidr  # type: ignore[index]
+        # The node's own dockerd runs it, named and labelled as dockershim named them.
+        ps = run("docker", "exec", spec["nodeName"], "docker", "ps", "--format", "{{.Names}}",  # type: ignore[index]
+                 "--filter", f"label=io.kubernetes.pod.uid={pod['metadata']['uid']}").stdout.split()  # type: ignore[index]
+        assert any(n.startswith(f"k8s_httpd_{pod['metadata']['name']}_default_") for n in ps), ps  # type: ignore[index]
+        assert any(n.startswith(f"k8s_POD_{pod['metadata']['name']}_default_") for n in ps), ps  # type: ignore[index]
+
+
+def test_logs_and_exec_reach_the_real_kubelet(demo: Cluster) -> None:
+    name = web_pods(demo)[0]["metadata"]["name"]  # type: ignore[index]
+    r = k(demo, "exec", name, "--", "cat", "/www/index.html")
+    assert r.stdout.strip() == name  # the pod's hostname is its name
+    r = k(demo, "exec", name, "--", "sh", "-c", "echo to-stderr >&2; exit 3", code=3)
+    assert "to-stderr" in r.stderr and "command terminated with exit code 3" in r.stderr
+    k(demo, "exec", name, "--", "sh", "-c", "echo hello-log > /proc/1/fd/1")
+    deadline = time.monotonic() + 30
+    while "hello-log" not in k(demo, "logs", name).stdout:
+        assert time.monotonic() < deadline, "the container's output never reached kubelite logs"
+        time.sleep(0.5)
+
+
+def test_a_kubelet_restart_keeps_its_pods_containers(demo: Cluster) -> None:
+    pod = web_pods(demo)[0]
+    node, uid = pod["spec"]["nodeName"], pod["metadata"]["uid"]  # type: ignore[index]
+
+    def containers() -> list[str]:
+        return sorted(run("docker", "exec", node, "docker", "ps", "-q", "--no-trunc",
+                          "--filter", f"label=io.kubernetes.pod.uid={uid}").stdout.split())
+
+    before = containers()
+    assert len(before) == 2
+    run("docker", "exec", node, "systemctl", "restart", "kubelite-kubelet")
+    time.sleep(5)
+    assert containers() == before
+    after = [p for p in web_pods(demo) if p["metadata"]["uid"] == uid]  # type: ignore[index]
+    assert after and after[0]["status"]["containerStatuses"][0]["restartCount"] == 0  # type: ignore[index]
 
 
 def test_down_leaves_nothing_labelled_behind(cluster: Cluster) -> None:
