@@ -21,6 +21,14 @@ def _duration(value: str, flag: str) -> float:
         raise click.BadParameter(str(exc), param_hint=flag) from exc
 
 
+def _verbosity(value: str) -> int:
+    # click reads "-v=4" as -v with the value "=4"; Kubernetes' flags accept that spelling.
+    try:
+        return int(value.removeprefix("="))
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not an integer", param_hint="-v") from exc
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("--kubeconfig", default="", help="Path to a kubeconfig file with the API server's address.")
 @click.option("--master", "-s", default="", help="The API server's address (overrides the kubeconfig).")
@@ -34,7 +42,8 @@ def _duration(value: str, flag: str) -> float:
 @click.option("--iptables-min-sync-period", default="1s", help="Least time between two syncs; bursts coalesce.")
 @click.option("--iptables-sync-period", default="30s", help="Time between full resyncs.")
 @click.option("--healthz-bind-address", default="0.0.0.0:10256", help="host:port of /healthz and /metrics.")
-@click.option("-v", "--v", "verbosity", default=0, type=int, help="Log verbosity (0: info, 4+: debug).")
+@click.option("-v", "--v", "verbosity", default="0", callback=lambda _c, _p, v: _verbosity(v),
+              help="Log verbosity (0: info, 4+: debug); -v=4 as Kubernetes binaries take it.")
 def main(kubeconfig: str, master: str, hostname_override: str, proxy_mode: str, cluster_cidr: str,
          nodeport_addresses: str, cleanup: bool, iptables_min_sync_period: str, iptables_sync_period: str,
          healthz_bind_address: str, verbosity: int) -> None:
