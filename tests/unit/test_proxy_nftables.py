@@ -23,9 +23,9 @@ def test_cluster_ip_gets_one_bucket_per_endpoint() -> None:
     assert state.maps["service_buckets"] == {"10.96.0.10 . tcp . 80": "goto dnat_n3"}
     assert state.maps["endpoints"] == {
         "10.96.0.10 . tcp . 80 . 0": "10.244.1.2 . 8080",
-        "10.96.0.10 . tcp . 80 . 1": "10.244.1.3 . 8080",
-        "10.96.0.10 . tcp . 80 . 2": "10.244.2.2 . 8080",
-    }  # endpoints in address order, bucket i -> the i-th
+        "10.96.0.10 . tcp . 80 . 1": "10.244.2.2 . 8080",
+        "10.96.0.10 . tcp . 80 . 2": "10.244.1.3 . 8080",
+    }  # bucket i -> the i-th endpoint
     assert state.sets["cluster_masq"] == {"10.96.0.10 . tcp . 80"}
     assert "chain dnat_n3 { dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 3 map @endpoints; }" \
         in state.skeleton

@@ -127,7 +127,7 @@ def skeleton(node: NodeConfig, buckets: int) -> str:
     lines = [
         f"table {FAMILY} {TABLE} {{",
         "  comment \"kubelite-proxy: Services (rewritten by every sync)\"",
-        f"  map service_buckets {{ type ipv4_addr . inet_proto . inet_service : verdict; }}",
+        "  map service_buckets { type ipv4_addr . inet_proto . inet_service : verdict; }",
         f"  map endpoints {{ typeof {vip} . numgen random mod 1 : ip daddr . th dport; }}",
         "  map nodeport_buckets { type inet_proto . inet_service : verdict; }",
         "  map nodeport_endpoints { typeof meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport; }",
