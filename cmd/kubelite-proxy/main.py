@@ -10,7 +10,7 @@ import click
 
 from kubelite.client.kubeconfig import KubeConfigError
 from kubelite.machinery import duration
-from kubelite.proxy.config import MODES, ProxyConfig
+from kubelite.proxy.config import MODES, POD_NETWORKS, ProxyConfig
 from kubelite.proxy.server import run
 
 
@@ -41,12 +41,14 @@ def _verbosity(value: str) -> int:
 @click.option("--cleanup", is_flag=True, help="Remove every rule and chain the proxy installed, then exit.")
 @click.option("--iptables-min-sync-period", default="1s", help="Least time between two syncs; bursts coalesce.")
 @click.option("--iptables-sync-period", default="30s", help="Time between full resyncs.")
+@click.option("--pod-network", default="none", type=click.Choice(POD_NETWORKS),
+              help="Route other nodes' pod CIDRs via their InternalIPs (host-gw), or leave pod routing alone.")
 @click.option("--healthz-bind-address", default="0.0.0.0:10256", help="host:port of /healthz and /metrics.")
 @click.option("-v", "--v", "verbosity", default="0", callback=lambda _c, _p, v: _verbosity(v),
               help="Log verbosity (0: info, 4+: debug); -v=4 as Kubernetes binaries take it.")
 def main(kubeconfig: str, master: str, hostname_override: str, proxy_mode: str, cluster_cidr: str,
          nodeport_addresses: str, cleanup: bool, iptables_min_sync_period: str, iptables_sync_period: str,
-         healthz_bind_address: str, verbosity: int) -> None:
+         pod_network: str, healthz_bind_address: str, verbosity: int) -> None:
     """The kubelite network proxy: Service virtual IPs on this node."""
     logging.basicConfig(level=logging.DEBUG if verbosity >= 4 else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -58,7 +60,7 @@ def main(kubeconfig: str, master: str, hostname_override: str, proxy_mode: str, 
             cleanup=cleanup,
             min_sync_period=_duration(iptables_min_sync_period, "--iptables-min-sync-period"),
             sync_period=_duration(iptables_sync_period, "--iptables-sync-period"),
-            healthz_bind_address=healthz_bind_address)
+            pod_network=pod_network, healthz_bind_address=healthz_bind_address)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     try:

@@ -2,7 +2,8 @@
 
     python -m tests.support.echo NAME PORT          serve: every GET answers "NAME CLIENT-IP"
     python -m tests.support.echo --wait HOST:PORT   wait until HOST:PORT accepts connections
-    python -m tests.support.echo --get HOST:PORT N  N requests, one connection each; prints JSON:
+    python -m tests.support.echo --get HOST:PORT N [TIMEOUT]
+                                                    N requests, one connection each; prints JSON:
                                                     {"answers": ["pod0 10.250.2.2", ...], "errors": ["refused", ...]}
 
 Each request opens its own TCP connection, so that a Service's random
@@ -59,9 +60,10 @@ def main(argv: list[str]) -> None:
         host, port = argv[1].rsplit(":", 1)
         answers: list[str] = []
         errors: list[str] = []
+        timeout = float(argv[3]) if len(argv) > 3 else 5.0
         for _ in range(int(argv[2])):
             try:
-                answers.append(get(host, int(port)))
+                answers.append(get(host, int(port), timeout))
             except ConnectionRefusedError:
                 errors.append("refused")
             except TimeoutError:

@@ -346,3 +346,51 @@ def test_tracker_uses_annotation_else_arrival_and_ignores_changes_before_start()
     tracker.record(endpoints("other"))
     assert sorted(tracker.take()) == [1767323005.0, 1767323045.0]
     assert tracker.take() == []
+
+
+# -- pod network ---------------------------------------------------------------------
+
+
+def _node(name: str, cidr: str, ip: str) -> core.Node:
+    node = core.Node(api_version="v1", kind="Node")
+    node.metadata.name = name
+    node.spec.pod_cidr = cidr
+    if ip:
+        node.status.addresses.add(type="Hostname", address=name)
+        node.status.addresses.add(type="InternalIP", address=ip)
+    return node
+
+
+def test_node_routes_need_a_cidr_and_an_internal_ip() -> None:
+    from kubelite.proxy.podnetwork import NodeRoute, node_routes
+
+    routes = node_routes([_node("b", "10.244.2.0/24", "172.18.0.3"), _node("a", "10.244.1.0/24", "172.18.0.2"),
+                          _node("new", "", "172.18.0.4"), _node("quiet", "10.244.3.0/24", "")])
+    assert routes == [NodeRoute("a", "10.244.1.0/24", "172.18.0.2"), NodeRoute("b", "10.244.2.0/24", "172.18.0.3")]
+
+
+async def test_host_gw_replaces_only_changed_routes_and_deletes_gone_ones() -> None:
+    from kubelite.proxy.podnetwork import HostGw, NodeRoute
+
+    class Routes:
+        def __init__(self) -> None:
+            self.have = [("10.244.2.0/24", "172.18.0.3"), ("10.244.9.0/24", "172.18.0.9")]
+            self.batches: list[list[str]] = []
+
+        async def list(self) -> list[tuple[str, str]]:
+            return self.have
+
+        async def apply(self, batch: list[str]) -> None:
+            self.batches.append(list(batch))
+
+    routes = Routes()
+    runner = FakeIptablesRunner(saved="*filter\n:FORWARD DROP [0:0]\n:DOCKER-USER - [0:0]\nCOMMIT\n")
+    agent = HostGw("a", "10.244.0.0/16", routes, runner)
+    await agent.sync([NodeRoute("a", "10.244.1.0/24", "172.18.0.2"), NodeRoute("b", "10.244.2.0/24", "172.18.0.3"),
+                      NodeRoute("c", "10.244.3.0/24", "172.18.0.4")])
+    assert routes.batches == [["route del 10.244.9.0/24 proto 211",
+                               "route replace 10.244.3.0/24 via 172.18.0.4 proto 211"]]
+    text = runner.restores[-1]
+    assert "-I DOCKER-USER 1 -j KUBELITE-FORWARD" in text and "-I FORWARD 1 -j KUBELITE-FORWARD" in text
+    assert "-A KUBELITE-POSTROUTING -s 10.244.0.0/16 -d 10.244.0.0/16 -j ACCEPT" in text
+    assert "-A KUBELITE-POSTROUTING -s 10.244.0.0/16 ! -d 10.244.0.0/16 -j MASQUERADE" in text

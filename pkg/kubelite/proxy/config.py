@@ -6,6 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 
 MODES = ("iptables", "nftables")
+POD_NETWORKS = ("none", "host-gw")
 
 
 @dataclass(frozen=True)
@@ -20,12 +21,18 @@ class ProxyConfig:
     min_sync_period: float = 1.0
     sync_period: float = 30.0
     healthz_bind_address: str = "0.0.0.0:10256"
+    # How this node reaches other nodes' pods (kubelite.proxy.podnetwork); "none" leaves it to someone else.
+    pod_network: str = "none"
     # Runs every kernel tool through this prefix (``ip netns exec NAME``): for tests and benchmarks.
     exec_prefix: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.proxy_mode not in MODES:
             raise ValueError(f"--proxy-mode: {self.proxy_mode!r} is not one of {', '.join(MODES)}")
+        if self.pod_network not in POD_NETWORKS:
+            raise ValueError(f"--pod-network: {self.pod_network!r} is not one of {', '.join(POD_NETWORKS)}")
+        if self.pod_network != "none" and not self.cluster_cidr and not self.cleanup:
+            raise ValueError(f"--cluster-cidr: required by --pod-network={self.pod_network}")
         if self.cluster_cidr:
             try:
                 ipaddress.IPv4Network(self.cluster_cidr)

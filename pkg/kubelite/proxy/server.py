@@ -34,6 +34,7 @@ from kubelite.proxy import metrics
 from kubelite.proxy.config import ProxyConfig
 from kubelite.proxy.model import NodeConfig, build_snapshot
 from kubelite.proxy.nftables import NftablesProxier
+from kubelite.proxy.podnetwork import ExecRouteRunner, HostGw, PodNetwork, node_routes
 from kubelite.proxy.proxier import IptablesProxier, Proxier
 from kubelite.proxy.runner import ExecConntrack, ExecIptablesRunner, ExecNftRunner
 from kubelite.proxy.syncloop import SyncLoop
@@ -95,9 +96,34 @@ class ProgrammingTracker:
         self._pending.setdefault("", set()).update(stamps)
 
 
+class PodNetworkAgent:
+    """Keeps the PodNetwork converged on the Node objects: level-triggered, rate-limited like the proxy."""
+
+    def __init__(self, network: PodNetwork, nodes: Informer[core.Node], config: ProxyConfig) -> None:
+        self.network = network
+        self.nodes = nodes
+        self.loop = SyncLoop(self._sync, min_interval=config.min_sync_period, full_interval=config.sync_period)
+        nodes.add_handler(on_add=lambda _: self.loop.request(), on_update=self._updated,
+                          on_delete=lambda _: self.loop.request())
+
+    def _updated(self, old: core.Node, new: core.Node) -> None:
+        # Node status changes every heartbeat; only the CIDR and the addresses matter here.
+        if old is new or node_routes([old]) != node_routes([new]):
+            self.loop.request()
+
+    async def _sync(self, full: bool) -> None:
+        await self.network.sync(node_routes(self.nodes.store.list()))
+
+    async def run(self) -> None:
+        await self.nodes.wait_for_sync()
+        self.loop.request()
+        await self.loop.run()
+
+
 class ProxyServer:
     def __init__(self, config: ProxyConfig, proxier: Proxier, services: Informer[core.Service],
-                 endpoints: Informer[core.Endpoints]) -> None:
+                 endpoints: Informer[core.Endpoints], pod_network: PodNetworkAgent | None = None) -> None:
+        self.pod_network = pod_network
         self.config = config
         self.proxier = proxier
         self.services = services
@@ -194,6 +220,9 @@ class ProxyServer:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.services.run(), name="proxy-informer-services")
                 tg.create_task(self.endpoints.run(), name="proxy-informer-endpoints")
+                if self.pod_network is not None:
+                    tg.create_task(self.pod_network.nodes.run(), name="proxy-informer-nodes")
+                    tg.create_task(self.pod_network.run(), name="proxy-pod-network")
                 await wait_for_cache_sync(self.services, self.endpoints)
                 # The first sync is a full one of the complete initial state.
                 self.loop.request()
@@ -221,11 +250,17 @@ def make_proxier(config: ProxyConfig, mode: str | None = None) -> Proxier:
     return IptablesProxier(node, ExecIptablesRunner(config.exec_prefix), conntrack)
 
 
+def make_pod_network(config: ProxyConfig) -> PodNetwork:
+    return HostGw(node_config(config).node_name, config.cluster_cidr, ExecRouteRunner(config.exec_prefix),
+                  ExecIptablesRunner(config.exec_prefix))
+
+
 async def cleanup(config: ProxyConfig) -> None:
-    """--cleanup: removes what either mode installed (a node may be switching modes)."""
+    """--cleanup: removes what either mode installed (a node may be switching modes), and the pod network's."""
     for mode in ("iptables", "nftables"):
         await make_proxier(config, mode).cleanup()
         log.info("removed the %s rules", mode)
+    await make_pod_network(config).cleanup()
 
 
 def make_client(config: ProxyConfig) -> Client:
@@ -247,7 +282,12 @@ async def run(config: ProxyConfig, *, client: Client | None = None, proxier: Pro
         else:
             services = Informer(api, core.Service)
             endpoints = Informer(api, core.Endpoints)
-        server = ProxyServer(config, proxier or make_proxier(config), services, endpoints)
+        agent = None
+        if config.pod_network == "host-gw":
+            nodes: Informer[core.Node] = (informer_source(core.Node) if informer_source is not None
+                                          else Informer(api, core.Node))
+            agent = PodNetworkAgent(make_pod_network(config), nodes, config)
+        server = ProxyServer(config, proxier or make_proxier(config), services, endpoints, agent)
         log.info("kubelite-proxy on node %s, mode %s, API %s", node_config(config).node_name, config.proxy_mode,
                  api.target)
         await server.serve(ready)
