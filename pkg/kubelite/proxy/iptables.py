@@ -129,8 +129,15 @@ def _match(sp: ServicePort, dest: str, port: int) -> str:
     return f"-d {dest}/32 -p {sp.protocol} -m {sp.protocol} --dport {port}"
 
 
-def generate(snapshot: Snapshot, node: NodeConfig) -> Ruleset:
-    """The complete desired state of the nat and filter tables for a snapshot; a pure function."""
+def generate(snapshot: Snapshot, node: NodeConfig, cache: dict[ServicePort, PortRules] | None = None) -> Ruleset:
+    """The complete desired state of the nat and filter tables for a snapshot; a pure function.
+
+    ``cache`` (owned by the caller, kept between syncs) memoises each service
+    port's rules: ServicePorts are immutable values, so an unchanged one has
+    unchanged rules, and a sync of 10,000 Services regenerates only the few
+    that changed. The cached lists are shared with the returned Ruleset:
+    never modify either.
+    """
     rs = Ruleset()
     nat = rs.tables["nat"]
     filt = rs.tables["filter"]
@@ -159,53 +166,21 @@ def generate(snapshot: Snapshot, node: NodeConfig) -> Ruleset:
     f_services = filt[KUBE_SERVICES]
     f_external = filt[KUBE_EXTERNAL_SERVICES]
     nodeport_dests = _nodeport_dests(node)
-
+    fresh: dict[ServicePort, PortRules] = {}
     for sp in snapshot.ports:
-        name = sp.name
-        local = sp.local_endpoints(node.node_name)
-        has_endpoints = bool(sp.endpoints)
-        # Which chain ClusterIP traffic takes, and whether it has anywhere to go.
-        internal_chain = svl_chain(sp) if sp.internal_policy_local else svc_chain(sp)
-        has_internal = bool(local) if sp.internal_policy_local else has_endpoints
-        has_external_eps = bool(local) if sp.external_policy_local else has_endpoints
-        proto = f"-p {sp.protocol} -m {sp.protocol}"
-
-        if has_internal:
-            services.append(f'-A {KUBE_SERVICES} -m comment --comment "{name} cluster IP" '
-                            f"{_match(sp, sp.cluster_ip, sp.port)} -j {internal_chain}")
-        elif has_endpoints:
-            f_services.append(f'-A {KUBE_SERVICES} -m comment --comment "{name} has no local endpoints" '
-                              f"{_match(sp, sp.cluster_ip, sp.port)} -j DROP")
-        else:
-            f_services.append(f'-A {KUBE_SERVICES} -m comment --comment "{name} has no endpoints" '
-                              f"{_match(sp, sp.cluster_ip, sp.port)} -j REJECT --reject-with icmp-port-unreachable")
-
-        if sp.has_external:
-            ext = ext_chain(sp)
-            for kind, ips in (("external IP", sp.external_ips), ("loadbalancer IP", sp.load_balancer_ips)):
-                for ip in ips:
-                    if has_external_eps:
-                        services.append(f'-A {KUBE_SERVICES} -m comment --comment "{name} {kind}" '
-                                        f"{_match(sp, ip, sp.port)} -j {ext}")
-                    else:
-                        f_external.append(_no_endpoints_rule(sp, _match(sp, ip, sp.port), has_endpoints))
-            if sp.node_port:
-                if has_external_eps:
-                    nodeports.append(f'-A {KUBE_NODEPORTS} -m comment --comment "{name}" '
-                                     f"{proto} --dport {sp.node_port} -j {ext}")
-                else:
-                    for dest in nodeport_dests:
-                        f_external.append(_no_endpoints_rule(sp, f"{dest} {proto} --dport {sp.node_port}",
-                                                             has_endpoints))
-            if has_external_eps:
-                nat[ext] = _ext_rules(sp, node, ext)
-
-        if has_endpoints:
-            nat[svc_chain(sp)] = _balance_rules(sp, svc_chain(sp), sp.endpoints, node, masquerade=True)
-            if sp.internal_policy_local or sp.external_policy_local:
-                nat[svl_chain(sp)] = _balance_rules(sp, svl_chain(sp), local, node, masquerade=False)
-            for ep in sp.endpoints:
-                nat[sep_chain(sp, ep)] = _sep_rules(sp, ep)
+        pr = cache.get(sp) if cache is not None else None
+        if pr is None:
+            pr = port_rules(sp, node, nodeport_dests)
+        fresh[sp] = pr
+        services += pr.services
+        nodeports += pr.nodeports
+        f_services += pr.filter_services
+        f_external += pr.filter_external
+        nat.update(pr.chains)
+    if cache is not None:
+        # Keep only what this snapshot used: the cache never outgrows the cluster.
+        cache.clear()
+        cache.update(fresh)
 
     # kube-proxy's rule: the NodePort jump must be the last one in KUBE-SERVICES,
     # after every specific destination above it.
@@ -213,6 +188,69 @@ def generate(snapshot: Snapshot, node: NodeConfig) -> Ruleset:
         services.append(f'-A {KUBE_SERVICES} -m comment --comment "kubernetes service nodeports; NOTE: this must '
                         f'be the last rule in this chain" {dest} -j {KUBE_NODEPORTS}')
     return rs
+
+
+@dataclass
+class PortRules:
+    """One service port's share of the rules: lines in the shared chains, and its own chains."""
+
+    services: list[str] = field(default_factory=list)
+    nodeports: list[str] = field(default_factory=list)
+    filter_services: list[str] = field(default_factory=list)
+    filter_external: list[str] = field(default_factory=list)
+    chains: dict[str, list[str]] = field(default_factory=dict)
+
+
+def port_rules(sp: ServicePort, node: NodeConfig, nodeport_dests: list[str]) -> PortRules:
+    pr = PortRules()
+    name = sp.name
+    local = sp.local_endpoints(node.node_name)
+    has_endpoints = bool(sp.endpoints)
+    # Which chain ClusterIP traffic takes, and whether it has anywhere to go.
+    internal_chain = svl_chain(sp) if sp.internal_policy_local else svc_chain(sp)
+    has_internal = bool(local) if sp.internal_policy_local else has_endpoints
+    has_external_eps = bool(local) if sp.external_policy_local else has_endpoints
+    proto = f"-p {sp.protocol} -m {sp.protocol}"
+
+    if has_internal:
+        pr.services.append(f'-A {KUBE_SERVICES} -m comment --comment "{name} cluster IP" '
+                           f"{_match(sp, sp.cluster_ip, sp.port)} -j {internal_chain}")
+    elif has_endpoints:
+        pr.filter_services.append(f'-A {KUBE_SERVICES} -m comment --comment "{name} has no local endpoints" '
+                                  f"{_match(sp, sp.cluster_ip, sp.port)} -j DROP")
+    else:
+        pr.filter_services.append(f'-A {KUBE_SERVICES} -m comment --comment "{name} has no endpoints" '
+                                  f"{_match(sp, sp.cluster_ip, sp.port)} -j REJECT --reject-with "
+                                  "icmp-port-unreachable")
+
+    if sp.has_external:
+        ext = ext_chain(sp)
+        for kind, ips in (("external IP", sp.external_ips), ("loadbalancer IP", sp.load_balancer_ips)):
+            for ip in ips:
+                if has_external_eps:
+                    pr.services.append(f'-A {KUBE_SERVICES} -m comment --comment "{name} {kind}" '
+                                       f"{_match(sp, ip, sp.port)} -j {ext}")
+                else:
+                    pr.filter_external.append(_no_endpoints_rule(sp, _match(sp, ip, sp.port), has_endpoints))
+        if sp.node_port:
+            if has_external_eps:
+                pr.nodeports.append(f'-A {KUBE_NODEPORTS} -m comment --comment "{name}" '
+                                    f"{proto} --dport {sp.node_port} -j {ext}")
+            else:
+                for dest in nodeport_dests:
+                    pr.filter_external.append(_no_endpoints_rule(sp, f"{dest} {proto} --dport {sp.node_port}",
+                                                                 has_endpoints))
+        if has_external_eps:
+            pr.chains[ext] = _ext_rules(sp, node, ext)
+
+    if has_endpoints:
+        seps = {ep: sep_chain(sp, ep) for ep in sp.endpoints}
+        pr.chains[svc_chain(sp)] = _balance_rules(sp, svc_chain(sp), sp.endpoints, seps, node, masquerade=True)
+        if sp.internal_policy_local or sp.external_policy_local:
+            pr.chains[svl_chain(sp)] = _balance_rules(sp, svl_chain(sp), local, seps, node, masquerade=False)
+        for ep, sep in seps.items():
+            pr.chains[sep] = _sep_rules(sp, ep, sep)
+    return pr
 
 
 def _nodeport_dests(node: NodeConfig) -> list[str]:
@@ -252,15 +290,15 @@ def _ext_rules(sp: ServicePort, node: NodeConfig, ext: str) -> list[str]:
     return rules
 
 
-def _balance_rules(sp: ServicePort, chain: str, endpoints: Iterable[Endpoint], node: NodeConfig, *,
-                   masquerade: bool) -> list[str]:
+def _balance_rules(sp: ServicePort, chain: str, endpoints: Iterable[Endpoint], seps: dict[Endpoint, str],
+                   node: NodeConfig, *, masquerade: bool) -> list[str]:
     eps = list(endpoints)
     rules: list[str] = []
     if masquerade and node.cluster_cidr:
         # Off-cluster clients reaching a cluster IP (from the node, say) must be SNATed for the reply to return.
         rules.append(f'-A {chain} -m comment --comment "{sp.name} cluster IP" '
                      f"{_match(sp, sp.cluster_ip, sp.port)} ! -s {node.cluster_cidr} -j {KUBE_MARK_MASQ}")
-    chains = [sep_chain(sp, ep) for ep in eps]
+    chains = [seps[ep] for ep in eps]
     if sp.affinity_timeout:
         for ep, sep in zip(eps, chains, strict=True):
             rules.append(f'-A {chain} -m comment --comment "{sp.name} -> {ep.address}" -m recent --rcheck '
@@ -273,8 +311,7 @@ def _balance_rules(sp: ServicePort, chain: str, endpoints: Iterable[Endpoint], n
     return rules
 
 
-def _sep_rules(sp: ServicePort, ep: Endpoint) -> list[str]:
-    sep = sep_chain(sp, ep)
+def _sep_rules(sp: ServicePort, ep: Endpoint, sep: str) -> list[str]:
     recent = f" -m recent --set --name {sep} --mask 255.255.255.255 --rsource" if sp.affinity_timeout else ""
     return [
         # Hairpin: a pod reaching itself through its Service must come back through the node.

@@ -91,9 +91,10 @@ class IptablesProxier:
         self._conntrack = conntrack
         self._applied: iptables.Ruleset | None = None
         self._snapshot: Snapshot | None = None
+        self._cache: dict[ServicePort, iptables.PortRules] = {}
 
     async def sync(self, snapshot: Snapshot, *, full: bool) -> SyncResult:
-        desired = iptables.generate(snapshot, self._node)
+        desired = iptables.generate(snapshot, self._node, self._cache)
         full = full or self._applied is None
         if full:
             saved = iptables.parse_save(await self._runner.save(iptables.TABLES))
