@@ -67,6 +67,7 @@ class SyncLoop:
                 self._wanted.set()
                 continue
             if full:
-                self._last_full = started
+                # Counted from the end: a full sync slower than the period must not start the next at once.
+                self._last_full = self._clock()
             # Requests that came while syncing keep _wanted set and their own pending time.
             self.pending_since = self._clock() if self._wanted.is_set() else None
