@@ -291,8 +291,6 @@ async def test_external_traffic_policy_local_keeps_client_source_ip(proxy: Proxy
     assert len(backends) >= 2  # still balanced over the node's own endpoints
 
 
-# nftables mode has no session affinity yet (see kubelite.proxy.nftables).
-@pytest.mark.parametrize("proxy", ["iptables"], indirect=True)
 async def test_session_affinity_pins_a_client(proxy: Proxy, client: Client, ns: str) -> None:
     svc = await make_service(client, ns, "sticky", affinity=True)
     await set_endpoints(client, ns, "sticky", [0, 1, 2])

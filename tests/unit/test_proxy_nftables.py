@@ -71,3 +71,14 @@ async def test_proxier_full_then_partial_and_rebuild_on_new_skeleton() -> None:
     assert result.full and "chain dnat_n40 " in runner.applied[-1]
     await proxier.cleanup()
     assert runner.applied[-1] == "add table ip kubelite\ndelete table ip kubelite\n"
+
+
+def test_session_affinity_gets_per_endpoint_sets_in_the_skeleton() -> None:
+    state = nftables.generate(Snapshot((web(affinity_timeout=600, node_port=30080),)), NODE)
+    target = state.maps["service_buckets"]["10.96.0.10 . tcp . 80"]
+    assert target.startswith("goto aff_") and state.maps["nodeport_buckets"]["tcp . 30080"] == target
+    chain = target.removeprefix("goto ")
+    assert f"set {chain}_0 {{ type ipv4_addr; flags dynamic,timeout; timeout 600s; }}" in state.skeleton
+    assert f"ip saddr @{chain}_2 goto {chain}_2" in state.skeleton
+    assert f"update @{chain}_1 {{ ip saddr }} meta l4proto tcp dnat ip to 10.244.2.2:8080" in state.skeleton
+    assert state.maps["endpoints"] == {}

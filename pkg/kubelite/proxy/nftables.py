@@ -30,17 +30,18 @@ A sync after the first writes only element deletions and additions in one
 ``delete table``, define it again, in one transaction) only when its
 skeleton changed, or on a full resync.
 
-Not supported in this mode yet: sessionAffinity (nft 1.0.6 cannot type the
-``ct original proto-dst`` needed to record a client's endpoint in a dynamic
-map), and for ``externalTrafficPolicy: Local`` pods reaching a NodePort
-also stay on the node's own endpoints.
+sessionAffinity ClientIP is the exception: per-endpoint dynamic sets and
+chains for those Services only (see ``_affinity_objects``; a single dynamic
+map would need ``ct original proto-dst`` in a key, which nft 1.0.6 cannot
+type). Not supported in this mode: for ``externalTrafficPolicy: Local``,
+pods reaching a NodePort also stay on the node's own endpoints.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kubelite.proxy.model import Endpoint, NodeConfig, ServicePort, Snapshot
+from kubelite.proxy.model import Endpoint, NodeConfig, ServicePort, Snapshot, port_hash
 from kubelite.proxy.proxier import SyncResult, flush_conntrack, stale_udp_flows
 from kubelite.proxy.runner import Conntrack, NftRunner
 
@@ -72,11 +73,16 @@ def generate(snapshot: Snapshot, node: NodeConfig) -> NftState:
     sets: dict[str, set[str]] = {s: set() for s in SETS}
     maps: dict[str, dict[str, str]] = {m: {} for m in MAPS}
     most = PRESET_BUCKETS
+    affinity: dict[str, list[str]] = {}
+    sp: ServicePort
 
     def balance(bucket_map: str, ep_map: str, prefix: str, key: str, eps: tuple[Endpoint, ...]) -> None:
         nonlocal most
         if key in maps[bucket_map]:
             return  # two Services claiming one destination: the first (in name order) wins
+        if sp.affinity_timeout:
+            maps[bucket_map][key] = f"goto {_affinity_objects(sp, eps, affinity)}"
+            return
         maps[bucket_map][key] = f"goto {prefix}{len(eps)}"
         most = max(most, len(eps))
         for bucket, ep in enumerate(eps):
@@ -111,14 +117,41 @@ def generate(snapshot: Snapshot, node: NodeConfig) -> NftState:
                 sets["no_local_nodeports" if sp.endpoints else "no_endpoint_nodeports"].add(nkey)
         for ep in sp.endpoints:
             sets["hairpin"].add(f"{ep.ip} . {ep.ip}")
-    return NftState(skeleton=skeleton(node, most), sets=sets, maps=maps)
+    extras = [line for name in sorted(affinity) for line in affinity[name]]
+    return NftState(skeleton=skeleton(node, most, extras), sets=sets, maps=maps)
+
+
+def _affinity_objects(sp: ServicePort, eps: tuple[Endpoint, ...], out: dict[str, list[str]]) -> str:
+    """sessionAffinity ClientIP for one destination: a dynamic set of recent clients per endpoint.
+
+    A client found in an endpoint's set goes back to it; otherwise numgen
+    picks one, and that endpoint's chain records the client (the set's
+    timeout is the affinity timeout, refreshed by every new connection).
+    These are chains and sets per endpoint, the layout that does not scale,
+    so only Services with affinity get them; they live in the skeleton, and
+    a change to such a Service rebuilds the table (resetting stickiness).
+    """
+    base = "aff_" + port_hash(sp.key, str(len(eps)), *(ep.address for ep in eps))[:12].lower()
+    if base in out:
+        return base
+    lines = []
+    for i, ep in enumerate(eps):
+        lines.append(f"  set {base}_{i} {{ type ipv4_addr; flags dynamic,timeout; timeout {sp.affinity_timeout}s; }}")
+        lines.append(f"  chain {base}_{i} {{ update @{base}_{i} {{ ip saddr }} meta l4proto {sp.protocol} "
+                     f"dnat ip to {ep.ip}:{ep.port}; }}")
+    rules = [f"ip saddr @{base}_{i} goto {base}_{i}" for i in range(len(eps))]
+    vmap = ", ".join(f"{i} : goto {base}_{i}" for i in range(len(eps)))
+    rules.append(f"numgen random mod {len(eps)} vmap {{ {vmap} }}")
+    lines.append(f"  chain {base} {{\n" + "".join(f"    {r}\n" for r in rules) + "  }")
+    out[base] = lines
+    return base
 
 
 def _key(sp: ServicePort, ip: str) -> str:
     return f"{ip} . {sp.protocol} . {sp.port}"
 
 
-def skeleton(node: NodeConfig, buckets: int) -> str:
+def skeleton(node: NodeConfig, buckets: int, extras: list[str] | None = None) -> str:
     mark = node.masquerade_mark
     vip = "ip daddr . meta l4proto . th dport"
     nodeport_dests = [c for c in node.nodeport_addresses if c not in ("", "0.0.0.0/0")]
@@ -173,6 +206,7 @@ def skeleton(node: NodeConfig, buckets: int) -> str:
         lines.append(f"  chain dnat_n{n} {{ dnat ip to {vip} . numgen random mod {n} map @endpoints; }}")
         lines.append(f"  chain nodeport_dnat_n{n} {{ dnat ip to meta l4proto . th dport . numgen random mod {n} "
                      "map @nodeport_endpoints; }")
+    lines.extend(extras or ())
     lines.append("}")
     return "\n".join(lines) + "\n"
 

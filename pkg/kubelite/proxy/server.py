@@ -152,7 +152,9 @@ class ProxyServer:
             self.loop.request()
 
     def _endpoints_changed(self, ep: core.Endpoints) -> None:
-        self.tracker.record(ep)
+        # The initial list is the proxy starting up, not a change to program: no latency for it.
+        if self.endpoints.has_synced:
+            self.tracker.record(ep)
         self.loop.request()
 
     def _endpoints_updated(self, old: core.Endpoints, new: core.Endpoints) -> None:
