@@ -130,11 +130,24 @@ def timed(argv: Sequence[str], text: str) -> float:
     return time.perf_counter() - t0
 
 
-async def rules_bench(services: int, endpoints: int, rows: list[tuple[str, ...]]) -> None:
+class Rows(list[tuple[str, ...]]):
+    """Rows of the final table, each also printed as soon as it is measured (long runs show progress)."""
+
+    def append(self, row: tuple[str, ...]) -> None:
+        console.print("  " + " | ".join(row))
+        super().append(row)
+
+
+async def rules_bench(services: int, endpoints: int, rows: list[tuple[str, ...]], modes: Sequence[str]) -> None:
     full, changed = snapshot(services, endpoints), snapshot(services, endpoints, changed=services // 2)
     label = f"{services:,} Services x {endpoints}"
+    if "iptables" in modes:
+        await _rules_iptables(full, changed, label, rows)
+    if "nftables" in modes:
+        await _rules_nftables(full, changed, label, rows)
 
-    # -- iptables -------------------------------------------------------------------
+
+async def _rules_iptables(full: Snapshot, changed: Snapshot, label: str, rows: list[tuple[str, ...]]) -> None:
     with Netns() as ns:
         runner = TimedIptables(ExecIptablesRunner(ns.prefix))
         proxier = IptablesProxier(NODE, runner, FakeConntrack())
@@ -156,7 +169,9 @@ async def rules_bench(services: int, endpoints: int, rows: list[tuple[str, ...]]
     rows.append((f"iptables partial sync, one endpoint gone ({partial.lines} lines)", f"{p_total:.3f} s",
                  f"{p_tool:.3f} s in iptables-restore", f"Python {p_total - p_tool:.3f} s"))
 
-    # -- nftables -------------------------------------------------------------------
+
+
+async def _rules_nftables(full: Snapshot, changed: Snapshot, label: str, rows: list[tuple[str, ...]]) -> None:
     with Netns() as ns:
         nrunner = TimedNft(ExecNftRunner(ns.prefix))
         nproxier = nftables.NftablesProxier(NODE, nrunner, FakeConntrack())
@@ -290,12 +305,13 @@ async def _latency_one(client: Client, ns: Netns, mode: str, services: int, endp
                  f"first sync (list + full) {first:.1f} s"))
 
 
-async def bench(services: list[int], endpoints: int, latency_services: int, updates: int) -> None:
+async def bench(services: list[int], endpoints: int, latency_services: int, updates: int,
+                modes: Sequence[str]) -> None:
     ensure_tools()
-    rows: list[tuple[str, ...]] = []
+    rows = Rows()
     for n in services:
         console.print(f"rules: {n:,} Services x {endpoints} endpoints")
-        await rules_bench(n, endpoints, rows)
+        await rules_bench(n, endpoints, rows, modes)
     if latency_services:
         console.print(f"latency: {latency_services:,} Services through a real API server")
         await latency_bench(latency_services, endpoints, updates, rows)
@@ -314,10 +330,12 @@ def main() -> None:
     parser.add_argument("--endpoints", type=int, default=10)
     parser.add_argument("--latency-services", type=int, default=1000)
     parser.add_argument("--latency-updates", type=int, default=0)
+    parser.add_argument("--modes", default="iptables,nftables", help="proxy modes of the rules section")
     args = parser.parse_args()
     services = [int(s) for s in args.services.split(",") if s] or ([1000] if args.quick else [1000, 10_000])
     updates = args.latency_updates or (10 if args.quick else 40)
-    asyncio.run(bench(services, args.endpoints, args.latency_services, updates))
+    asyncio.run(bench(services, args.endpoints, args.latency_services, updates,
+                      [m for m in args.modes.split(",") if m]))
 
 
 if __name__ == "__main__":

@@ -232,6 +232,9 @@ def programmed(proxy: Proxy, svc: core.Service, pods: list[int]) -> bool:
         return cluster_ip and dnat == {Topology.pod_ip(i) for i in pods}
     lines = [line for line in text.splitlines() if svc.spec.cluster_ip + " " in line]
     found = {ip for line in lines for ip in re.findall(r": (10\.250\.1\.\d+) \.", line)}
+    # sessionAffinity Services go to chains of their own, one per endpoint, that DNAT to it.
+    for base in {m for line in lines for m in re.findall(r"goto (aff_\w+)", line)}:
+        found |= set(re.findall(rf"chain {base}_\d+ {{\n[^\n]* dnat to (10\.250\.1\.\d+):", text))
     return found == {Topology.pod_ip(i) for i in pods}
 
 
