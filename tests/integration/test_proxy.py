@@ -209,7 +209,8 @@ async def make_service(client: Client, ns: str, name: str, *, type_: str = "Clus
     return await client.create(svc)
 
 
-async def set_endpoints(client: Client, ns: str, name: str, pods: list[int]) -> core.Endpoints:
+async def set_endpoints(client: Client, ns: str, name: str, pods: list[int], *, port_name: str = "http",
+                        protocol: str = "TCP") -> core.Endpoints:
     ep = core.Endpoints(api_version="v1", kind="Endpoints")
     ep.metadata.name = name
     ep.metadata.namespace = ns
@@ -217,7 +218,7 @@ async def set_endpoints(client: Client, ns: str, name: str, pods: list[int]) -> 
         subset = ep.subsets.add()
         for i in pods:
             subset.addresses.add(ip=Topology.pod_ip(i), node_name=NODE_NAME)
-        subset.ports.add(name="http", port=BACKEND_PORT, protocol="TCP")
+        subset.ports.add(name=port_name, port=BACKEND_PORT, protocol=protocol)
     return await client.update(ep)  # the API server creates Endpoints on update
 
 
@@ -225,7 +226,7 @@ def programmed(proxy: Proxy, svc: core.Service, pods: list[int]) -> bool:
     """Whether the node's rules send the Service's cluster IP to exactly these pods."""
     text = proxy.ruleset()
     if proxy.mode == "iptables":
-        tag = f'"{svc.metadata.namespace}/{svc.metadata.name}:http'
+        tag = f'"{svc.metadata.namespace}/{svc.metadata.name}:{svc.spec.ports[0].name}'
         lines = [line for line in text.splitlines() if tag in line]
         dnat = {m.group(1) for line in lines for m in [re.search(r"--to-destination (\S+):", line)] if m}
         cluster_ip = any(svc.spec.cluster_ip in line for line in lines)
@@ -315,6 +316,39 @@ async def test_removed_endpoint_gets_no_traffic_after_one_sync(proxy: Proxy, cli
     backends, _, errors = fetch(proxy.topology, f"{svc.spec.cluster_ip}:80", 60)
     assert errors == []
     assert set(backends) == {"pod0", "pod2"}, backends
+
+
+async def test_udp_flows_to_a_removed_endpoint_are_flushed(proxy: Proxy, client: Client, ns: str) -> None:
+    svc = core.Service(api_version="v1", kind="Service")
+    svc.metadata.name = "dns"
+    svc.metadata.namespace = ns
+    svc.spec.ports.add(name="dns", port=53, protocol="UDP", target_port=str(BACKEND_PORT))
+    svc = await client.create(svc)
+    await set_endpoints(client, ns, "dns", [0, 1, 2], port_name="dns", protocol="UDP")
+    await wait_programmed(proxy, svc, [0, 1, 2])
+    target = f"{svc.spec.cluster_ip}:53"
+
+    def datagrams() -> set[str]:
+        out = proxy.topology.run(proxy.topology.client, sys.executable, "-m", "tests.support.echo", "--udp",
+                                 target, "3", "40053")
+        result = json.loads(out)
+        assert result["errors"] == []
+        return {a.split()[0] for a in result["answers"]}
+
+    pinned = datagrams()
+    assert len(pinned) == 1  # one source port, one conntrack flow, one backend
+    gone = int(next(iter(pinned)).removeprefix("pod"))
+    await set_endpoints(client, ns, "dns", [i for i in range(3) if i != gone], port_name="dns", protocol="UDP")
+    await wait_programmed(proxy, svc, [i for i in range(3) if i != gone])
+    # The flush follows the restore in the same sync: wait until the kernel's table shows it.
+    deadline = time.monotonic() + 20
+    while Topology.pod_ip(gone) in proxy.topology.run(proxy.topology.node, "conntrack", "-L", "-p", "udp",
+                                                      "--orig-dst", svc.spec.cluster_ip, check=False):
+        assert time.monotonic() < deadline, "the UDP flow to the removed endpoint was never flushed"
+        await asyncio.sleep(0.1)
+    # The backend is still alive: only the proxy's conntrack flush moves the flow off it.
+    after = datagrams()
+    assert len(after) == 1 and after != pinned, (pinned, after)
 
 
 async def test_service_without_endpoints_is_refused_at_once(proxy: Proxy, client: Client, ns: str) -> None:

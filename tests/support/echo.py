@@ -1,6 +1,10 @@
 """A tiny HTTP backend and client for proxy tests, run inside network namespaces.
 
-    python -m tests.support.echo NAME PORT          serve: every GET answers "NAME CLIENT-IP"
+    python -m tests.support.echo NAME PORT          serve: every GET answers "NAME CLIENT-IP"; so does every
+                                                    UDP datagram to the same port number
+    python -m tests.support.echo --udp HOST:PORT N SRCPORT
+                                                    N datagrams from one source port (one conntrack flow),
+                                                    each waiting for its answer; prints JSON as --get
     python -m tests.support.echo --wait HOST:PORT   wait until HOST:PORT accepts connections
     python -m tests.support.echo --get HOST:PORT N [TIMEOUT]
                                                     N requests, one connection each; prints JSON:
@@ -15,6 +19,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -32,6 +37,14 @@ def serve(name: str, port: int) -> None:
         def log_message(self, *args: object) -> None:
             pass
 
+    def udp() -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("0.0.0.0", port))
+        while True:
+            _, addr = sock.recvfrom(2048)
+            sock.sendto(f"{name} {addr[0]}".encode(), addr)
+
+    threading.Thread(target=udp, name="udp-echo", daemon=True).start()
     ThreadingHTTPServer(("0.0.0.0", port), Handler).serve_forever()
 
 
@@ -66,6 +79,22 @@ def main(argv: list[str]) -> None:
                 answers.append(get(host, int(port), timeout))
             except ConnectionRefusedError:
                 errors.append("refused")
+            except TimeoutError:
+                errors.append("timeout")
+            except OSError as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+        print(json.dumps({"answers": answers, "errors": errors}))
+        return
+    if argv[0] == "--udp":
+        host, port = argv[1].rsplit(":", 1)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("0.0.0.0", int(argv[3])))
+        sock.settimeout(2.0)
+        answers, errors = [], []
+        for _ in range(int(argv[2])):
+            sock.sendto(b"?", (host, int(port)))
+            try:
+                answers.append(sock.recvfrom(2048)[0].decode())
             except TimeoutError:
                 errors.append("timeout")
             except OSError as exc:
