@@ -394,3 +394,19 @@ async def test_host_gw_replaces_only_changed_routes_and_deletes_gone_ones() -> N
     assert "-I DOCKER-USER 1 -j KUBELITE-FORWARD" in text and "-I FORWARD 1 -j KUBELITE-FORWARD" in text
     assert "-A KUBELITE-POSTROUTING -s 10.244.0.0/16 -d 10.244.0.0/16 -j ACCEPT" in text
     assert "-A KUBELITE-POSTROUTING -s 10.244.0.0/16 ! -d 10.244.0.0/16 -j MASQUERADE" in text
+
+
+async def test_periodic_resync_is_full_only_when_the_canary_is_gone_or_an_hour_passed() -> None:
+    from kubelite.proxy import proxier as proxier_module
+
+    runner = FakeIptablesRunner()
+    proxier = IptablesProxier(NODE, runner, FakeConntrack())
+    assert (await proxier.sync(Snapshot((web(),)), full=True)).full
+    assert ":KUBE-PROXY-CANARY - [0:0]" in runner.restores[0]
+    assert not (await proxier.sync(Snapshot((web(),)), full=True)).full  # canary there: nothing to repair
+    runner.canary = False
+    assert (await proxier.sync(Snapshot((web(),)), full=True)).full
+    runner.canary = True
+    proxier._policy.last_full -= proxier_module.FULL_SYNC_PERIOD
+    assert (await proxier.sync(Snapshot((web(),)), full=True)).full
+    assert not (await proxier.sync(Snapshot((web(),)), full=False)).full

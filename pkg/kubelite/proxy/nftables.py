@@ -42,7 +42,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kubelite.proxy.model import Endpoint, NodeConfig, ServicePort, Snapshot, port_hash
-from kubelite.proxy.proxier import SyncResult, flush_conntrack, stale_udp_flows
+from kubelite.proxy.proxier import FullSyncPolicy, SyncResult, flush_conntrack, stale_udp_flows
 from kubelite.proxy.runner import Conntrack, NftRunner
 
 TABLE = "kubelite"
@@ -250,11 +250,13 @@ class NftablesProxier:
         self._conntrack = conntrack
         self._applied: NftState | None = None
         self._snapshot: Snapshot | None = None
+        self._policy = FullSyncPolicy(lambda: runner.has_chain(TABLE, "services"))
 
     async def sync(self, snapshot: Snapshot, *, full: bool) -> SyncResult:
         desired = generate(snapshot, self._node)
         applied = self._applied
-        full = full or applied is None or applied.skeleton != desired.skeleton
+        full = await self._policy.needs_full(full, applied is not None) or (
+            applied is not None and applied.skeleton != desired.skeleton)
         text = full_text(desired) if full or applied is None else diff_text(applied, desired)
         if text:
             try:
@@ -262,6 +264,8 @@ class NftablesProxier:
             except BaseException:
                 self._applied = None
                 raise
+        if full:
+            self._policy.did_full()
         self._applied = desired
         flows = stale_udp_flows(self._snapshot, snapshot)
         self._snapshot = snapshot

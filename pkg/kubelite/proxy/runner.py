@@ -53,12 +53,18 @@ class IptablesRunner(Protocol):
     async def restore(self, text: str) -> None:
         """iptables-restore --noflush of text, as one atomic transaction per table."""
 
+    async def has_chain(self, table: str, chain: str) -> bool:
+        """Whether the chain exists: a cheap probe, unlike a save of the whole table."""
+
 
 class NftRunner(Protocol):
     async def apply(self, text: str) -> None:
         """nft -f of text (one transaction)."""
 
     async def list_ruleset(self) -> str: ...
+
+    async def has_chain(self, table: str, chain: str) -> bool:
+        """Whether ``chain`` exists in ``table`` (family ip)."""
 
 
 class Conntrack(Protocol):
@@ -81,6 +87,13 @@ class ExecIptablesRunner:
         # -w: wait for the xtables lock rather than fail when another tool (Docker) holds it.
         await run_command([*self.prefix, self.restore_binary, "-w", "5", "--noflush"], text)
 
+    async def has_chain(self, table: str, chain: str) -> bool:
+        try:
+            await run_command([*self.prefix, "iptables", "-w", "5", "-t", table, "-S", chain])
+        except CommandError:
+            return False
+        return True
+
 
 @dataclass
 class ExecNftRunner:
@@ -92,6 +105,13 @@ class ExecNftRunner:
 
     async def list_ruleset(self) -> str:
         return await run_command([*self.prefix, self.binary, "list", "ruleset"])
+
+    async def has_chain(self, table: str, chain: str) -> bool:
+        try:
+            await run_command([*self.prefix, self.binary, "list", "chain", "ip", table, chain])
+        except CommandError:
+            return False
+        return True
 
 
 @dataclass
@@ -119,6 +139,7 @@ class FakeIptablesRunner:
     restores: list[str] = field(default_factory=list)
     saves: int = 0
     fail_next: int = 0
+    canary: bool = True  # what has_chain answers: False plays "someone flushed our tables"
 
     async def save(self, tables: Sequence[str]) -> str:
         self.saves += 1
@@ -130,17 +151,24 @@ class FakeIptablesRunner:
             raise CommandError(["iptables-restore"], 1, "injected failure")
         self.restores.append(text)
 
+    async def has_chain(self, table: str, chain: str) -> bool:
+        return self.canary
+
 
 @dataclass
 class FakeNftRunner:
     applied: list[str] = field(default_factory=list)
     ruleset: str = ""
+    canary: bool = True
 
     async def apply(self, text: str) -> None:
         self.applied.append(text)
 
     async def list_ruleset(self) -> str:
         return self.ruleset
+
+    async def has_chain(self, table: str, chain: str) -> bool:
+        return self.canary
 
 
 @dataclass
