@@ -93,6 +93,9 @@ class TimedIptables:
         finally:
             self.spent.append(time.perf_counter() - t0)
 
+    async def has_chain(self, table: str, chain: str) -> bool:
+        return await self.inner.has_chain(table, chain)
+
 
 @dataclass
 class TimedNft:
@@ -108,6 +111,9 @@ class TimedNft:
 
     async def list_ruleset(self) -> str:
         return await self.inner.list_ruleset()
+
+    async def has_chain(self, table: str, chain: str) -> bool:
+        return await self.inner.has_chain(table, chain)
 
 
 def pod_ip(i: int) -> str:
