@@ -223,7 +223,8 @@ async def _gather_limited(coros: list, limit: int = 32) -> None:  # type: ignore
     await asyncio.gather(*(one(c) for c in coros))
 
 
-async def latency_bench(services: int, endpoints: int, updates: int, rows: list[tuple[str, ...]]) -> None:
+async def latency_bench(services: int, endpoints: int, updates: int, rows: list[tuple[str, ...]],
+                        modes: Sequence[str] = ("iptables", "nftables")) -> None:
     root = "/dev/shm" if Path("/dev/shm").is_dir() else None  # noqa: ASYNC240 (once, before anything runs)
     with tempfile.TemporaryDirectory(prefix="kubelite-bench-proxy-", dir=root) as tmp, \
             EtcdCluster(Path(tmp)) as cluster:
@@ -247,7 +248,7 @@ async def latency_bench(services: int, endpoints: int, updates: int, rows: list[
             await _gather_limited([client.update(_endpoints("bench-proxy", f"svc{s}", s * endpoints, endpoints))
                                    for s in range(services)])
             console.print(f"  created {services:,} Services and Endpoints in {time.perf_counter() - t0:.1f} s")
-            for mode in ("iptables", "nftables"):
+            for mode in modes:
                 with Netns() as ns:
                     await _latency_one(client, ns, mode, services, endpoints, updates, rows)
         finally:
@@ -320,7 +321,7 @@ async def bench(services: list[int], endpoints: int, latency_services: int, upda
         await rules_bench(n, endpoints, rows, modes)
     if latency_services:
         console.print(f"latency: {latency_services:,} Services through a real API server")
-        await latency_bench(latency_services, endpoints, updates, rows)
+        await latency_bench(latency_services, endpoints, updates, rows, modes)
     table = Table(title="kubelite-proxy")
     for col in ("what", "kubelite-proxy", "baseline (same run)", "note"):
         table.add_column(col)
@@ -336,7 +337,7 @@ def main() -> None:
     parser.add_argument("--endpoints", type=int, default=10)
     parser.add_argument("--latency-services", type=int, default=1000)
     parser.add_argument("--latency-updates", type=int, default=0)
-    parser.add_argument("--modes", default="iptables,nftables", help="proxy modes of the rules section")
+    parser.add_argument("--modes", default="iptables,nftables", help="proxy modes to measure")
     args = parser.parse_args()
     services = [int(s) for s in args.services.split(",") if s] or ([1000] if args.quick else [1000, 10_000])
     updates = args.latency_updates or (10 if args.quick else 40)

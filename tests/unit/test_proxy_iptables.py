@@ -410,3 +410,20 @@ async def test_periodic_resync_is_full_only_when_the_canary_is_gone_or_an_hour_p
     proxier._policy.last_full -= proxier_module.FULL_SYNC_PERIOD
     assert (await proxier.sync(Snapshot((web(),)), full=True)).full
     assert not (await proxier.sync(Snapshot((web(),)), full=False)).full
+
+
+def test_snapshot_builder_reuses_unchanged_services_and_sees_changes() -> None:
+    from kubelite.proxy.model import SnapshotBuilder
+
+    builder = SnapshotBuilder()
+    svc = service()
+    svc.metadata.resource_version = "5"
+    ep = endpoints(ready=("10.244.1.2",))
+    ep.metadata.resource_version = "6"
+    first = builder.build([svc], [ep])
+    again = builder.build([svc], [ep])
+    assert again.ports[0] is first.ports[0]
+    changed = endpoints(ready=("10.244.1.3",))
+    changed.metadata.resource_version = "7"
+    assert [e.ip for e in builder.build([svc], [changed]).ports[0].endpoints] == ["10.244.1.3"]
+    assert builder.build([svc], []).ports[0].endpoints == ()

@@ -185,3 +185,37 @@ def build_snapshot(services: Iterable[core.Service], endpoints: Iterable[core.En
         ports.extend(service_ports(svc, eps.get((svc.metadata.namespace, svc.metadata.name))))
     ports.sort(key=lambda p: p.key)
     return Snapshot(tuple(ports))
+
+
+class SnapshotBuilder:
+    """build_snapshot with memory: a Service whose object and Endpoints kept their resourceVersions
+    reuses the ServicePorts of the previous sync.
+
+    Flattening 10,000 Services from protobuf took ~0.7 s, most of a sync that
+    changes one of them; objects from the informer are immutable versions, so
+    (Service RV, Endpoints RV) identifies the result exactly. Objects without
+    a resourceVersion (hand-made in tests) are never cached.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, str], tuple[str, str, list[ServicePort]]] = {}
+
+    def build(self, services: Iterable[core.Service], endpoints: Iterable[core.Endpoints]) -> Snapshot:
+        eps = {(e.metadata.namespace, e.metadata.name): e for e in endpoints}
+        fresh: dict[tuple[str, str], tuple[str, str, list[ServicePort]]] = {}
+        ports: list[ServicePort] = []
+        for svc in services:
+            key = (svc.metadata.namespace, svc.metadata.name)
+            ep = eps.get(key)
+            svc_rv = svc.metadata.resource_version
+            ep_rv = ep.metadata.resource_version if ep is not None else "-"
+            hit = self._cache.get(key)
+            if hit is not None and svc_rv and ep_rv and hit[0] == svc_rv and hit[1] == ep_rv:
+                flat = hit[2]
+            else:
+                flat = service_ports(svc, ep)
+            fresh[key] = (svc_rv, ep_rv, flat)
+            ports.extend(flat)
+        self._cache = fresh
+        ports.sort(key=lambda p: p.key)
+        return Snapshot(tuple(ports))

@@ -32,7 +32,7 @@ from kubelite.client.informer import Informer, meta_namespace_key, wait_for_cach
 from kubelite.client.kubeconfig import load_kubeconfig
 from kubelite.proxy import metrics
 from kubelite.proxy.config import ProxyConfig
-from kubelite.proxy.model import NodeConfig, build_snapshot
+from kubelite.proxy.model import NodeConfig, SnapshotBuilder
 from kubelite.proxy.nftables import NftablesProxier
 from kubelite.proxy.podnetwork import ExecRouteRunner, HostGw, PodNetwork, node_routes
 from kubelite.proxy.proxier import IptablesProxier, Proxier
@@ -133,6 +133,7 @@ class ProxyServer:
         self.endpoints = endpoints
         self.loop = SyncLoop(self._sync, min_interval=config.min_sync_period, full_interval=config.sync_period)
         self.tracker = ProgrammingTracker()
+        self._snapshots = SnapshotBuilder()
         self.last_sync: float | None = None  # wall-clock time of the last successful sync
         self.syncs = 0
         # kube-proxy's rule: unhealthy when wanted work waited longer than twice the resync period.
@@ -165,7 +166,7 @@ class ProxyServer:
     # -- sync ----------------------------------------------------------------------
 
     async def _sync(self, full: bool) -> None:
-        snapshot = build_snapshot(self.services.store.list(), self.endpoints.store.list())
+        snapshot = self._snapshots.build(self.services.store.list(), self.endpoints.store.list())
         stamps = self.tracker.take()
         t0 = time.perf_counter()
         try:
