@@ -1,0 +1,278 @@
+"""nftables mode: one table of our own, Services as map elements, changed in place.
+
+nft's userspace cost grows faster than linearly with the number of chains
+(PLATFORM.md: one chain per Service took 26 s to 332 s for 10,000 Services),
+so unlike the iptables layout nothing here is per Service. Services are
+elements of a few maps and sets, and the chains are a fixed handful:
+
+* ``service_buckets``: (destination IP . protocol . port) -> ``goto dnat_nN``,
+  where N is how many endpoints that destination balances over. Chain
+  ``dnat_nN`` is one rule, ``dnat to <same key> . numgen random mod N map
+  @endpoints``; ``endpoints`` maps (key . bucket) -> (pod IP . port), with
+  buckets 0..N-1, so each endpoint gets exactly 1/N of new connections.
+  Chains exist for N = 1..32 (more when a Service has more endpoints), so a
+  Service growing or shrinking only moves elements.
+* ``nodeport_buckets`` / ``nodeport_endpoints``: the same keyed by
+  (protocol . node port), for traffic to the node's own addresses.
+* ``cluster_masq``, ``external_masq``, ``nodeport_masq``: keys whose traffic
+  gets the 0x4000 masquerade mark (off-cluster clients of a cluster IP;
+  external traffic under ``externalTrafficPolicy: Cluster``); ``hairpin``
+  holds (pod IP . pod IP) for a pod reaching itself.
+* ``no_endpoints*`` sets reject (ICMP port unreachable) in the filter hooks;
+  ``no_local_endpoints*`` drop (the Local policies on a node without local
+  endpoints).
+
+Cluster IPs, external IPs and load-balancer IPs all share the key space of
+``service_buckets``; the traffic policy decides which endpoints a key gets.
+
+A sync after the first writes only element deletions and additions in one
+``nft -f`` transaction; the table is rebuilt (atomically: ``add table``,
+``delete table``, define it again, in one transaction) only when its
+skeleton changed, or on a full resync.
+
+sessionAffinity ClientIP is the exception: per-endpoint dynamic sets and
+chains for those Services only (see ``_affinity_objects``; a single dynamic
+map would need ``ct original proto-dst`` in a key, which nft 1.0.6 cannot
+type). Not supported in this mode: for ``externalTrafficPolicy: Local``,
+pods reaching a NodePort also stay on the node's own endpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kubelite.proxy.model import Endpoint, NodeConfig, ServicePort, Snapshot, port_hash
+from kubelite.proxy.proxier import FullSyncPolicy, SyncResult, flush_conntrack, stale_udp_flows
+from kubelite.proxy.runner import Conntrack, NftRunner
+
+TABLE = "kubelite"
+FAMILY = "ip"
+PRESET_BUCKETS = 32
+# nft -f reads a statement at a time; keep each add/delete element statement to a size it parses quickly.
+CHUNK = 2000
+
+MAPS = ("service_buckets", "endpoints", "nodeport_buckets", "nodeport_endpoints")
+SETS = ("cluster_masq", "external_masq", "nodeport_masq", "hairpin", "no_endpoints", "no_local_endpoints",
+        "no_endpoint_nodeports", "no_local_nodeports")
+
+
+@dataclass
+class NftState:
+    """The table's skeleton (declarations and chains) and every set's and map's elements."""
+
+    skeleton: str
+    sets: dict[str, set[str]] = field(default_factory=lambda: {s: set() for s in SETS})
+    maps: dict[str, dict[str, str]] = field(default_factory=lambda: {m: {} for m in MAPS})
+
+    def element_count(self) -> int:
+        return sum(len(s) for s in self.sets.values()) + sum(len(m) for m in self.maps.values())
+
+
+def generate(snapshot: Snapshot, node: NodeConfig) -> NftState:
+    """The desired table for a snapshot; a pure function."""
+    sets: dict[str, set[str]] = {s: set() for s in SETS}
+    maps: dict[str, dict[str, str]] = {m: {} for m in MAPS}
+    most = PRESET_BUCKETS
+    affinity: dict[str, list[str]] = {}
+    sp: ServicePort
+
+    def balance(bucket_map: str, ep_map: str, prefix: str, key: str, eps: tuple[Endpoint, ...]) -> None:
+        nonlocal most
+        if key in maps[bucket_map]:
+            return  # two Services claiming one destination: the first (in name order) wins
+        if sp.affinity_timeout:
+            maps[bucket_map][key] = f"goto {_affinity_objects(sp, eps, affinity)}"
+            return
+        maps[bucket_map][key] = f"goto {prefix}{len(eps)}"
+        most = max(most, len(eps))
+        for bucket, ep in enumerate(eps):
+            maps[ep_map][f"{key} . {bucket}"] = f"{ep.ip} . {ep.port}"
+
+    for sp in snapshot.ports:
+        local = sp.local_endpoints(node.node_name)
+        internal = local if sp.internal_policy_local else sp.endpoints
+        external = local if sp.external_policy_local else sp.endpoints
+        key = _key(sp, sp.cluster_ip)
+        if internal:
+            balance("service_buckets", "endpoints", "dnat_n", key, internal)
+            if node.cluster_cidr and not sp.internal_policy_local:
+                sets["cluster_masq"].add(key)
+        else:
+            sets["no_local_endpoints" if sp.endpoints else "no_endpoints"].add(key)
+        for ip in (*sp.external_ips, *sp.load_balancer_ips):
+            ekey = _key(sp, ip)
+            if external:
+                balance("service_buckets", "endpoints", "dnat_n", ekey, external)
+                if not sp.external_policy_local:
+                    sets["external_masq"].add(ekey)
+            else:
+                sets["no_local_endpoints" if sp.endpoints else "no_endpoints"].add(ekey)
+        if sp.node_port:
+            nkey = f"{sp.protocol} . {sp.node_port}"
+            if external:
+                balance("nodeport_buckets", "nodeport_endpoints", "nodeport_dnat_n", nkey, external)
+                if not sp.external_policy_local:
+                    sets["nodeport_masq"].add(nkey)
+            else:
+                sets["no_local_nodeports" if sp.endpoints else "no_endpoint_nodeports"].add(nkey)
+        for ep in sp.endpoints:
+            sets["hairpin"].add(f"{ep.ip} . {ep.ip}")
+    extras = [line for name in sorted(affinity) for line in affinity[name]]
+    return NftState(skeleton=skeleton(node, most, extras), sets=sets, maps=maps)
+
+
+def _affinity_objects(sp: ServicePort, eps: tuple[Endpoint, ...], out: dict[str, list[str]]) -> str:
+    """sessionAffinity ClientIP for one destination: a dynamic set of recent clients per endpoint.
+
+    A client found in an endpoint's set goes back to it; otherwise numgen
+    picks one, and that endpoint's chain records the client (the set's
+    timeout is the affinity timeout, refreshed by every new connection).
+    These are chains and sets per endpoint, the layout that does not scale,
+    so only Services with affinity get them; they live in the skeleton, and
+    a change to such a Service rebuilds the table (resetting stickiness).
+    """
+    base = "aff_" + port_hash(sp.key, str(len(eps)), *(ep.address for ep in eps))[:12].lower()
+    if base in out:
+        return base
+    lines = []
+    for i, ep in enumerate(eps):
+        lines.append(f"  set {base}_{i} {{ type ipv4_addr; flags dynamic,timeout; timeout {sp.affinity_timeout}s; }}")
+        lines.append(f"  chain {base}_{i} {{ update @{base}_{i} {{ ip saddr }} meta l4proto {sp.protocol} "
+                     f"dnat ip to {ep.ip}:{ep.port}; }}")
+    rules = [f"ip saddr @{base}_{i} goto {base}_{i}" for i in range(len(eps))]
+    vmap = ", ".join(f"{i} : goto {base}_{i}" for i in range(len(eps)))
+    rules.append(f"numgen random mod {len(eps)} vmap {{ {vmap} }}")
+    lines.append(f"  chain {base} {{\n" + "".join(f"    {r}\n" for r in rules) + "  }")
+    out[base] = lines
+    return base
+
+
+def _key(sp: ServicePort, ip: str) -> str:
+    return f"{ip} . {sp.protocol} . {sp.port}"
+
+
+def skeleton(node: NodeConfig, buckets: int, extras: list[str] | None = None) -> str:
+    mark = node.masquerade_mark
+    vip = "ip daddr . meta l4proto . th dport"
+    nodeport_dests = [c for c in node.nodeport_addresses if c not in ("", "0.0.0.0/0")]
+    local = f"ip daddr {{ {', '.join(nodeport_dests)} }}" if nodeport_dests else "fib daddr type local"
+    masq_off_cluster = f" ip saddr != {node.cluster_cidr}" if node.cluster_cidr else ""
+    lines = [
+        f"table {FAMILY} {TABLE} {{",
+        "  comment \"kubelite-proxy: Services (rewritten by every sync)\"",
+        "  map service_buckets { type ipv4_addr . inet_proto . inet_service : verdict; }",
+        f"  map endpoints {{ typeof {vip} . numgen random mod 1 : ip daddr . th dport; }}",
+        "  map nodeport_buckets { type inet_proto . inet_service : verdict; }",
+        "  map nodeport_endpoints { typeof meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport; }",
+        "  set cluster_masq { type ipv4_addr . inet_proto . inet_service; }",
+        "  set external_masq { type ipv4_addr . inet_proto . inet_service; }",
+        "  set nodeport_masq { type inet_proto . inet_service; }",
+        "  set hairpin { type ipv4_addr . ipv4_addr; }",
+        "  set no_endpoints { type ipv4_addr . inet_proto . inet_service; }",
+        "  set no_local_endpoints { type ipv4_addr . inet_proto . inet_service; }",
+        "  set no_endpoint_nodeports { type inet_proto . inet_service; }",
+        "  set no_local_nodeports { type inet_proto . inet_service; }",
+        "  chain services {",
+        f"    {vip} @cluster_masq{masq_off_cluster} meta mark set meta mark | {mark}",
+        f"    {vip} @external_masq meta mark set meta mark | {mark}",
+        f"    {vip} vmap @service_buckets",
+        f"    {local} meta l4proto . th dport @nodeport_masq meta mark set meta mark | {mark}",
+        f"    {local} meta l4proto . th dport vmap @nodeport_buckets",
+        "  }",
+        "  chain nat_prerouting { type nat hook prerouting priority dstnat; policy accept; jump services; }",
+        "  chain nat_output { type nat hook output priority -100; policy accept; jump services; }",
+        "  chain nat_postrouting {",
+        "    type nat hook postrouting priority srcnat; policy accept;",
+        # A pod reaching itself through its Service must see the reply come from the node.
+        f"    ct status dnat ip saddr . ip daddr @hairpin meta mark set meta mark | {mark}",
+        f"    meta mark & {mark} == 0 return",
+        f"    meta mark set meta mark ^ {mark}",
+        "    masquerade fully-random",
+        "  }",
+        "  chain filter_services {",
+        f"    {vip} @no_endpoints reject with icmp type port-unreachable",
+        f"    {vip} @no_local_endpoints drop",
+        f"    {local} meta l4proto . th dport @no_endpoint_nodeports reject with icmp type port-unreachable",
+        f"    {local} meta l4proto . th dport @no_local_nodeports drop",
+        "  }",
+        "  chain filter_input { type filter hook input priority filter - 1; policy accept; "
+        "ct state new jump filter_services; }",
+        "  chain filter_forward { type filter hook forward priority filter - 1; policy accept; "
+        "ct state new jump filter_services; }",
+        "  chain filter_output { type filter hook output priority filter - 1; policy accept; "
+        "ct state new jump filter_services; }",
+    ]
+    for n in range(1, buckets + 1):
+        lines.append(f"  chain dnat_n{n} {{ dnat ip to {vip} . numgen random mod {n} map @endpoints; }}")
+        lines.append(f"  chain nodeport_dnat_n{n} {{ dnat ip to meta l4proto . th dport . numgen random mod {n} "
+                     "map @nodeport_endpoints; }")
+    lines.extend(extras or ())
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _elements(verb: str, name: str, items: list[str]) -> list[str]:
+    return [f"{verb} element {FAMILY} {TABLE} {name} {{ {', '.join(items[i:i + CHUNK])} }}"
+            for i in range(0, len(items), CHUNK)]
+
+
+def full_text(state: NftState) -> str:
+    out = [f"add table {FAMILY} {TABLE}", f"delete table {FAMILY} {TABLE}", state.skeleton]
+    for name, members in state.sets.items():
+        out += _elements("add", name, sorted(members))
+    for name, entries in state.maps.items():
+        out += _elements("add", name, [f"{k} : {v}" for k, v in sorted(entries.items())])
+    return "\n".join(out) + "\n"
+
+
+def diff_text(old: NftState, new: NftState) -> str:
+    """Element changes that turn old into new (same skeleton); "" when nothing changed."""
+    deletes: list[str] = []
+    adds: list[str] = []
+    for name in SETS:
+        before, after = old.sets[name], new.sets[name]
+        deletes += _elements("delete", name, sorted(before - after))
+        adds += _elements("add", name, sorted(after - before))
+    for name in MAPS:
+        before_m, after_m = old.maps[name], new.maps[name]
+        changed = sorted(k for k, v in before_m.items() if after_m.get(k) != v)
+        deletes += _elements("delete", name, changed)
+        adds += _elements("add", name, [f"{k} : {after_m[k]}" for k in sorted(after_m)
+                                         if before_m.get(k) != after_m[k]])
+    out = deletes + adds
+    return "\n".join(out) + "\n" if out else ""
+
+
+class NftablesProxier:
+    def __init__(self, node: NodeConfig, runner: NftRunner, conntrack: Conntrack) -> None:
+        self._node = node
+        self._runner = runner
+        self._conntrack = conntrack
+        self._applied: NftState | None = None
+        self._snapshot: Snapshot | None = None
+        self._policy = FullSyncPolicy(lambda: runner.has_chain(TABLE, "services"))
+
+    async def sync(self, snapshot: Snapshot, *, full: bool) -> SyncResult:
+        desired = generate(snapshot, self._node)
+        applied = self._applied
+        full = await self._policy.needs_full(full, applied is not None) or (
+            applied is not None and applied.skeleton != desired.skeleton)
+        text = full_text(desired) if full or applied is None else diff_text(applied, desired)
+        if text:
+            try:
+                await self._runner.apply(text)
+            except BaseException:
+                self._applied = None
+                raise
+        if full:
+            self._policy.did_full()
+        self._applied = desired
+        flows = stale_udp_flows(self._snapshot, snapshot)
+        self._snapshot = snapshot
+        await flush_conntrack(self._conntrack, flows)
+        return SyncResult(full=full, lines=text.count("\n"), rules=desired.element_count())
+
+    async def cleanup(self) -> None:
+        # "add" first makes the delete succeed whether or not the table exists, in one transaction.
+        await self._runner.apply(f"add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n")
+        self._applied = None

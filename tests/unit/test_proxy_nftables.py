@@ -1,0 +1,84 @@
+"""The nftables generator: elements per Service, even buckets, in-place diffs, full rebuild rules."""
+
+from __future__ import annotations
+
+from kubelite.proxy import nftables
+from kubelite.proxy.model import Endpoint, NodeConfig, ServicePort, Snapshot
+from kubelite.proxy.runner import FakeConntrack, FakeNftRunner
+
+NODE = NodeConfig("node1", cluster_cidr="10.244.0.0/16", nodeport_addresses=("192.0.2.1/32",))
+EPS = (Endpoint("10.244.1.2", 8080, "node1"), Endpoint("10.244.2.2", 8080, "node2"),
+       Endpoint("10.244.1.3", 8080, "node1"))
+
+
+def web(**kw: object) -> ServicePort:
+    args: dict[str, object] = dict(namespace="default", service="web", port_name="", protocol="tcp",
+                                   cluster_ip="10.96.0.10", port=80, endpoints=EPS)
+    args.update(kw)
+    return ServicePort(**args)  # type: ignore[arg-type]
+
+
+def test_cluster_ip_gets_one_bucket_per_endpoint() -> None:
+    state = nftables.generate(Snapshot((web(),)), NODE)
+    assert state.maps["service_buckets"] == {"10.96.0.10 . tcp . 80": "goto dnat_n3"}
+    assert state.maps["endpoints"] == {
+        "10.96.0.10 . tcp . 80 . 0": "10.244.1.2 . 8080",
+        "10.96.0.10 . tcp . 80 . 1": "10.244.2.2 . 8080",
+        "10.96.0.10 . tcp . 80 . 2": "10.244.1.3 . 8080",
+    }  # bucket i -> the i-th endpoint
+    assert state.sets["cluster_masq"] == {"10.96.0.10 . tcp . 80"}
+    assert "chain dnat_n3 { dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 3 map @endpoints; }" \
+        in state.skeleton
+    assert "ip daddr { 192.0.2.1/32 } meta l4proto . th dport vmap @nodeport_buckets" in state.skeleton
+
+
+def test_no_endpoints_and_local_policies() -> None:
+    empty = web(service="empty", cluster_ip="10.96.0.11", endpoints=(), node_port=30001)
+    local = web(service="local", cluster_ip="10.96.0.12", node_port=30002, external_policy_local=True,
+                external_ips=("192.0.2.50",))
+    state = nftables.generate(Snapshot((empty, local)), NODE)
+    assert state.sets["no_endpoints"] == {"10.96.0.11 . tcp . 80"}
+    assert state.sets["no_endpoint_nodeports"] == {"tcp . 30001"}
+    # Local: two node1 endpoints for external traffic, no masquerade; the cluster IP keeps all three.
+    assert state.maps["nodeport_buckets"] == {"tcp . 30002": "goto nodeport_dnat_n2"}
+    assert state.maps["service_buckets"]["192.0.2.50 . tcp . 80"] == "goto dnat_n2"
+    assert state.maps["service_buckets"]["10.96.0.12 . tcp . 80"] == "goto dnat_n3"
+    assert state.sets["nodeport_masq"] == set() and state.sets["external_masq"] == set()
+    far = nftables.generate(Snapshot((local,)), NodeConfig("node9"))
+    assert far.sets["no_local_nodeports"] == {"tcp . 30002"}
+
+
+def test_diff_changes_elements_in_place() -> None:
+    old = nftables.generate(Snapshot((web(),)), NODE)
+    new = nftables.generate(Snapshot((web(endpoints=EPS[:2]),)), NODE)
+    assert old.skeleton == new.skeleton  # 2 and 3 buckets are both preset chains
+    text = nftables.diff_text(old, new)
+    assert "delete element ip kubelite service_buckets { 10.96.0.10 . tcp . 80 }" in text
+    assert "add element ip kubelite service_buckets { 10.96.0.10 . tcp . 80 : goto dnat_n2 }" in text
+    assert "table ip kubelite {" not in text
+    assert text.index("delete element") < text.index("add element")
+    assert nftables.diff_text(new, new) == ""
+
+
+async def test_proxier_full_then_partial_and_rebuild_on_new_skeleton() -> None:
+    runner = FakeNftRunner()
+    proxier = nftables.NftablesProxier(NODE, runner, FakeConntrack())
+    assert (await proxier.sync(Snapshot((web(),)), full=False)).full
+    assert runner.applied[0].startswith("add table ip kubelite\ndelete table ip kubelite\ntable ip kubelite {")
+    assert not (await proxier.sync(Snapshot((web(endpoints=EPS[:1]),)), full=False)).full
+    many = tuple(Endpoint(f"10.244.3.{i}", 80, "node1") for i in range(40))
+    result = await proxier.sync(Snapshot((web(endpoints=many),)), full=False)
+    assert result.full and "chain dnat_n40 " in runner.applied[-1]
+    await proxier.cleanup()
+    assert runner.applied[-1] == "add table ip kubelite\ndelete table ip kubelite\n"
+
+
+def test_session_affinity_gets_per_endpoint_sets_in_the_skeleton() -> None:
+    state = nftables.generate(Snapshot((web(affinity_timeout=600, node_port=30080),)), NODE)
+    target = state.maps["service_buckets"]["10.96.0.10 . tcp . 80"]
+    assert target.startswith("goto aff_") and state.maps["nodeport_buckets"]["tcp . 30080"] == target
+    chain = target.removeprefix("goto ")
+    assert f"set {chain}_0 {{ type ipv4_addr; flags dynamic,timeout; timeout 600s; }}" in state.skeleton
+    assert f"ip saddr @{chain}_2 goto {chain}_2" in state.skeleton
+    assert f"update @{chain}_1 {{ ip saddr }} meta l4proto tcp dnat ip to 10.244.2.2:8080" in state.skeleton
+    assert state.maps["endpoints"] == {}
