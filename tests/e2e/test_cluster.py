@@ -264,6 +264,27 @@ def test_logs_and_exec_reach_the_real_kubelet(demo: Cluster) -> None:
         time.sleep(0.5)
 
 
+def test_the_service_balances_over_every_replica_across_nodes(demo: Cluster) -> None:
+    """kube-proxy's ClusterIP on real iptables, pod routes between node containers (host-gw), and hairpin."""
+    svc = json.loads(k(demo, "get", "svc", "web", "-o", "json").stdout)
+    ip = svc["spec"]["clusterIP"]
+    pods = web_pods(demo)
+    names = {p["metadata"]["name"] for p in pods}  # type: ignore[index]
+    assert len({p["spec"]["nodeName"] for p in pods}) >= 2, "the replicas should spread over nodes"  # type: ignore[index]
+    client = sorted(names)[0]
+    # Every replica answers through the Service, the client pod itself included (hairpin), and none gets
+    # more than twice its share.
+    out = k(demo, "exec", client, "--", "sh", "-c",
+            f"for i in $(seq 1 60); do timeout 5 wget -qO- http://{ip}/; done", timeout=300).stdout.split()
+    counts = {n: out.count(n) for n in names}
+    assert set(out) == names and all(c <= 2 * 60 / len(names) for c in counts.values()), counts
+    # Pod to pod by IP, across nodes (the routes of the host-gw agent).
+    for pod in pods:
+        target = pod["status"]["podIP"]  # type: ignore[index]
+        body = k(demo, "exec", client, "--", "timeout", "5", "wget", "-qO-", f"http://{target}:8080/").stdout
+        assert body.strip() == pod["metadata"]["name"]  # type: ignore[index]
+
+
 def test_a_kubelet_restart_keeps_its_pods_containers(demo: Cluster) -> None:
     pod = web_pods(demo)[0]
     node, uid = pod["spec"]["nodeName"], pod["metadata"]["uid"]  # type: ignore[index]

@@ -27,11 +27,13 @@ import logging
 import os
 import socket
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import docker
@@ -267,7 +269,33 @@ class DockerRuntime:
             with contextlib.suppress(docker.errors.APIError):
                 self._api.remove_container(cid, force=True)
             raise
+        if not host_network:
+            self._enable_hairpin()
         return cid
+
+    def _enable_hairpin(self) -> None:
+        """Lets a pod reach itself through its Service (kubenet's hairpin-veth).
+
+        kube-proxy may DNAT a pod's connection to a Service back to that same
+        pod; the reply then has to leave the bridge through the port it came
+        in by, which a Linux bridge refuses unless the port is in hairpin
+        mode. Every port of the pod bridge gets it: it is idempotent and the
+        bridge carries nothing but pods.
+        """
+        try:
+            net = self._api.inspect_network(self.network_name)
+        except docker.errors.APIError:
+            return
+        bridge = (net.get("Options") or {}).get("com.docker.network.bridge.name") or f"br-{net['Id'][:12]}"
+        # Through netlink (iproute2's `bridge`): sysfs is read-only inside node containers.
+        for flag in Path(f"/sys/class/net/{bridge}/brif").glob("*/hairpin_mode"):
+            try:
+                if flag.read_text().strip() == "1":
+                    continue
+                subprocess.run(["bridge", "link", "set", "dev", flag.parent.name, "hairpin", "on"],
+                               check=True, capture_output=True, timeout=5)
+            except (OSError, subprocess.SubprocessError) as exc:
+                log.warning("hairpin mode on %s: %s", flag.parent.name, exc)
 
     def _create_replacing_stale(self, name: str, kwargs: dict[str, Any]) -> str:
         """Creates a container; a leftover of the same name that is not running (a create
