@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make up`: a local multi-node cluster (kubelite cluster: 3 etcd members, a control
-# plane and 2 workers, each a node container booting systemd with its own dockerd),
+# plane and 3 workers, each a node container booting systemd with its own dockerd),
 # then the demo workload (examples/demo): a Deployment of 3 web servers and their
 # Service, waited for until every replica is available. Idempotent: an existing
 # cluster is reused. `make down` removes it.
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/_out}
 VENV=${VENV:-.venv}
 NAME=${NAME:-kubelite}
-WORKERS=${WORKERS:-2}
+WORKERS=${WORKERS:-3}
 K="$VENV/bin/kubelite"
 mkdir -p "$OUT"
 
@@ -39,6 +39,13 @@ done
 $K get nodes -o wide
 $K get deploy,rs,pods,svc,endpoints -o wide
 [ "${ready:-0}" = 3 ] || { echo "up: the demo did not become available; see kubelite describe deploy web" >&2; exit 1; }
+cluster_ip=$($K get svc web -o jsonpath='{.spec.clusterIP}')
+node_port=$($K get svc web -o jsonpath='{.spec.ports[0].nodePort}')
+worker_ip=$($K get node "$NAME-worker" -o jsonpath='{.status.addresses[0].address}')
+echo "== the Service from a pod (ClusterIP $cluster_ip), and from this machine (NodePort $worker_ip:$node_port)"
+pod=$($K get pods -l app=web -o jsonpath='{.items[0].metadata.name}')
+$K exec "$pod" -- sh -c "for i in 1 2 3 4 5 6; do timeout 5 wget -qO- http://$cluster_ip/; done"
+for _ in 1 2 3; do curl -fsS --max-time 5 "http://$worker_ip:$node_port/" || true; done
 
 cat <<MSG
 
@@ -46,6 +53,7 @@ kubelite is up: cluster "$NAME" (kubelite cluster list), the demo Deployment "we
 Try:
   export KUBECONFIG=$OUT/kubeconfig PATH=$PWD/$VENV/bin:\$PATH
   kubelite get pods -o wide
+  curl http://$worker_ip:$node_port/          # the NodePort, answered by the replicas in turn
   kubelite logs -l app=web
   kubelite exec -it <pod> -- sh
   kubelite scale deploy/web --replicas=5

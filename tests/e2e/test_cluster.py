@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -278,6 +279,14 @@ def test_the_service_balances_over_every_replica_across_nodes(demo: Cluster) -> 
             f"for i in $(seq 1 60); do timeout 5 wget -qO- http://{ip}/; done", timeout=300).stdout.split()
     counts = {n: out.count(n) for n in names}
     assert set(out) == names and all(c <= 2 * 60 / len(names) for c in counts.values()), counts
+    # The NodePort answers on every node's address, from this machine (the cluster network's gateway).
+    node_port = svc["spec"]["ports"][0]["nodePort"]
+    nodes = json.loads(k(demo, "get", "nodes", "-o", "json").stdout)["items"]
+    for node in nodes:
+        address = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
+        seen = {urllib.request.urlopen(f"http://{address}:{node_port}/", timeout=5).read().decode().strip()
+                for _ in range(12)}
+        assert seen <= names and seen, (node["metadata"]["name"], seen)
     # Pod to pod by IP, across nodes (the routes of the host-gw agent).
     for pod in pods:
         target = pod["status"]["podIP"]  # type: ignore[index]
