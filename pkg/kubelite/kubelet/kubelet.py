@@ -194,20 +194,34 @@ class Kubelet:
         if mirror_ok:
             assert api_pod is not None
             pod.status.CopyFrom(api_pod.status)
-            self.syncer.status_uid[static_pod.metadata.uid] = api_pod.metadata.uid
+            self.syncer.set_status_target(static_pod.metadata.uid, api_pod.metadata.uid)
         elif self.ready.is_set():
-            self.syncer.status_uid[static_pod.metadata.uid] = ""
-            try:
-                if api_pod is not None:
-                    await self.client.delete(core.Pod, api_pod.metadata.name, api_pod.metadata.namespace,
-                                             grace_period_seconds=0, uid=api_pod.metadata.uid)
-                await self.client.create(mirror_of(static_pod, self._node_uid))
-            except StatusError as exc:
-                log.warning("mirror pod %s: %s", key, exc)
+            self.syncer.set_status_target(static_pod.metadata.uid, await self._make_mirror(key, static_pod, api_pod))
         else:
-            self.syncer.status_uid[static_pod.metadata.uid] = ""
+            self.syncer.set_status_target(static_pod.metadata.uid, "")
         self._admitted.add(pod.metadata.uid)
         return pod
+
+    async def _make_mirror(self, key: str, static_pod: core.Pod, api_pod: core.Pod | None) -> str:
+        """Creates the static pod's mirror (replacing a stale one); returns its uid, "" on failure.
+
+        The informer may not show a mirror made a moment ago, so an AlreadyExists is
+        checked against the API: if that object is our mirror, it is the one.
+        """
+        namespace, name = split_key(key)
+        try:
+            if api_pod is not None:
+                await self.client.delete(core.Pod, name, namespace, grace_period_seconds=0, uid=api_pod.metadata.uid)
+            created = await self.client.create(mirror_of(static_pod, self._node_uid))
+            return str(created.metadata.uid)
+        except StatusError as exc:
+            if exc.reason == "AlreadyExists":
+                with contextlib.suppress(StatusError):
+                    current = await self.client.get(core.Pod, name, namespace)
+                    if current.metadata.annotations.get(ANNOTATION_MIRROR) == static_pod.metadata.uid:
+                        return str(current.metadata.uid)
+            log.warning("mirror pod %s: %s", key, exc)
+            return ""
 
     async def _static_source(self, directory: Path) -> None:
         """Rereads the manifest directory every 20 s (Kubernetes' file check period)."""

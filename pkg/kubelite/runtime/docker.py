@@ -242,7 +242,8 @@ class DockerRuntime:
             ports.append((pm.container_port, proto))
             if pm.host_port and not host_network:
                 bindings[f"{pm.container_port}/{proto}"] = (pm.host_ip or "0.0.0.0", pm.host_port)
-        dns = config.dns_config
+        # Docker refuses DNS options on the host's network: such a pod keeps the host's resolv.conf.
+        dns = config.dns_config if not host_network else rt.DNSConfig()
         host_config = self._api.create_host_config(
             network_mode="host" if host_network else self.network_name,
             ipc_mode="host" if config.security_context.host_ipc else "shareable",
