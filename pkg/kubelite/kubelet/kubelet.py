@@ -102,6 +102,8 @@ class Kubelet:
         self._node_uid = ""
         self._admitted: set[str] = set()
         self.static_pods: dict[str, core.Pod] = {}
+        # namespace/name -> uid last synced, to stop the probers of a pod that went.
+        self._uids: dict[str, str] = {}
         self.static_synced = asyncio.Event()
         self._rejected: set[str] = set()
         self.ready = asyncio.Event()
@@ -264,6 +266,11 @@ class Kubelet:
             raise
         finally:
             metrics.SYNC_LATENCY.observe(time.monotonic() - started)
+        previous_uid = self._uids.pop(key, "")
+        if pod is not None:
+            self._uids[key] = pod.metadata.uid
+        if previous_uid and (pod is None or pod.metadata.uid != previous_uid):
+            await self.probes.remove(previous_uid)  # the pod went (or was replaced): its probers go too
         if pod is None:
             return
         alive = not pod.metadata.HasField("deletion_timestamp") and pod.status.phase not in TERMINAL_PHASES
@@ -297,6 +304,8 @@ class Kubelet:
                 log.warning("node heartbeat: %s", exc)
                 if exc.reason == "NotFound":
                     node = None  # deleted behind our back: register again
+            except Exception:  # a heartbeat must outlive any single failure
+                log.exception("node heartbeat failed")
             await asyncio.sleep(self.cfg.node_status_update_frequency)
 
     async def _runtime_info(self) -> None:
@@ -329,6 +338,8 @@ class Kubelet:
                         self.queue.add(f"{md.namespace}/{md.name}")
             except RuntimeError_ as exc:
                 log.warning("runtime events: %s", exc)
+            except Exception:
+                log.exception("runtime events stream failed")
             await asyncio.sleep(1.0)
 
     async def _housekeeping(self) -> None:
@@ -347,6 +358,8 @@ class Kubelet:
                     rt.ContainerFilter(state=rt.CONTAINER_RUNNING))))
             except RuntimeError_ as exc:
                 log.warning("housekeeping: %s", exc)
+            except Exception:
+                log.exception("housekeeping failed")
             await asyncio.sleep(self.cfg.sync_frequency)
 
     async def run(self) -> None:
