@@ -8,6 +8,7 @@ started carries the node's label and is removed by that label at the end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -385,16 +386,23 @@ async def test_a_container_removed_behind_the_kubelets_back_is_recreated(
 async def test_a_missing_image_gives_err_image_pull_then_image_pull_back_off(
         node: str, ns: str, client: Client) -> None:
     c = core.Container(name="app", image="kubelite/does-not-exist:1.0", image_pull_policy="IfNotPresent")
-    await client.create(make_pod("noimage", ns, node, c))
-    reasons: set[str] = set()
-
-    def seen(p: core.Pod) -> bool:
-        if p.status.container_statuses:
-            reasons.add(cstatus(p, "app").state.waiting.reason)
-        return {"ErrImagePull", "ImagePullBackOff"} <= reasons
-
-    p = await wait_pod(client, ns, "noimage", seen, timeout=60)
+    created = await client.create(make_pod("noimage", ns, node, c))
+    reasons: list[str] = []
+    # A watch sees every status the kubelet writes: ErrImagePull lasts only until the next sync.
+    async with asyncio.timeout(60), contextlib.aclosing(client.watch(
+            core.Pod, ns, resource_version=created.metadata.resource_version)) as events:
+        async for ev in events:
+            if ev.object.status.container_statuses:
+                reason = ev.object.status.container_statuses[0].state.waiting.reason
+                if not reasons or reasons[-1] != reason:
+                    reasons.append(reason)
+            if "ImagePullBackOff" in reasons:
+                break
+    assert reasons[:2] == ["ErrImagePull", "ImagePullBackOff"]
+    p = await client.get(core.Pod, "noimage", ns)
     assert p.status.phase == "Pending"
+    failed = [e for e in await events_for(client, ns, "noimage") if e.reason == "Failed"]
+    assert failed and "never pulls from a public registry" in failed[0].message
     await client.delete(core.Pod, "noimage", ns)
 
 
@@ -546,3 +554,16 @@ async def test_downward_api_subpath_post_start_startup_probe_and_termination_mes
     assert run("cat", "/etc/app.conf") == "mode=fast\n"
     assert run("cat", "/tmp/post-start") == "started\n"
     await client.delete(core.Pod, "features", ns)
+
+
+async def test_a_host_network_pod_reports_the_node_ip(node: str, ns: str, client: Client,
+                                                      engine: docker.APIClient) -> None:
+    pod = make_pod("hostnet", ns, node, box("app", "exec sleep 600"))
+    pod.spec.host_network = True
+    pod.spec.dns_policy = "ClusterFirstWithHostNet"
+    await client.create(pod)
+    p = await wait_pod(client, ns, "hostnet", running)
+    assert p.status.pod_ip == "127.0.0.1"  # the node's --node-ip
+    info = engine.inspect_container(docker_id(cstatus(p, "app")))
+    assert info["HostConfig"]["NetworkMode"] == "host"
+    await client.delete(core.Pod, "hostnet", ns)

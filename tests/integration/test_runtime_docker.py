@@ -50,8 +50,8 @@ async def runtime(engine: docker.APIClient) -> AsyncIterator[DockerRuntime]:
     try:
         yield r
     finally:
+        await r.close()  # waits for engine calls in flight, so the cleanup sees everything
         _cleanup(engine, node)
-        await r.close()
 
 
 def sandbox_config(name: str = "web", namespace: str = "default", attempt: int = 0) -> rt.PodSandboxConfig:

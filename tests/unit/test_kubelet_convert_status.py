@@ -201,3 +201,35 @@ def test_flags_are_validated_with_the_flag_named() -> None:
         ("a", "b", "NoSchedule"), ("c", "", "NoExecute")]
     with pytest.raises(ConfigError, match="--node-labels"):
         parse_key_values("--node-labels", "novalue")
+
+
+def test_restart_back_off_doubles_from_10s_to_5min_and_resets_after_a_long_run(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubelite.kubelet import pods as podsmod
+
+    clock = [1_000.0]
+    monkeypatch.setattr(podsmod.time, "time", lambda: clock[0])
+    syncer = podsmod.PodSyncer.__new__(podsmod.PodSyncer)
+    notes = podsmod.PodNotes()
+
+    def crash(after_running: float = 1.0) -> float:
+        """The container ran for a while and crashed now; how long until the restart?"""
+        status = rt.ContainerStatus(started_at=int((clock[0] - after_running) * 1e9), finished_at=int(clock[0] * 1e9))
+        return syncer._backoff_left(notes, "app", status)
+
+    waits = []
+    for _ in range(8):
+        waits.append(crash())
+        clock[0] += waits[-1] + 1
+    assert waits == [0.0, 10.0, 20.0, 40.0, 80.0, 160.0, 300.0, 300.0]
+    # Asking again about the same crash part-way through the window: the rest of it.
+    clock[0] += 1
+    status = rt.ContainerStatus(started_at=int((clock[0] - 1) * 1e9), finished_at=int(clock[0] * 1e9))
+    assert syncer._backoff_left(notes, "app", status) == 300.0
+    clock[0] += 100
+    assert syncer._backoff_left(notes, "app", status) == 200.0
+    # Ten minutes of running start the sequence over.
+    clock[0] += 1_000
+    assert crash(after_running=601) == 0.0
+    clock[0] += 1
+    assert crash() == 10.0

@@ -103,6 +103,8 @@ class Kubelet:
         self._node_uid = ""
         self._admitted: set[str] = set()
         self.static_pods: dict[str, core.Pod] = {}
+        # namespace/name -> uid last synced, to stop the probers of a pod that went.
+        self._uids: dict[str, str] = {}
         self.static_synced = asyncio.Event()
         self._rejected: set[str] = set()
         self.ready = asyncio.Event()
@@ -195,20 +197,34 @@ class Kubelet:
         if mirror_ok:
             assert api_pod is not None
             pod.status.CopyFrom(api_pod.status)
-            self.syncer.status_uid[static_pod.metadata.uid] = api_pod.metadata.uid
+            self.syncer.set_status_target(static_pod.metadata.uid, api_pod.metadata.uid)
         elif self.ready.is_set():
-            self.syncer.status_uid[static_pod.metadata.uid] = ""
-            try:
-                if api_pod is not None:
-                    await self.client.delete(core.Pod, api_pod.metadata.name, api_pod.metadata.namespace,
-                                             grace_period_seconds=0, uid=api_pod.metadata.uid)
-                await self.client.create(mirror_of(static_pod, self._node_uid))
-            except StatusError as exc:
-                log.warning("mirror pod %s: %s", key, exc)
+            self.syncer.set_status_target(static_pod.metadata.uid, await self._make_mirror(key, static_pod, api_pod))
         else:
-            self.syncer.status_uid[static_pod.metadata.uid] = ""
+            self.syncer.set_status_target(static_pod.metadata.uid, "")
         self._admitted.add(pod.metadata.uid)
         return pod
+
+    async def _make_mirror(self, key: str, static_pod: core.Pod, api_pod: core.Pod | None) -> str:
+        """Creates the static pod's mirror (replacing a stale one); returns its uid, "" on failure.
+
+        The informer may not show a mirror made a moment ago, so an AlreadyExists is
+        checked against the API: if that object is our mirror, it is the one.
+        """
+        namespace, name = split_key(key)
+        try:
+            if api_pod is not None:
+                await self.client.delete(core.Pod, name, namespace, grace_period_seconds=0, uid=api_pod.metadata.uid)
+            created = await self.client.create(mirror_of(static_pod, self._node_uid))
+            return str(created.metadata.uid)
+        except StatusError as exc:
+            if exc.reason == "AlreadyExists":
+                with contextlib.suppress(StatusError):
+                    current = await self.client.get(core.Pod, name, namespace)
+                    if current.metadata.annotations.get(ANNOTATION_MIRROR) == static_pod.metadata.uid:
+                        return str(current.metadata.uid)
+            log.warning("mirror pod %s: %s", key, exc)
+            return ""
 
     async def _static_source(self, directory: Path) -> None:
         """Rereads the manifest directory every 20 s (Kubernetes' file check period)."""
@@ -251,6 +267,11 @@ class Kubelet:
             raise
         finally:
             metrics.SYNC_LATENCY.observe(time.monotonic() - started)
+        previous_uid = self._uids.pop(key, "")
+        if pod is not None:
+            self._uids[key] = pod.metadata.uid
+        if previous_uid and (pod is None or pod.metadata.uid != previous_uid):
+            await self.probes.remove(previous_uid)  # the pod went (or was replaced): its probers go too
         if pod is None:
             return
         alive = not pod.metadata.HasField("deletion_timestamp") and pod.status.phase not in TERMINAL_PHASES
@@ -284,6 +305,8 @@ class Kubelet:
                 log.warning("node heartbeat: %s", exc)
                 if exc.reason == "NotFound":
                     node = None  # deleted behind our back: register again
+            except Exception:  # a heartbeat must outlive any single failure
+                log.exception("node heartbeat failed")
             await asyncio.sleep(self.cfg.node_status_update_frequency)
 
     async def _runtime_info(self) -> None:
@@ -316,6 +339,8 @@ class Kubelet:
                         self.queue.add(f"{md.namespace}/{md.name}")
             except RuntimeError_ as exc:
                 log.warning("runtime events: %s", exc)
+            except Exception:
+                log.exception("runtime events stream failed")
             await asyncio.sleep(1.0)
 
     async def _housekeeping(self) -> None:
@@ -334,6 +359,8 @@ class Kubelet:
                     rt.ContainerFilter(state=rt.CONTAINER_RUNNING))))
             except RuntimeError_ as exc:
                 log.warning("housekeeping: %s", exc)
+            except Exception:
+                log.exception("housekeeping failed")
             await asyncio.sleep(self.cfg.sync_frequency)
 
     async def run(self) -> None:

@@ -137,6 +137,15 @@ class PodSyncer:
         # a static pod's status is written to its mirror.
         self.status_uid: dict[str, str] = {}
 
+    def set_status_target(self, uid: str, api_uid: str) -> None:
+        """Where a static pod's status goes: its mirror's uid ("" while it has none).
+        A new mirror starts with an empty status, so the last write is forgotten."""
+        if self.status_uid.get(uid) != api_uid:
+            self.status_uid[uid] = api_uid
+            notes = self.notes.get(uid)
+            if notes is not None:
+                notes.last_status = b""
+
     # ---- runtime state ----
 
     async def runtime_state(self, namespace: str, name: str) -> dict[str, PodRuntimeState]:

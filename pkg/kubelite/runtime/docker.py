@@ -30,7 +30,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -145,9 +145,35 @@ class DockerRuntime:
         finally:
             metrics.OPERATIONS.labels(op).observe(time.monotonic() - started)
 
-    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _detached(self, fn: Callable[[], T]) -> T:
+        """Runs a blocking call that may outlive its caller (exec) on a daemon thread of its own."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+
+        def deliver(ok: bool, value: Any) -> None:
+            if fut.done():
+                return
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+        def run() -> None:
+            try:
+                result = fn()
+            except BaseException as exc:  # handed to the awaiting coroutine
+                with contextlib.suppress(RuntimeError):  # the loop is gone
+                    loop.call_soon_threadsafe(deliver, False, exc)
+            else:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(deliver, True, result)
+
+        threading.Thread(target=run, name="docker-exec", daemon=True).start()
+        return await self._translate_errors(fut)
+
+    async def _translate_errors(self, call: Awaitable[T]) -> T:
         try:
-            return await self._engine(fn, *args, **kwargs)
+            return await call
         except docker.errors.NotFound as exc:
             raise NotFoundError(str(exc.explanation or exc)) from exc
         except docker.errors.APIError as exc:
@@ -159,12 +185,17 @@ class DockerRuntime:
         except OSError as exc:  # requests' ConnectionError is an OSError
             raise UnavailableError(f"Docker engine: {exc}") from exc
 
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """One engine call in the pool, its failure translated where it enters."""
+        return await self._translate_errors(self._engine(fn, *args, **kwargs))
+
     def _scope(self, selector: dict[str, str] | None = None, **labels: str) -> dict[str, list[str]]:
         wanted = {LABEL_NODE: self.node_name, **(selector or {}), **labels}
         return {"label": [f"{k}={v}" for k, v in wanted.items()]}
 
     async def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        # Queued calls are dropped, running ones finish: nothing reaches the engine after close.
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
         await asyncio.to_thread(self._api.close)
 
     # ---- runtime config ----
@@ -244,7 +275,8 @@ class DockerRuntime:
             ports.append((pm.container_port, proto))
             if pm.host_port and not host_network:
                 bindings[f"{pm.container_port}/{proto}"] = (pm.host_ip or "0.0.0.0", pm.host_port)
-        dns = config.dns_config
+        # Docker refuses DNS options on the host's network: such a pod keeps the host's resolv.conf.
+        dns = config.dns_config if not host_network else rt.DNSConfig()
         host_config = self._api.create_host_config(
             network_mode="host" if host_network else self.network_name,
             ipc_mode="host" if config.security_context.host_ipc else "shareable",
@@ -550,8 +582,10 @@ class DockerRuntime:
             return out or b"", err or b"", int(code if code is not None else -1)
 
         # A timed-out command keeps running in the container (Docker cannot kill
-        # an exec); the caller sees timed_out, as CRI's ExecSync reports it.
-        fut = self._call(run)
+        # an exec); the caller sees timed_out, as CRI's ExecSync reports it. The
+        # blocking call runs on a daemon thread of its own, so that a hung probe
+        # command holds neither a pool worker nor the runtime's shutdown.
+        fut = self._detached(run)
         try:
             if timeout > 0:
                 out, err, code = await asyncio.wait_for(fut, timeout)
