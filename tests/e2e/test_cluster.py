@@ -256,6 +256,9 @@ def test_logs_and_exec_reach_the_real_kubelet(demo: Cluster) -> None:
     name = web_pods(demo)[0]["metadata"]["name"]  # type: ignore[index]
     r = k(demo, "exec", name, "--", "cat", "/www/index.html")
     assert r.stdout.strip() == name  # the pod's hostname is its name
+    # In-cluster clients find the API through the variables every container gets.
+    r = k(demo, "exec", name, "--", "sh", "-c", "echo $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT")
+    assert r.stdout.strip() == "10.96.0.1:443"
     r = k(demo, "exec", name, "--", "sh", "-c", "echo to-stderr >&2; exit 3", code=3)
     assert "to-stderr" in r.stderr and "command terminated with exit code 3" in r.stderr
     k(demo, "exec", name, "--", "sh", "-c", "echo hello-log > /proc/1/fd/1")

@@ -632,9 +632,14 @@ class _EnvLoader:
         cms, secrets = await self._syncer._fetch(ns, cm_names - set(self._base.config_maps),
                                                  secret_names - set(self._base.secrets))
         svc_env: dict[str, str] = {}
+        # The API server's own Service is always announced (KUBERNETES_SERVICE_HOST/PORT: what
+        # in-cluster clients read), whatever enableServiceLinks says, as Kubernetes' kubelet does.
+        with contextlib.suppress(StatusError):
+            master = await self._syncer.client.get(core.Service, "kubernetes", "default", resource_version="0")
+            svc_env.update(convert.service_env([master]))
         if not pod.spec.HasField("enable_service_links") or pod.spec.enable_service_links:
             with contextlib.suppress(StatusError):
-                svc_env = convert.service_env((await self._syncer.client.list(core.Service, ns)).items)
+                svc_env.update(convert.service_env((await self._syncer.client.list(core.Service, ns)).items))
         self._loaded = convert.EnvSources(
             config_maps={**self._base.config_maps, **cms}, secrets={**self._base.secrets, **secrets},
             service_env=svc_env, pod_ip=self._base.pod_ip, host_ip=self._base.host_ip,
