@@ -343,6 +343,16 @@ i=0; while true; do i=$((i+1)); echo line-$i; sleep 0.5; done"]
     k(demo, "delete", "pod", "talker", "--grace-period=1")
 
 
+def test_run_rm_i_attaches_passes_stdin_and_the_exit_code(demo: Cluster) -> None:
+    image = k(demo, "get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}").stdout
+    r = subprocess.run([KUBELITE, "--kubeconfig", demo.kubeconfig, "run", "once", "--rm", "-i", f"--image={image}",
+                        "--image-pull-policy=Never", "--restart=Never", "--", "sh", "-c",
+                        "read x; echo got-$x; exit 5"], input="abc\n", capture_output=True, text=True, timeout=120)
+    assert r.returncode == 5, r.stderr
+    assert "got-abc" in r.stdout and 'pod "once" deleted' in r.stdout
+    assert k(demo, "get", "pod", "once", code=1).returncode == 1
+
+
 def test_a_kubelet_restart_keeps_its_pods_containers(demo: Cluster) -> None:
     pod = web_pods(demo)[0]
     node, uid = pod["spec"]["nodeName"], pod["metadata"]["uid"]  # type: ignore[index]

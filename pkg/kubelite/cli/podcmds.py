@@ -402,8 +402,14 @@ async def run_run(session: Session, opts: RunOptions, term: Terminal, printer: C
         return 0
     try:
         await _wait_running(session, opts.name)
-        code = await run_exec(session, ExecOptions(pod=opts.name, command=(), stdin=opts.stdin, tty=opts.tty,
-                                                   attach=True, quiet=True), term)
+        try:
+            code = await run_exec(session, ExecOptions(pod=opts.name, command=(), stdin=opts.stdin, tty=opts.tty,
+                                                       attach=True, quiet=True), term)
+        except StatusError as exc:
+            # The command finished before we could attach (kubectl does the same): its output from the
+            # log, its exit code from the pod's status. A stream cut as the container exits leaves the
+            # output already shown: only the exit code is still to learn.
+            code = await _finished(session, opts.name, term, show_log="not running" in exc.message, cause=exc)
     finally:
         if opts.rm:
             await client.delete(core_v1.Pod, opts.name, session.namespace, grace_period_seconds=0)
@@ -411,6 +417,22 @@ async def run_run(session: Session, opts: RunOptions, term: Terminal, printer: C
     if code:
         raise ExitError(code)
     return 0
+
+
+async def _finished(session: Session, name: str, term: Terminal, *, show_log: bool, cause: StatusError) -> int:
+    for _ in range(20):
+        pod = await session.client.get(core_v1.Pod, name, session.namespace)
+        for status in pod.status.container_statuses:
+            if status.state.HasField("terminated"):
+                if show_log:
+                    async for data in session.client.logs(session.namespace, name):
+                        _write(term.stdout, data)
+                return int(status.state.terminated.exit_code)
+        if not show_log:
+            await asyncio.sleep(0.25)  # the kubelet reports the exit a moment after the stream ends
+        else:
+            break
+    raise cause
 
 
 async def _wait_running(session: Session, name: str) -> None:

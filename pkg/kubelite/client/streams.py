@@ -54,6 +54,8 @@ class ExecSession:
             await self._call.write(frame)
         except grpc.aio.AioRpcError as exc:
             raise self._translate(exc) from exc
+        except asyncio.InvalidStateError:
+            return  # the stream has ended: output() reports how
 
     async def output(self) -> AsyncIterator[Output]:
         """stdout and stderr in the order they came; ends when the command exits (then ``exit`` is set)."""
