@@ -299,7 +299,7 @@ def test_the_service_balances_over_every_replica_across_nodes(demo: Cluster) -> 
 
 def test_logs_follow_and_previous_through_the_api(demo: Cluster, tmp_path: pathlib.Path) -> None:
     """A container that prints, dies once and runs again: --previous shows the first run, -f streams."""
-    image = k(demo, "get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}").stdout
+    image = k(demo, "get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}").stdout.strip()
     manifest = tmp_path / "talker.yaml"
     manifest.write_text(f"""apiVersion: v1
 kind: Pod
@@ -344,12 +344,14 @@ i=0; while true; do i=$((i+1)); echo line-$i; sleep 0.5; done"]
 
 
 def test_run_rm_i_attaches_passes_stdin_and_the_exit_code(demo: Cluster) -> None:
-    image = k(demo, "get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}").stdout
+    image = k(demo, "get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}").stdout.strip()
     r = subprocess.run([KUBELITE, "--kubeconfig", demo.kubeconfig, "run", "once", "--rm", "-i", f"--image={image}",
                         "--image-pull-policy=Never", "--restart=Never", "--", "sh", "-c",
-                        "read x; echo got-$x; exit 5"], input="abc\n", capture_output=True, text=True, timeout=120)
-    assert r.returncode == 5, r.stderr
-    assert "got-abc" in r.stdout and 'pod "once" deleted' in r.stdout
+                        'read x; [ "$x" = abc ] && exit 5; exit 6'], input="abc\n", capture_output=True, text=True,
+                       timeout=120)
+    # 5 only if the command read our stdin: the exit code is the command's, the input went through.
+    assert r.returncode == 5, (r.stdout, r.stderr)
+    assert 'pod "once" deleted' in r.stdout
     assert k(demo, "get", "pod", "once", code=1).returncode == 1
 
 

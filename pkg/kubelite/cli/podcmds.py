@@ -405,6 +405,11 @@ async def run_run(session: Session, opts: RunOptions, term: Terminal, printer: C
         try:
             code = await run_exec(session, ExecOptions(pod=opts.name, command=(), stdin=opts.stdin, tty=opts.tty,
                                                        attach=True, quiet=True), term)
+            if opts.restart == "Never":
+                # The attach can end as stdin closes, before the command does: the pod's status has
+                # the command's own exit code, which is what kubelite run returns (as kubectl run).
+                final = await _exit_code(session, opts.name)
+                code = code if final is None else final
         except StatusError as exc:
             # The command finished before we could attach (kubectl does the same): its output from the
             # log, its exit code from the pod's status. A stream cut as the container exits leaves the
@@ -419,20 +424,25 @@ async def run_run(session: Session, opts: RunOptions, term: Terminal, printer: C
     return 0
 
 
-async def _finished(session: Session, name: str, term: Terminal, *, show_log: bool, cause: StatusError) -> int:
-    for _ in range(20):
+async def _exit_code(session: Session, name: str, attempts: int = 40) -> int | None:
+    """The container's exit code once the kubelet reports it terminated (None if it keeps running)."""
+    for _ in range(attempts):
         pod = await session.client.get(core_v1.Pod, name, session.namespace)
         for status in pod.status.container_statuses:
             if status.state.HasField("terminated"):
-                if show_log:
-                    async for data in session.client.logs(session.namespace, name):
-                        _write(term.stdout, data)
                 return int(status.state.terminated.exit_code)
-        if not show_log:
-            await asyncio.sleep(0.25)  # the kubelet reports the exit a moment after the stream ends
-        else:
-            break
-    raise cause
+        await asyncio.sleep(0.25)  # the kubelet reports the exit a moment after the stream ends
+    return None
+
+
+async def _finished(session: Session, name: str, term: Terminal, *, show_log: bool, cause: StatusError) -> int:
+    code = await _exit_code(session, name, attempts=1 if show_log else 40)
+    if code is None:
+        raise cause
+    if show_log:
+        async for data in session.client.logs(session.namespace, name):
+            _write(term.stdout, data)
+    return code
 
 
 async def _wait_running(session: Session, name: str) -> None:
