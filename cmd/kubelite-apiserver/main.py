@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import signal
 
 import click
 
 from kubelite.apiserver.config import APIServerConfig
 from kubelite.apiserver.server import run
 from kubelite.machinery import duration
+from kubelite.machinery.process import configure_logging, until_signalled
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -46,8 +45,7 @@ def main(etcd_servers: str, bind_address: str, secure_port: int, http_bind_addre
          default_not_ready_toleration_seconds: int, default_unreachable_toleration_seconds: int,
          endpoint_lease_seconds: int, min_request_timeout: int, verbosity: int) -> None:
     """The kubelite API server: the only component that talks to etcd."""
-    logging.basicConfig(level=logging.DEBUG if verbosity >= 4 else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(verbosity)
     try:
         ttl = duration.parse_duration(event_ttl)
     except ValueError as exc:
@@ -65,16 +63,4 @@ def main(etcd_servers: str, bind_address: str, secure_port: int, http_bind_addre
             endpoint_lease_seconds=endpoint_lease_seconds, watch_timeout_seconds=min_request_timeout)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    asyncio.run(_serve(config))
-
-
-async def _serve(config: APIServerConfig) -> None:
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    try:
-        await run(config)
-    except asyncio.CancelledError:
-        logging.getLogger("kubelite-apiserver").info("shutting down")
+    asyncio.run(until_signalled(run(config), "kubelite-apiserver"))

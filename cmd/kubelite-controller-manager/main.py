@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 from typing import Any
 
@@ -15,6 +14,7 @@ from kubelite.client.leaderelection import leader_election_config, leader_electi
 from kubelite.controllers.config import KNOWN_CONTROLLERS, ControllerManagerConfig, select_controllers
 from kubelite.controllers.manager import LEASE_NAME, LeaderElectionLost, run
 from kubelite.machinery.duration import parse_duration
+from kubelite.machinery.process import configure_logging, until_signalled
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -49,8 +49,7 @@ def main(kubeconfig: str, master: str, controllers: str, bind_address: str, secu
          concurrent_deployment_syncs: int, concurrent_endpoint_syncs: int, concurrent_namespace_syncs: int,
          concurrent_serviceaccount_syncs: int, concurrent_gc_syncs: int, verbosity: int, **election: Any) -> None:
     """The kubelite controller manager: the reconcile loops that make desired state actual."""
-    logging.basicConfig(level=logging.DEBUG if verbosity >= 4 else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(verbosity)
     try:
         server = load_kubeconfig(kubeconfig or None, server=master or None).server
         config = ControllerManagerConfig(
@@ -75,7 +74,7 @@ def main(kubeconfig: str, master: str, controllers: str, bind_address: str, secu
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     try:
-        asyncio.run(_serve(config))
+        asyncio.run(until_signalled(run(config), "kubelite-controller-manager"))
     except LeaderElectionLost as exc:
         logging.getLogger("kubelite-controller-manager").error("%s", exc)
         sys.exit(1)
@@ -86,15 +85,3 @@ def _duration(flag: str, text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise ValueError(f"{flag}: {exc}") from None
-
-
-async def _serve(config: ControllerManagerConfig) -> None:
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    try:
-        await run(config)
-    except asyncio.CancelledError:
-        logging.getLogger("kubelite-controller-manager").info("shutting down")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import signal
 
 import click
 
 from kubelite.client.kubeconfig import KubeConfigError, in_cluster_config, load_kubeconfig
 from kubelite.dns.run import DNSConfig, run
 from kubelite.dns.server import upstreams_from_resolv_conf
+from kubelite.machinery.process import configure_logging, until_signalled
 
 
 def _upstream(text: str) -> tuple[str, int]:
@@ -34,8 +33,7 @@ def _upstream(text: str) -> tuple[str, int]:
 def main(kubeconfig: str, master: str, cluster_domain: str, bind_address: str, port: int,
          upstream: tuple[str, ...], health_port: int, verbosity: int) -> None:
     """Cluster DNS: answers <svc>.<ns>.svc.<domain> from the API, forwards the rest."""
-    logging.basicConfig(level=logging.DEBUG if verbosity >= 4 else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(verbosity)
     try:
         kc = load_kubeconfig(kubeconfig or None, server=master or None) if (kubeconfig or master) \
             else in_cluster_config()
@@ -47,16 +45,4 @@ def main(kubeconfig: str, master: str, cluster_domain: str, bind_address: str, p
                            bind_address=bind_address, port=port, upstreams=upstreams, health_port=health_port)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    asyncio.run(_serve(config))
-
-
-async def _serve(config: DNSConfig) -> None:
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    try:
-        await run(config)
-    except asyncio.CancelledError:
-        logging.getLogger("kubelite-dns").info("shutting down")
+    asyncio.run(until_signalled(run(config), "kubelite-dns"))

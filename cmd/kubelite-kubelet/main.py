@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import signal
 
 import click
 
 from kubelite.kubelet.config import ConfigError, KubeletConfig, default_node_name, parse_key_values, parse_taints
 from kubelite.kubelet.kubelet import run
+from kubelite.machinery.process import configure_logging, until_signalled
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -44,8 +43,7 @@ def main(kubeconfig: str, server: str, hostname_override: str, node_ip: str, pod
          address: str, port: int, healthz_bind_address: str, healthz_port: int, pod_network_name: str,
          node_status_update_frequency: float, sync_frequency: float, verbosity: int) -> None:
     """The kubelite node agent: registers the node and runs its pods on Docker."""
-    logging.basicConfig(level=logging.DEBUG if verbosity >= 4 else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(verbosity)
     try:
         config = KubeletConfig(
             node_name=hostname_override or default_node_name(), server=server, kubeconfig=kubeconfig,
@@ -62,16 +60,4 @@ def main(kubeconfig: str, server: str, hostname_override: str, node_ip: str, pod
             sync_frequency=sync_frequency)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
-    asyncio.run(_serve(config))
-
-
-async def _serve(config: KubeletConfig) -> None:
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    try:
-        await run(config)
-    except asyncio.CancelledError:
-        logging.getLogger("kubelite-kubelet").info("shutting down")
+    asyncio.run(until_signalled(run(config), "kubelite-kubelet"))

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import signal
 
 import click
 
 from kubelite.client.kubeconfig import KubeConfigError
 from kubelite.machinery import duration
+from kubelite.machinery.process import configure_logging, until_signalled
 from kubelite.proxy.config import MODES, POD_NETWORKS, ProxyConfig
 from kubelite.proxy.server import run
 
@@ -50,8 +49,7 @@ def main(kubeconfig: str, master: str, hostname_override: str, proxy_mode: str, 
          nodeport_addresses: str, cleanup: bool, iptables_min_sync_period: str, iptables_sync_period: str,
          pod_network: str, healthz_bind_address: str, verbosity: int) -> None:
     """The kubelite network proxy: Service virtual IPs on this node."""
-    logging.basicConfig(level=logging.DEBUG if verbosity >= 4 else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(verbosity)
     try:
         config = ProxyConfig(
             kubeconfig=kubeconfig, master=master, hostname_override=hostname_override, proxy_mode=proxy_mode,
@@ -64,18 +62,6 @@ def main(kubeconfig: str, master: str, hostname_override: str, proxy_mode: str, 
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     try:
-        asyncio.run(_serve(config))
+        asyncio.run(until_signalled(run(config), "kubelite-proxy"))
     except KubeConfigError as exc:
         raise click.UsageError(f"--kubeconfig: {exc}") from exc
-
-
-async def _serve(config: ProxyConfig) -> None:
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    try:
-        await run(config)
-    except asyncio.CancelledError:
-        logging.getLogger("kubelite-proxy").info("shutting down")

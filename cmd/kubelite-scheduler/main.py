@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 from typing import Any
 
@@ -12,8 +11,9 @@ import click
 
 from kubelite.client.kubeconfig import KubeConfigError
 from kubelite.client.leaderelection import leader_election_config, leader_election_options
+from kubelite.machinery.process import configure_logging, until_signalled
 from kubelite.scheduler.app import DEFAULT_PORT, LEASE_NAME, LeaderElectionLost, SchedulerOptions, run
-from kubelite.scheduler.config import ConfigError, SchedulerConfiguration
+from kubelite.scheduler.config import ConfigError
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -28,8 +28,7 @@ from kubelite.scheduler.config import ConfigError, SchedulerConfiguration
 def main(kubeconfig: str, master: str, config_file: str, bind_address: str, secure_port: int,
          max_in_flight_bindings: int, verbosity: int, **election: Any) -> None:
     """The kubelite scheduler: binds pending pods to nodes."""
-    logging.basicConfig(level=logging.DEBUG if verbosity >= 4 else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(verbosity)
     try:
         leader_election = leader_election_config(**election)
         options = SchedulerOptions(kubeconfig=kubeconfig, master=master, config_file=config_file,
@@ -41,21 +40,9 @@ def main(kubeconfig: str, master: str, config_file: str, bind_address: str, secu
         prefix = f"invalid configuration file {config_file}: " if isinstance(exc, ConfigError) else ""
         raise click.UsageError(prefix + str(exc)) from exc
     try:
-        asyncio.run(_serve(options, config))
+        asyncio.run(until_signalled(run(options, config), "kubelite-scheduler"))
     except KubeConfigError as exc:
         raise click.UsageError(str(exc)) from exc
-
-
-async def _serve(options: SchedulerOptions, config: SchedulerConfiguration) -> None:
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    try:
-        await run(options, config)
-    except asyncio.CancelledError:
-        logging.getLogger("kubelite-scheduler").info("shutting down")
     except LeaderElectionLost as exc:
         # As kube-scheduler: exit, and let the supervisor start a fresh candidate.
         logging.getLogger("kubelite-scheduler").error("%s", exc)
