@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 
 from kubelite.api.service.v1 import service_pb2_grpc as pb_grpc
 from kubelite.api.service.v1 import streaming_pb2_grpc as streaming_grpc
-from kubelite.apiserver import endpoints, http
+from kubelite.apiserver import endpoints
 from kubelite.apiserver.config import APIServerConfig
 from kubelite.apiserver.health import StorageHealth
 from kubelite.apiserver.pipeline import (
@@ -41,6 +41,7 @@ from kubelite.apiserver.streaming import KubeletDialer, PodStreamServicer
 from kubelite.apiserver.watchcache import WatchCache
 from kubelite.client.client import SERVER_KEEPALIVE_OPTIONS
 from kubelite.machinery import errors
+from kubelite.machinery.health import health_app
 from kubelite.machinery.kinds import SCHEME
 from kubelite.storage.etcd import EtcdStorage
 from kubelite.storage.interface import Storage
@@ -167,7 +168,7 @@ async def start(config: APIServerConfig, storage_factory: Callable[[APIServerCon
     checks: dict[str, Callable[[], bool]] = {"etcd": health.etcd_ok}
     for s in registry.stores.values():
         checks[f"watch-cache:{s.rt.group_resource}"] = functools.partial(health.cache_ok, s.cache)
-    runner = web.AppRunner(http.make_app(checks), access_log=None)
+    runner = web.AppRunner(health_app(checks), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.http_bind_address, config.http_port)
     await site.start()

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kubelite.client.client import Client
 from kubelite.client.events import EventRecorder
 from kubelite.client.informer_factory import SharedInformerFactory
 from kubelite.client.leaderelection import ClientLeaseStore, LeaderElector
 from kubelite.controllers.config import ControllerManagerConfig
+from kubelite.machinery.health import health_app
 
 log = logging.getLogger(__name__)
 
@@ -116,18 +116,7 @@ async def run_controllers(client: Client, config: ControllerManagerConfig) -> No
 
 
 async def _serve_http(config: ControllerManagerConfig) -> web.AppRunner:
-    async def healthz(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/livez", healthz)
-    app.router.add_get("/readyz", healthz)
-    app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(health_app({}), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.bind_address, config.secure_port)
     await site.start()

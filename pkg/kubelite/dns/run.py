@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kubelite.api.core.v1 import generated_pb2 as core_v1
 from kubelite.client.client import Client
 from kubelite.client.informer import Informer, deleted_object, meta_namespace_key, split_key
 from kubelite.dns.records import ClusterRecords
 from kubelite.dns.server import DNSServer, Resolver
+from kubelite.machinery.health import health_app
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ async def run(config: DNSConfig, on_ready: Callable[[int], None] | None = None) 
         informers = [asyncio.create_task(controller.services.run(), name="dns-informer-services"),
                      asyncio.create_task(controller.endpoints.run(), name="dns-informer-endpoints")]
         server = DNSServer(Resolver(records, config.upstreams))
-        runner = web.AppRunner(_health_app(controller), access_log=None)
+        runner = web.AppRunner(health_app({"caches-synced": lambda: controller.synced}), access_log=None)
         try:
             await runner.setup()
             await web.TCPSite(runner, config.health_address, config.health_port).start()
@@ -97,22 +97,3 @@ async def run(config: DNSConfig, on_ready: Callable[[int], None] | None = None) 
             for task in informers:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-
-
-def _health_app(controller: RecordsController) -> web.Application:
-    async def healthz(_: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    async def readyz(_: web.Request) -> web.Response:
-        if controller.synced:
-            return web.Response(text="ok")
-        return web.Response(status=503, text="caches not synced")
-
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    return app

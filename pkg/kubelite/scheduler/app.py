@@ -24,6 +24,7 @@ from kubelite.client.informer import Informer
 from kubelite.client.kubeconfig import load_kubeconfig
 from kubelite.client.leaderelection import ClientLeaseStore, LeaderElectionConfig, LeaderElector
 from kubelite.machinery.errors import StatusError
+from kubelite.machinery.health import health_app
 from kubelite.scheduler.config import SchedulerConfiguration, default_config, load_config
 from kubelite.scheduler.events import APIEventRecorder
 from kubelite.scheduler.scheduler import DEFAULT_MAX_IN_FLIGHT_BINDINGS, Scheduler
@@ -165,8 +166,6 @@ def _elector(options: SchedulerOptions, client: Client) -> Elector:
 def make_http_app(ready: Callable[[], bool], sched: Scheduler | None = None) -> web.Application:
     """/healthz, /readyz, /metrics, and /debug/pending/{namespace}/{name}: why a pod is Pending, node by node
     (beyond kube-scheduler, whose message only counts reasons)."""
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
     async def pending(request: web.Request) -> web.Response:
         key = f"{request.match_info['namespace']}/{request.match_info['name']}"
         if sched is None or key not in sched.last_error:
@@ -175,21 +174,7 @@ def make_http_app(ready: Callable[[], bool], sched: Scheduler | None = None) -> 
         lines += [f"{node:<30} {plugin:<32} {reason}" for node, plugin, reason in sched.node_reasons.get(key, [])]
         return web.Response(text="\n".join(lines) + "\n")
 
-    async def healthz(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    async def readyz(request: web.Request) -> web.Response:
-        ok = ready()
-        return web.Response(text="ok" if ok else "informers not synced", status=200 if ok else 503)
-
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/livez", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    app = health_app({"informers-synced": ready})
     app.router.add_get("/debug/pending/{namespace}/{name}", pending)
     return app
 

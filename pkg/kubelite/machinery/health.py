@@ -1,7 +1,10 @@
-"""Health, readiness and Prometheus metrics over HTTP (aiohttp).
+"""Health, readiness and Prometheus metrics over HTTP (aiohttp), for every component.
 
 HTTP is the convention for these endpoints (load balancers, systemd checks,
-Prometheus scrapers), so they sit beside the gRPC API on their own port.
+Prometheus scrapers), so they sit beside each component's gRPC or DNS port on
+their own. One app for all, so `/readyz` reads the same everywhere: one line
+per named check, 503 while any fails. Components add their own routes
+(the scheduler's `/debug/pending`) to the app before serving it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 
-def make_app(checks: Mapping[str, Callable[[], bool]]) -> web.Application:
+def health_app(checks: Mapping[str, Callable[[], bool]]) -> web.Application:
     """``checks`` names readiness checks; /readyz fails while any is false."""
 
     async def healthz(request: web.Request) -> web.Response:
