@@ -179,9 +179,8 @@ class ResourceStore:
         co = self.cache.get(self.key(namespace, name)) if self.cache.ready else None
         if co is None:
             return await self._read(namespace, name)
-        obj = type(co.obj)()
-        obj.CopyFrom(co.obj)
-        return Stored(obj, co.raw, co.revision, current=False)
+        # ``co.obj`` is decoded afresh for each caller: ours to change.
+        return Stored(co.obj, co.raw, co.revision, current=False)
 
     # --- helpers ---------------------------------------------------------
 
@@ -285,21 +284,14 @@ class ResourceStore:
         co = self.cache.get(self.key(namespace, name))
         if co is None:
             raise errors.not_found(self.rt.group, self.rt.resource, name)
-        obj = type(co.obj)()
-        obj.CopyFrom(co.obj)
-        return obj
+        return co.obj  # decoded afresh: the caller's own copy
 
     async def list_objects(self, namespace: str, label_selector: str = "",
                            field_selector: str = "") -> builtins.list[Message]:
         """Matching objects, decoded and consistent with etcd (for subresources and DeleteCollection)."""
         flt = self.make_filter(namespace, label_selector, field_selector)
         await self._wait_cache("")
-        out: builtins.list[Message] = []
-        for co in self.cache.list(flt)[0]:
-            obj = type(co.obj)()
-            obj.CopyFrom(co.obj)
-            out.append(obj)
-        return out
+        return [co.obj for co in self.cache.list(flt)[0]]  # each decoded afresh: the caller's own copy
 
     def make_filter(self, namespace: str, label_selector: str, field_selector: str) -> Filter:
         labels = selectors.parse_label_selector(label_selector) if label_selector else None
