@@ -161,16 +161,10 @@ class _Merged:
             into.setdefault(str(entry["name"]), body)
 
 
-def write_kubeconfig(path: str | os.PathLike[str], server: str, cluster_name: str = "kubelite",
-                     namespace: str = DEFAULT_NAMESPACE) -> None:
-    """Writes a one-cluster kubeconfig whose current context points at ``server``.
-
-    The file is replaced atomically and readable by its owner only, because
-    once authentication exists it will hold credentials.
-    """
-    target = Path(path).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    doc = {
+def kubeconfig_document(server: str, cluster_name: str = "kubelite",
+                        namespace: str = DEFAULT_NAMESPACE) -> dict[str, Any]:
+    """A one-cluster kubeconfig (cluster, user and context all named ``cluster_name``) pointing at ``server``."""
+    return {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": cluster_name, "cluster": {"server": server}}],
@@ -180,10 +174,26 @@ def write_kubeconfig(path: str | os.PathLike[str], server: str, cluster_name: st
         "current-context": cluster_name,
         "preferences": {},
     }
+
+
+def write_kubeconfig(path: str | os.PathLike[str], server: str, cluster_name: str = "kubelite",
+                     namespace: str = DEFAULT_NAMESPACE) -> None:
+    """Writes a one-cluster kubeconfig whose current context points at ``server``."""
+    write_kubeconfig_document(path, kubeconfig_document(server, cluster_name, namespace))
+
+
+def write_kubeconfig_document(path: str | os.PathLike[str], doc: Mapping[str, Any]) -> None:
+    """Writes a kubeconfig document.
+
+    The file is replaced atomically and readable by its owner only, because
+    once authentication exists it will hold credentials.
+    """
+    target = Path(path).expanduser()
+    target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".kubeconfig-", dir=target.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            yaml.safe_dump(doc, f, sort_keys=False)
+            yaml.safe_dump(dict(doc), f, sort_keys=False)
         os.chmod(tmp, 0o600)
         os.replace(tmp, target)
     except BaseException:

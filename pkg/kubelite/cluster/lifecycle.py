@@ -23,7 +23,6 @@ import hashlib
 import ipaddress
 import json
 import os
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import yaml
 
 from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.client.client import Client
+from kubelite.client.kubeconfig import kubeconfig_document, write_kubeconfig_document
 from kubelite.cluster import images, spec
 from kubelite.cluster.docker import Docker, DockerError, ids, inspect
 from kubelite.cluster.node import unit
@@ -440,29 +440,7 @@ def default_kubeconfig_path() -> Path:
 
 
 def kubeconfig_doc(cluster: str, server: str) -> dict[str, Any]:
-    ctx = context_name(cluster)
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": ctx, "cluster": {"server": server}}],
-        "users": [{"name": ctx, "user": {}}],
-        "contexts": [{"name": ctx, "context": {"cluster": ctx, "user": ctx, "namespace": "default"}}],
-        "current-context": ctx,
-        "preferences": {},
-    }
-
-
-def _write_atomic(target: Path, doc: dict[str, Any]) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".kubeconfig-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            yaml.safe_dump(doc, f, sort_keys=False)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return kubeconfig_document(server, context_name(cluster))
 
 
 def _read_kubeconfig(target: Path) -> dict[str, Any]:
@@ -489,7 +467,7 @@ def write_host_kubeconfig(cluster: str, server: str, path: str = "") -> str:
     doc.setdefault("apiVersion", "v1")
     doc.setdefault("kind", "Config")
     doc["current-context"] = ctx
-    _write_atomic(target, doc)
+    write_kubeconfig_document(target, doc)
     return str(target)
 
 
@@ -508,7 +486,7 @@ def remove_from_kubeconfig(cluster: str, path: str = "") -> bool:
         doc["current-context"] = ""
         changed = True
     if changed:
-        _write_atomic(target, doc)
+        write_kubeconfig_document(target, doc)
     return changed
 
 
