@@ -1,6 +1,6 @@
 """End to end: a real local cluster of node containers, driven through the installed ``kubelite`` binary.
 
-One cluster for the module (3 etcd members, the control plane, 2 workers, each
+The tier's one cluster (conftest.py: 3 etcd members, the control plane, 3 workers, each
 a container booting systemd, the nodes with their own dockerd), started by
 ``kubelite cluster up`` exactly as a user types it, and removed by ``cluster
 down``; the last test checks that nothing labelled with its name is left.
@@ -13,84 +13,19 @@ from __future__ import annotations
 import ipaddress
 import json
 import pathlib
-import secrets
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 import yaml
 
 from kubelite.cluster.images import pause_image
+from tests.support.e2e import KUBELITE, Cluster, k, kl, labelled, run, unique_name, web_pods
 
 # The first test may rebuild the node image (a code change): minutes on a loaded 2-core machine.
 pytestmark = pytest.mark.timeout(900)
-
-KUBELITE = str(pathlib.Path(sys.executable).parent / "kubelite")
-LABEL = "io.kubelite.cluster"
-
-
-@dataclass(frozen=True)
-class Cluster:
-    name: str
-    kubeconfig: str
-
-    @property
-    def control_plane(self) -> str:
-        return f"{self.name}-control-plane"
-
-    @property
-    def workers(self) -> list[str]:
-        return [f"{self.name}-worker", f"{self.name}-worker2"]
-
-    @property
-    def etcd(self) -> list[str]:
-        return [f"{self.name}-etcd{i}" for i in (1, 2, 3)]
-
-
-def run(*args: str, code: int | None = 0, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
-    if code is not None:
-        assert r.returncode == code, f"{' '.join(args)}: exit {r.returncode}\n{r.stdout}\n{r.stderr}"
-    assert "Traceback" not in r.stderr, r.stderr
-    return r
-
-
-def kl(*args: str, code: int | None = 0, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return run(KUBELITE, *args, code=code, timeout=timeout)
-
-
-def labelled(name: str) -> dict[str, list[str]]:
-    flt = f"label={LABEL}={name}"
-    return {
-        "containers": run("docker", "ps", "-a", "-q", "--filter", flt).stdout.split(),
-        "volumes": run("docker", "volume", "ls", "-q", "--filter", flt).stdout.split(),
-        "networks": run("docker", "network", "ls", "-q", "--filter", flt).stdout.split(),
-    }
-
-
-def unique_name(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(3)}"
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    name = unique_name("e2e")
-    with tempfile.TemporaryDirectory(prefix="kubelite-e2e-cluster-") as tmp:
-        kubeconfig = str(pathlib.Path(tmp) / "kubeconfig")
-        start = time.monotonic()
-        try:
-            r = kl("cluster", "up", "--name", name, "--workers", "2", "--kubeconfig", kubeconfig)
-            # Reported, never asserted: the figure the issue asks for.
-            print(f"\ncluster up --workers 2: {time.monotonic() - start:.1f}s\n{r.stderr}")
-            yield Cluster(name, kubeconfig)
-        finally:
-            kl("cluster", "down", "--name", name, "--kubeconfig", kubeconfig, code=None)
-
 
 def test_a_failed_up_names_its_step_shows_the_journal_and_removes_everything() -> None:
     name = unique_name("e2e-fail")
@@ -162,7 +97,7 @@ def test_the_api_keeps_answering_with_one_etcd_member_stopped(cluster: Cluster) 
 
 def test_a_second_up_with_the_same_name_is_a_clear_error(cluster: Cluster) -> None:
     before = labelled(cluster.name)
-    r = kl("cluster", "up", "--name", cluster.name, "--workers", "2", "--kubeconfig", cluster.kubeconfig, code=1)
+    r = kl("cluster", "up", "--name", cluster.name, "--workers", "3", "--kubeconfig", cluster.kubeconfig, code=1)
     assert f'cluster "{cluster.name}" already exists' in r.stderr
     assert f"kubelite cluster down --name {cluster.name}" in r.stderr
     assert labelled(cluster.name) == before
@@ -170,7 +105,7 @@ def test_a_second_up_with_the_same_name_is_a_clear_error(cluster: Cluster) -> No
 
 def test_list_kubeconfig_and_load_image(cluster: Cluster) -> None:
     rows = [line.split() for line in kl("cluster", "list").stdout.splitlines()]
-    assert [cluster.name, "3", "1", "2", "6/6"] in rows
+    assert [cluster.name, "3", "1", "3", "7/7"] in rows
     doc = yaml.safe_load(kl("cluster", "kubeconfig", "--name", cluster.name).stdout)
     mine = yaml.safe_load(pathlib.Path(cluster.kubeconfig).read_text())
     assert doc["clusters"][0]["cluster"]["server"] == mine["clusters"][0]["cluster"]["server"]
@@ -200,36 +135,6 @@ def test_logs_collects_every_containers_journal_and_docker_state(cluster: Cluste
 
 
 # --- a workload on the cluster: the scheduler, controllers and kubelets together ------------------------
-
-
-DEMO = pathlib.Path(__file__).resolve().parents[2] / "examples" / "demo"
-
-
-def k(cluster: Cluster, *args: str, code: int | None = 0, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return kl("--kubeconfig", cluster.kubeconfig, *args, code=code, timeout=timeout)
-
-
-def web_pods(cluster: Cluster) -> list[dict[str, object]]:
-    doc = json.loads(k(cluster, "get", "pods", "-l", "app=web", "-o", "json").stdout)
-    return list(doc["items"])
-
-
-@pytest.fixture(scope="module")
-def demo(cluster: Cluster) -> Cluster:
-    """The `make up` demo: busybox image loaded into the nodes, 3 web replicas, waited for until available."""
-    image = run(sys.executable, "-c", "import docker\nfrom kubelite.runtime.images import ensure_busybox_image\n"
-                                      "print(ensure_busybox_image(docker.APIClient()))").stdout.strip()
-    kl("cluster", "load-image", image, "--name", cluster.name)
-    k(cluster, "apply", "-f", str(DEMO))
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        ready = k(cluster, "get", "deploy", "web", "-o", "jsonpath={.status.availableReplicas}").stdout.strip()
-        if ready == "3":
-            return cluster
-        time.sleep(1)
-    print(k(cluster, "describe", "deploy", "web", code=None).stdout)
-    print(k(cluster, "get", "pods", "-o", "wide", code=None).stdout)
-    pytest.fail("the demo Deployment did not become available")
 
 
 def test_the_demo_runs_on_the_nodes_with_pod_ips_from_their_cidrs(demo: Cluster) -> None:
@@ -373,6 +278,7 @@ def test_a_kubelet_restart_keeps_its_pods_containers(demo: Cluster) -> None:
     assert after and after[0]["status"]["containerStatuses"][0].get("restartCount", 0) == 0  # type: ignore[index]
 
 
+@pytest.mark.last
 def test_down_leaves_nothing_labelled_behind(cluster: Cluster) -> None:
     assert all(labelled(cluster.name).values())
     kl("cluster", "down", "--name", cluster.name, "--kubeconfig", cluster.kubeconfig)
