@@ -35,7 +35,8 @@ from kubelite.apiserver.pipeline import (
 )
 from kubelite.apiserver.priority import PriorityAdmission, bootstrap_priority_classes
 from kubelite.apiserver.registry.all import build_strategies, build_subresources
-from kubelite.apiserver.service import DiscoveryServicer, Registry, ResourceServicer
+from kubelite.apiserver.rest.handlers import RestAPI
+from kubelite.apiserver.service import VERSION, DiscoveryServicer, Registry, ResourceServicer
 from kubelite.apiserver.store import ResourceStore
 from kubelite.apiserver.streaming import KubeletDialer, PodStreamServicer
 from kubelite.apiserver.watchcache import WatchCache
@@ -150,7 +151,8 @@ async def start(config: APIServerConfig, storage_factory: Callable[[APIServerCon
     pb_grpc.add_ResourceServiceServicer_to_server(ResourceServicer(registry, pipeline), server)
     pb_grpc.add_DiscoveryServiceServicer_to_server(DiscoveryServicer(registry), server)
     kubelets = KubeletDialer()
-    streaming_grpc.add_PodStreamServiceServicer_to_server(PodStreamServicer(registry, pipeline, kubelets), server)
+    streams = PodStreamServicer(registry, pipeline, kubelets)
+    streaming_grpc.add_PodStreamServiceServicer_to_server(streams, server)
     grpc_port = server.add_insecure_port(f"{_host(config.bind_address)}:{config.secure_port}")
     if grpc_port == 0:
         raise OSError(f"cannot listen on {config.bind_address}:{config.secure_port}")
@@ -168,13 +170,16 @@ async def start(config: APIServerConfig, storage_factory: Callable[[APIServerCon
     checks: dict[str, Callable[[], bool]] = {"etcd": health.etcd_ok}
     for s in registry.stores.values():
         checks[f"watch-cache:{s.rt.group_resource}"] = functools.partial(health.cache_ok, s.cache)
-    runner = web.AppRunner(health_app(checks), access_log=None)
+    # One HTTP port for health, metrics and Kubernetes' REST API, as kube-apiserver serves them.
+    app = health_app(checks, client_max_size=config.max_request_bytes)
+    RestAPI(registry, pipeline, streams, VERSION).add_routes(app)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.http_bind_address, config.http_port)
     await site.start()
     http_port = runner.addresses[0][1] if runner.addresses else config.http_port
-    log.info("serving the API on %s:%d (gRPC), health and metrics on %s:%d", config.bind_address, grpc_port,
-             config.http_bind_address, http_port)
+    log.info("serving the API on %s:%d (gRPC), the REST API, health and metrics on %s:%d", config.bind_address,
+             grpc_port, config.http_bind_address, http_port)
     health.start()  # last: nothing after it can fail and leave the task unowned
     return APIServer(config, storage, registry, server, runner, grpc_port, http_port, kubernetes_service, kubelets,
                      health)

@@ -25,7 +25,7 @@ from google.protobuf.message import Message
 from kubelite.api.core.v1 import generated_pb2 as core_v1
 from kubelite.api.service.v1 import streaming_pb2 as st
 from kubelite.api.service.v1 import streaming_pb2_grpc as st_grpc
-from kubelite.apiserver.pipeline import Attributes, Pipeline, UserInfo
+from kubelite.apiserver.pipeline import Attributes, Pipeline, RequestInfo, UserInfo
 from kubelite.apiserver.service import Registry, request_info
 from kubelite.client.client import translate_grpc_error
 from kubelite.machinery import errors
@@ -91,7 +91,7 @@ class PodStreamServicer(st_grpc.PodStreamServiceServicer):
         self._pipeline = pipeline
         self._dialer = dialer
 
-    async def _target(self, context: grpc.aio.ServicerContext[Any, Any], subresource: str, namespace: str,
+    async def _target(self, info: RequestInfo, subresource: str, namespace: str,
                       name: str, container: str | None) -> tuple[core_v1.Pod, str, str]:
         """Authorizes the call; returns the pod, the chosen container and the kubelet's address."""
         store = self._pods
@@ -100,7 +100,7 @@ class PodStreamServicer(st_grpc.PodStreamServiceServicer):
             verb = "get" if subresource == "log" else "create"
             return Attributes(user, verb, store.rt, namespace, name, subresource=subresource)
 
-        await self._pipeline.check(request_info(context), make)
+        await self._pipeline.check(info, make)
         pod = await store.get(namespace, name)
         assert isinstance(pod, core_v1.Pod)
         if not pod.spec.node_name:
@@ -113,23 +113,28 @@ class PodStreamServicer(st_grpc.PodStreamServiceServicer):
     async def Log(self, request: st.PodLogRequest,
                   context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[st.PodLogChunk]:
         try:
-            pod, container, target = await self._target(context, "log", request.namespace, request.name,
-                                                        request.container)
-            if request.since_time and request.HasField("since_seconds"):
-                raise errors.bad_request("at most one of sinceTime or sinceSeconds may be specified")
-            forwarded = st.PodLogRequest()
-            forwarded.CopyFrom(request)
-            forwarded.container, forwarded.pod_uid = container, pod.metadata.uid
-            call = self._dialer.stub(target).Log(forwarded)
-            try:
-                async for chunk in call:
-                    yield chunk
-            except grpc.aio.AioRpcError as exc:
-                raise translate_grpc_error(exc, target) from exc
-            finally:
-                call.cancel()
+            async for chunk in self.log(request_info(context), request):
+                yield chunk
         except errors.StatusError as exc:
             await _abort(context, exc)
+
+    async def log(self, info: RequestInfo, request: st.PodLogRequest) -> AsyncIterator[st.PodLogChunk]:
+        """A pod's log from its kubelet; gRPC's Log and the REST API's pods/log both serve this."""
+        pod, container, target = await self._target(info, "log", request.namespace, request.name,
+                                                    request.container)
+        if request.since_time and request.HasField("since_seconds"):
+            raise errors.bad_request("at most one of sinceTime or sinceSeconds may be specified")
+        forwarded = st.PodLogRequest()
+        forwarded.CopyFrom(request)
+        forwarded.container, forwarded.pod_uid = container, pod.metadata.uid
+        call = self._dialer.stub(target).Log(forwarded)
+        try:
+            async for chunk in call:
+                yield chunk
+        except grpc.aio.AioRpcError as exc:
+            raise translate_grpc_error(exc, target) from exc
+        finally:
+            call.cancel()
 
     async def Exec(self, request_iterator: AsyncIterator[st.StreamFrame],
                    context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[st.StreamFrame]:
@@ -148,8 +153,8 @@ class PodStreamServicer(st_grpc.PodStreamServiceServicer):
             start = first.start
             if subresource == "exec" and not start.command:
                 raise errors.bad_request("you must specify at least one command for the container")
-            pod, container, target = await self._target(context, subresource, start.namespace, start.name,
-                                                        start.container)
+            pod, container, target = await self._target(request_info(context), subresource, start.namespace,
+                                                        start.name, start.container)
             opening = st.StreamFrame()
             opening.CopyFrom(first)
             opening.start.container, opening.start.pod_uid = container, pod.metadata.uid
@@ -167,7 +172,8 @@ class PodStreamServicer(st_grpc.PodStreamServiceServicer):
             start = first.start
             if not 0 < start.port < 65536:
                 raise errors.bad_request(f"invalid port {start.port}: must be between 1 and 65535")
-            pod, _, target = await self._target(context, "portforward", start.namespace, start.name, None)
+            pod, _, target = await self._target(request_info(context), "portforward", start.namespace, start.name,
+                                                None)
             opening = st.PortForwardFrame()
             opening.CopyFrom(first)
             opening.start.pod_uid = pod.metadata.uid

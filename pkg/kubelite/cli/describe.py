@@ -18,7 +18,11 @@ from typing import Any
 from kubelite.cli.clientset import Session
 from kubelite.cli.errors import format_status_error
 from kubelite.cli.get import no_resources_message
-from kubelite.cli.printers import (
+from kubelite.cli.resources import meta, namespace_for, parse_targets, to_dict
+from kubelite.machinery.errors import StatusError
+from kubelite.machinery.patch import LAST_APPLIED_ANNOTATION as LAST_APPLIED
+from kubelite.machinery.scheme import ResourceType, Scheme
+from kubelite.machinery.tables import (
     NONE,
     Obj,
     age,
@@ -30,10 +34,6 @@ from kubelite.cli.printers import (
     node_roles,
     parse_time,
 )
-from kubelite.cli.resources import meta, namespace_for, parse_targets, to_dict
-from kubelite.machinery.errors import StatusError
-from kubelite.machinery.patch import LAST_APPLIED_ANNOTATION as LAST_APPLIED
-from kubelite.machinery.scheme import ResourceType, Scheme
 
 PADDING = 2
 

@@ -15,10 +15,8 @@ from typing import Any
 from kubelite.cli.clientset import Session, close_iterator
 from kubelite.cli.errors import CliError, format_status_error
 from kubelite.cli.printers import (
-    TABLES,
     CustomColumnsPrinter,
     JSONPathPrinter,
-    Obj,
     TableOptions,
     TablePrinter,
     TemplatePrinter,
@@ -30,6 +28,7 @@ from kubelite.cli.printers import (
 from kubelite.cli.resources import Target, kind_ref, namespace_for, object_ref, parse_targets, to_dict
 from kubelite.machinery.errors import StatusError
 from kubelite.machinery.scheme import ResourceType, Scheme
+from kubelite.machinery.tables import TABLES, Obj
 
 
 def output_printer(opts: GetOptions) -> TemplatePrinter | None:

@@ -327,6 +327,25 @@ def decode_into(data: Mapping[str, Any], message_type: type[M], path: str = "") 
     return msg
 
 
+def decode_unknown_allowed(data: Mapping[str, Any], message_type: type[M]) -> tuple[M, list[str]]:
+    """Like ``decode_into``, but fields the type does not have are dropped and returned by path.
+
+    The REST API's ``fieldValidation=Ignore|Warn``: the object is accepted
+    without them (Warn reports each as a warning); every other problem (a
+    wrong type, an invalid value) still refuses the request.
+    """
+    msg = message_type()
+    errors: list[FieldError] = []
+    if not isinstance(data, Mapping):
+        errors.append(_type_error("<root>", "object", data))
+    else:
+        _decode_message(data, msg, message_info(_descriptor(msg)), "", errors)
+    unknown = [e.field for e in errors if e.type == "UnknownField"]
+    if len(unknown) < len(errors):
+        raise _decode_error([e for e in errors if e.type != "UnknownField"], message_type.DESCRIPTOR.name)
+    return msg, unknown
+
+
 @overload
 def from_json_bytes(data: bytes | str, message_type: type[M], scheme: Scheme | None = None) -> M: ...
 @overload

@@ -15,8 +15,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 
-def health_app(checks: Mapping[str, Callable[[], bool]]) -> web.Application:
-    """``checks`` names readiness checks; /readyz fails while any is false."""
+def health_app(checks: Mapping[str, Callable[[], bool]], client_max_size: int = 1024**2) -> web.Application:
+    """``checks`` names readiness checks; /readyz fails while any is false.
+
+    ``client_max_size`` bounds request bodies: the API server's REST API shares this application.
+    """
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -34,7 +37,7 @@ def health_app(checks: Mapping[str, Callable[[], bool]]) -> web.Application:
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app = web.Application()
+    app = web.Application(client_max_size=client_max_size)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/livez", healthz)
     app.router.add_get("/readyz", readyz)

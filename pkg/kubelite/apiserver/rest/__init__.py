@@ -1,0 +1,1 @@
+"""Kubernetes' HTTP API (REST) beside the gRPC API: kubectl and client libraries use it."""

@@ -1,0 +1,661 @@
+"""Kubernetes' HTTP API in front of the same pipeline and stores as the gRPC API.
+
+kubectl, the official client libraries and client-go programs speak this
+API; kubelite's own components speak gRPC. Both front ends call the same
+``Pipeline`` (authentication, authorization), the same ``ResourceStore``
+verbs and the same subresource routes, so objects, resourceVersions and
+errors are the same whichever way they arrive. What lives here is only the
+HTTP shape: paths, query parameters, content types, Status bodies with the
+right code, Tables, and watches as newline-delimited JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from aiohttp import web
+from google.protobuf.message import Message
+from multidict import MultiMapping
+
+from kubelite.api.service.v1 import streaming_pb2 as st
+from kubelite.apiserver import metrics
+from kubelite.apiserver.pipeline import Attributes, Pipeline, RequestInfo, UserInfo
+from kubelite.apiserver.rest import discovery, openapi, paths, tables
+from kubelite.apiserver.rest.paths import Target
+from kubelite.apiserver.service import Registry
+from kubelite.apiserver.store import ResourceStore
+from kubelite.apiserver.streaming import PodStreamServicer
+from kubelite.machinery import codec, errors
+from kubelite.machinery.patch import JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH
+
+log = logging.getLogger(__name__)
+
+APPLY_PATCH = "application/apply-patch+yaml"
+PATCH_TYPES = (STRATEGIC_MERGE_PATCH, MERGE_PATCH, JSON_PATCH)
+PROTOBUF = "application/vnd.kubernetes.protobuf"
+JSON_TYPES = ("", "application/json", "*/*")
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
+FIELD_VALIDATION = ("Ignore", "Warn", "Strict")
+INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+# Kinds whose DELETE answers with the deleted object rather than a Status, as kube-apiserver's registries do.
+RETURN_DELETED_OBJECT = frozenset({("", "pods"), ("", "services")})
+TRUE = ("true", "1")
+
+
+@dataclass(frozen=True)
+class Query:
+    """The query parameters every verb may read, validated once."""
+
+    label_selector: str
+    field_selector: str
+    resource_version: str
+    resource_version_match: str
+    limit: int
+    continue_token: str
+    watch: bool
+    allow_bookmarks: bool
+    timeout_seconds: int | None
+    send_initial_events: bool | None
+    dry_run: bool
+    field_validation: str
+    include_object: str
+
+    @classmethod
+    def parse(cls, q: Mapping[str, str]) -> Query:
+        def integer(name: str) -> int | None:
+            raw = q.get(name)
+            if raw is None or raw == "":
+                return None
+            try:
+                return int(raw)
+            except ValueError:
+                raise errors.bad_request(f'invalid value "{raw}" for {name}: must be an integer') from None
+
+        dry = q.getall("dryRun", []) if isinstance(q, MultiMapping) else [q.get("dryRun", "")]
+        for value in dry:
+            if value not in ("", "All"):
+                raise errors.bad_request(f'unsupported dryRun value "{value}": the only supported value is "All"')
+        validation = q.get("fieldValidation", "") or "Warn"
+        if validation not in FIELD_VALIDATION:
+            raise errors.bad_request(f'invalid fieldValidation value "{validation}": must be one of '
+                                     f"{', '.join(FIELD_VALIDATION)}")
+        include = q.get("includeObject", "") or "Metadata"
+        if include not in tables.INCLUDE_OBJECT:
+            raise errors.bad_request(f'invalid includeObject value "{include}": must be one of '
+                                     f"{', '.join(tables.INCLUDE_OBJECT)}")
+        match = q.get("resourceVersionMatch", "")
+        if match not in ("", "NotOlderThan", "Exact"):
+            raise errors.bad_request(f'invalid resourceVersionMatch value "{match}": must be NotOlderThan or Exact')
+        initial = q.get("sendInitialEvents")
+        limit = integer("limit") or 0
+        return cls(
+            label_selector=q.get("labelSelector", ""), field_selector=q.get("fieldSelector", ""),
+            resource_version=q.get("resourceVersion", ""), resource_version_match=match, limit=limit,
+            continue_token=q.get("continue", ""), watch=q.get("watch", "").lower() in TRUE,
+            allow_bookmarks=q.get("allowWatchBookmarks", "").lower() in TRUE,
+            timeout_seconds=integer("timeoutSeconds"),
+            send_initial_events=None if initial is None else initial.lower() in TRUE,
+            dry_run="All" in dry, field_validation=validation, include_object=include)
+
+
+def status_body(exc: errors.StatusError) -> dict[str, Any]:
+    body = codec.encode(exc.to_status())
+    body.setdefault("metadata", {})
+    return body
+
+
+def json_response(data: Any, status: int = 200, content_type: str = "application/json",
+                  warnings: list[str] | None = None) -> web.Response:
+    headers = {"Content-Type": content_type}
+    resp = web.Response(body=json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(), status=status,
+                        headers=headers)
+    for w in warnings or ():
+        resp.headers.add("Warning", '299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return resp
+
+
+def error_response(exc: errors.StatusError) -> web.Response:
+    resp = json_response(status_body(exc), status=exc.code)
+    if exc.retry_after_seconds:
+        resp.headers["Retry-After"] = str(exc.retry_after_seconds)
+    return resp
+
+
+def request_info(request: web.Request) -> RequestInfo:
+    meta = tuple(("authorization", v) for v in request.headers.getall("Authorization", ()))
+    peer = request.remote or ""
+    return RequestInfo(meta, peer)
+
+
+def _media(request: web.Request) -> str:
+    return request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+
+
+class RestAPI:
+    """The handlers; ``add_routes`` puts them on the API server's HTTP application."""
+
+    def __init__(self, registry: Registry, pipeline: Pipeline, streams: PodStreamServicer, server_version: str,
+                 ) -> None:
+        self.registry = registry
+        self.pipeline = pipeline
+        self.streams = streams
+        self.server_version = server_version
+        self.openapi = openapi.OpenAPI(registry)
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/version", self.version)
+        app.router.add_get("/version/", self.version)
+        app.router.add_get("/api", self.api)
+        app.router.add_get("/api/", self.api)
+        app.router.add_get("/apis", self.apis)
+        app.router.add_get("/apis/", self.apis)
+        app.router.add_get("/openapi/v3", self.openapi_index)
+        app.router.add_get("/openapi/v3/{gv:.+}", self.openapi_document)
+        app.router.add_route("*", "/api/{tail:.+}", self.resource)
+        app.router.add_route("*", "/apis/{tail:.+}", self.resource)
+
+    # --- discovery -----------------------------------------------------------------------------------
+
+    async def version(self, request: web.Request) -> web.Response:
+        return json_response(discovery.version(self.server_version))
+
+    @staticmethod
+    def _aggregated(request: web.Request) -> str:
+        accept = request.headers.get("Accept", "")
+        for part in accept.split(","):
+            if "as=apigroupdiscoverylist" in part.replace(" ", "").lower():
+                v2beta1 = "v=v2beta1" in part.replace(" ", "")
+                return discovery.AGGREGATED_CONTENT_TYPE_V2BETA1 if v2beta1 else discovery.AGGREGATED_CONTENT_TYPE
+            if part.split(";")[0].strip() in ("application/json", "*/*"):
+                return ""
+        return ""
+
+    async def api(self, request: web.Request) -> web.Response:
+        aggregated = self._aggregated(request)
+        if aggregated:
+            doc = discovery.aggregated(self.registry, legacy=True)
+            doc["apiVersion"] = "apidiscovery.k8s.io/" + ("v2beta1" if "v2beta1" in aggregated else "v2")
+            return json_response(doc, content_type=aggregated)
+        doc = discovery.api_versions()
+        doc["serverAddressByClientCIDRs"][0]["serverAddress"] = request.host
+        return json_response(doc)
+
+    async def apis(self, request: web.Request) -> web.Response:
+        aggregated = self._aggregated(request)
+        if aggregated:
+            doc = discovery.aggregated(self.registry, legacy=False)
+            doc["apiVersion"] = "apidiscovery.k8s.io/" + ("v2beta1" if "v2beta1" in aggregated else "v2")
+            return json_response(doc, content_type=aggregated)
+        return json_response(discovery.api_group_list(self.registry))
+
+    async def openapi_index(self, request: web.Request) -> web.Response:
+        return json_response(self.openapi.index())
+
+    async def openapi_document(self, request: web.Request) -> web.Response:
+        doc = self.openapi.document(request.match_info["gv"])
+        if doc is None:
+            return error_response(errors.not_found("", "", request.path))
+        return json_response(doc)
+
+    # --- resources -----------------------------------------------------------------------------------
+
+    async def resource(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        verb, group, resource, code = request.method.lower(), "", "", "200"
+        try:
+            target = paths.parse(request.path)
+            if target is None or target.resource == "":
+                return await self._group_documents(request)
+            group, resource = target.group, target.resource
+            store = self._store(target)
+            if store is None:
+                return await self._group_documents(request)
+            query = Query.parse(request.query)
+            resp = await self._dispatch(request, target, store, query)
+            code = str(resp.status)
+            return resp
+        except errors.StatusError as exc:
+            code = str(exc.code)
+            return error_response(exc)
+        except web.HTTPRequestEntityTooLarge as exc:
+            code = "413"
+            return error_response(errors.too_large(f"the request is too large: {exc.text}"))
+        except Exception as exc:
+            code = "500"
+            log.exception("%s %s: unexpected failure", request.method, request.path)
+            return error_response(errors.internal(f"{type(exc).__name__}: {exc}"))
+        finally:
+            metrics.REQUESTS.labels(verb, group, resource, code).inc()
+            metrics.LATENCY.labels(verb, group, resource).observe(time.perf_counter() - started)
+
+    async def _group_documents(self, request: web.Request) -> web.Response:
+        """/api/v1, /apis/<group> and /apis/<group>/<version>: the documents under the resource paths."""
+        parts = [p for p in request.path.split("/") if p]
+        if request.method != "GET":
+            raise errors.method_not_supported("", request.path, request.method.lower())
+        doc: dict[str, Any] | None = None
+        if parts[0] == "api" and len(parts) == 2:
+            doc = discovery.api_resource_list(self.registry, "", parts[1])
+        elif parts[0] == "apis" and len(parts) == 2:
+            doc = discovery.api_group(self.registry, parts[1])
+        elif parts[0] == "apis" and len(parts) == 3:
+            doc = discovery.api_resource_list(self.registry, parts[1], parts[2])
+        if doc is None:
+            raise errors.StatusError("NotFound", "the server could not find the requested resource")
+        return json_response(doc)
+
+    def _store(self, target: Target) -> ResourceStore | None:
+        store = self.registry.stores.get((target.group, target.resource))
+        if store is None or store.rt.version != target.version:
+            return None
+        if target.namespace and not store.rt.namespaced:
+            raise errors.StatusError("NotFound", "the server could not find the requested resource")
+        return store
+
+    async def _attrs(self, request: web.Request, verb: str, store: ResourceStore, target: Target,
+                     dry_run: bool = False, name: str | None = None) -> Attributes:
+        namespace = target.namespace if store.rt.namespaced else ""
+
+        def make(user: UserInfo) -> Attributes:
+            return Attributes(user, verb, store.rt, namespace, target.name if name is None else name,
+                              subresource=target.subresource, dry_run=dry_run)
+
+        return await self.pipeline.check(request_info(request), make)
+
+    async def _dispatch(self, request: web.Request, target: Target, store: ResourceStore,
+                        query: Query) -> web.StreamResponse:
+        method = request.method
+        namespaced_name = bool(target.name) and store.rt.namespaced and not target.namespace
+        if namespaced_name:
+            raise errors.StatusError("NotFound", "the server could not find the requested resource")
+        if target.subresource:
+            return await self._subresource(request, target, store, query)
+        if not target.name:
+            if method == "GET":
+                if query.watch:
+                    return await self._watch(request, target, store, query)
+                return await self._list(request, target, store, query)
+            if method == "POST":
+                if store.rt.namespaced and not target.namespace:
+                    raise errors.method_not_supported(store.rt.group, store.rt.resource, "create")
+                return await self._create(request, target, store, query)
+            if method == "DELETE":
+                return await self._delete_collection(request, target, store, query)
+            raise errors.method_not_supported(store.rt.group, store.rt.resource, method.lower())
+        if method == "GET":
+            if query.watch:  # the deprecated form of a single-object watch
+                return await self._watch(request, target, store, query)
+            attrs = await self._attrs(request, "get", store, target)
+            obj = await store.get(attrs.namespace, attrs.name, query.resource_version)
+            return self._object_response(request, store, obj, query)
+        if method == "PUT":
+            return await self._update(request, target, store, query)
+        if method == "PATCH":
+            return await self._patch(request, target, store, query)
+        if method == "DELETE":
+            return await self._delete(request, target, store, query)
+        raise errors.method_not_supported(store.rt.group, store.rt.resource, method.lower())
+
+    # --- bodies --------------------------------------------------------------------------------------
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        media = _media(request)
+        if media == PROTOBUF:
+            raise errors.StatusError(
+                "UnsupportedMediaType",
+                f'the body of the request was in an unknown format - accepted media types include: '
+                f'application/json, application/yaml (kubelite does not decode {PROTOBUF}; kubectl sends JSON '
+                f'with --kube-api-content-type=application/json)')
+        return await request.read()
+
+    def _decode_doc(self, request: web.Request, body: bytes) -> dict[str, Any]:
+        media = _media(request)
+        try:
+            if media in YAML_TYPES:
+                doc = yaml.safe_load(body)
+            elif media in JSON_TYPES or media.endswith("+json"):
+                doc = json.loads(body, object_pairs_hook=_no_duplicates)
+            else:
+                raise errors.StatusError(
+                    "UnsupportedMediaType", f'the body of the request was in an unknown format "{media}" - '
+                                            f"accepted media types include: application/json, application/yaml")
+        except (ValueError, yaml.YAMLError) as exc:
+            if isinstance(exc, _DuplicateField):
+                raise errors.bad_request(f'strict decoding error: duplicate field "{exc.args[0]}"') from None
+            raise errors.bad_request(f"error decoding the request body: {exc}") from None
+        if not isinstance(doc, dict):
+            raise errors.bad_request("the request body must be an object")
+        return doc
+
+    def _decode_object(self, request: web.Request, body: bytes, message_type: type[Message],
+                       query: Query, api_version: str, kind: str) -> tuple[Message, list[str]]:
+        """The request's object, checked against the URL's kind; unknown fields per fieldValidation."""
+        doc = self._decode_doc(request, body)
+        got_version, got_kind = doc.get("apiVersion"), doc.get("kind")
+        if got_kind and got_kind != kind:
+            raise errors.bad_request(f"the object provided is of kind {got_kind}, but the resource takes {kind}")
+        if got_version and got_version != api_version:
+            raise errors.bad_request(f"the API version in the data ({got_version}) does not match the expected "
+                                     f"API version ({api_version})")
+        doc.setdefault("apiVersion", api_version)
+        doc.setdefault("kind", kind)
+        if query.field_validation == "Strict":
+            return codec.decode_into(doc, message_type), []
+        obj, unknown = codec.decode_unknown_allowed(doc, message_type)
+        warnings = [f'unknown field "{f}"' for f in unknown] if query.field_validation == "Warn" else []
+        return obj, warnings
+
+    # --- answers -------------------------------------------------------------------------------------
+
+    def _object_response(self, request: web.Request, store: ResourceStore, obj: Message, query: Query,
+                         status: int = 200, warnings: list[str] | None = None) -> web.Response:
+        data = codec.encode(obj)
+        if tables.wants_table(request.headers.get("Accept", "")) and type(obj) is store.rt.message:
+            meta = {"resourceVersion": data.get("metadata", {}).get("resourceVersion", "")}
+            doc = tables.table(store.rt.group, store.rt.kind, [data], meta, query.include_object)
+            return json_response(doc, status, warnings=warnings)
+        return json_response(data, status, warnings=warnings)
+
+    def _encode_wire(self, store: ResourceStore, wire: bytes) -> dict[str, Any]:
+        return codec.encode(store.decode(wire))
+
+    # --- verbs ---------------------------------------------------------------------------------------
+
+    async def _list(self, request: web.Request, target: Target, store: ResourceStore, query: Query,
+                    ) -> web.Response:
+        attrs = await self._attrs(request, "list", store, target)
+        rv = query.resource_version
+        if query.resource_version_match == "Exact" and not query.limit:
+            raise errors.bad_request("resourceVersionMatch=Exact is supported with limit only (a paged read "
+                                     "from etcd); use NotOlderThan for a read from the watch cache")
+        if query.resource_version_match and not rv:
+            raise errors.bad_request("resourceVersionMatch is forbidden unless resourceVersion is provided")
+        # With resourceVersion="0" Kubernetes serves the list from its cache and ignores limit; so does kubelite.
+        limit = 0 if rv == "0" else query.limit
+        page = await store.list(attrs.namespace, query.label_selector, query.field_selector, rv, limit,
+                                query.continue_token)
+        items, revision, token = page
+        meta: dict[str, Any] = {"resourceVersion": str(revision)}
+        if token:
+            meta["continue"] = token
+        if page.remaining_item_count is not None:
+            meta["remainingItemCount"] = page.remaining_item_count
+        objs = [self._encode_wire(store, wire) for wire in items]
+        if tables.wants_table(request.headers.get("Accept", "")):
+            return json_response(tables.table(store.rt.group, store.rt.kind, objs, meta, query.include_object))
+        return json_response({"kind": f"{store.rt.kind}List", "apiVersion": store.rt.api_version,
+                              "metadata": meta, "items": objs})
+
+    async def _create(self, request: web.Request, target: Target, store: ResourceStore, query: Query,
+                      ) -> web.Response:
+        body = await self._read_body(request)
+        obj, warnings = self._decode_object(request, body, store.rt.message, query, store.rt.api_version,
+                                            store.rt.kind)
+        meta: Any = obj.metadata  # type: ignore[attr-defined]
+        if store.rt.namespaced:
+            if meta.namespace and meta.namespace != target.namespace:
+                raise errors.bad_request("the namespace of the provided object does not match the namespace sent "
+                                         "on the request")
+            meta.namespace = target.namespace
+        attrs = await self._attrs(request, "create", store, target, query.dry_run, name=meta.name)
+        created = await store.create(attrs, obj)
+        return self._object_response(request, store, created, query, 201, warnings)
+
+    async def _update(self, request: web.Request, target: Target, store: ResourceStore, query: Query,
+                      ) -> web.Response:
+        body = await self._read_body(request)
+        obj, warnings = self._decode_object(request, body, store.rt.message, query, store.rt.api_version,
+                                            store.rt.kind)
+        meta: Any = obj.metadata  # type: ignore[attr-defined]
+        if meta.name and meta.name != target.name:
+            raise errors.bad_request(f"the name of the object ({meta.name}) does not match the name on the URL "
+                                     f"({target.name})")
+        meta.name = target.name
+        if store.rt.namespaced:
+            if meta.namespace and meta.namespace != target.namespace:
+                raise errors.bad_request("the namespace of the provided object does not match the namespace sent "
+                                         "on the request")
+            meta.namespace = target.namespace
+        attrs = await self._attrs(request, "update", store, target, query.dry_run)
+        updated = await store.update(attrs, obj)
+        return self._object_response(request, store, updated, query, 200, warnings)
+
+    @staticmethod
+    def _patch_type(request: web.Request) -> str:
+        media = _media(request)
+        if media in PATCH_TYPES:
+            return media
+        if media == APPLY_PATCH:
+            raise errors.StatusError("UnsupportedMediaType",
+                                     "server-side apply (application/apply-patch+yaml) is not supported yet: "
+                                     "use client-side apply")
+        raise errors.StatusError("UnsupportedMediaType",
+                                 f'the body of the request was in an unknown format "{media}" - accepted media '
+                                 f"types include: {', '.join(PATCH_TYPES)}")
+
+    async def _patch(self, request: web.Request, target: Target, store: ResourceStore, query: Query,
+                     ) -> web.Response:
+        patch_type = self._patch_type(request)
+        body = await self._read_body(request)
+        attrs = await self._attrs(request, "patch", store, target, query.dry_run)
+        if target.subresource:
+            obj = await self.registry.subresource(store, target.subresource).patch(store, attrs, patch_type, body)
+        else:
+            obj = await store.patch(attrs, patch_type, body)
+        return self._object_response(request, store, obj, query)
+
+    async def _delete_options(self, request: web.Request, query: Query) -> dict[str, Any]:
+        body = await self._read_body(request) if request.can_read_body else b""
+        opts: dict[str, Any] = {}
+        if body.strip():
+            opts = self._decode_doc(request, body)
+        q = request.query
+        if "propagationPolicy" in q:
+            opts["propagationPolicy"] = q["propagationPolicy"]
+        if "gracePeriodSeconds" in q:
+            opts["gracePeriodSeconds"] = q["gracePeriodSeconds"]
+        if q.get("orphanDependents", "").lower() in TRUE:
+            opts.setdefault("propagationPolicy", "Orphan")
+        policy = opts.get("propagationPolicy") or ""
+        if policy not in ("", "Orphan", "Background", "Foreground"):
+            raise errors.bad_request(f'propagationPolicy "{policy}": must be one of Orphan, Background, Foreground')
+        grace = opts.get("gracePeriodSeconds")
+        if grace is not None:
+            try:
+                opts["gracePeriodSeconds"] = int(grace)
+            except (TypeError, ValueError):
+                raise errors.bad_request(f'invalid gracePeriodSeconds "{grace}": must be an integer') from None
+        dry = opts.get("dryRun") or []
+        if any(d != "All" for d in dry):
+            raise errors.bad_request('unsupported dryRun value: the only supported value is "All"')
+        opts["dryRun"] = query.dry_run or "All" in dry
+        return opts
+
+    async def _delete(self, request: web.Request, target: Target, store: ResourceStore, query: Query,
+                      ) -> web.Response:
+        opts = await self._delete_options(request, query)
+        pre = opts.get("preconditions") or {}
+        attrs = await self._attrs(request, "delete", store, target, opts["dryRun"])
+        obj, deleted = await store.delete(attrs, propagation_policy=opts.get("propagationPolicy") or "",
+                                          uid=pre.get("uid") or "", resource_version=pre.get("resourceVersion") or "",
+                                          grace_period=opts.get("gracePeriodSeconds"))
+        if deleted and (store.rt.group, store.rt.resource) not in RETURN_DELETED_OBJECT:
+            meta: Any = obj.metadata  # type: ignore[attr-defined]
+            return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                                  "details": {"name": meta.name, "group": store.rt.group, "kind": store.rt.resource,
+                                              "uid": meta.uid}})
+        return self._object_response(request, store, obj, query)
+
+    async def _delete_collection(self, request: web.Request, target: Target, store: ResourceStore, query: Query,
+                                 ) -> web.Response:
+        opts = await self._delete_options(request, query)
+        attrs = await self._attrs(request, "deletecollection", store, target, opts["dryRun"])
+        items = await store.delete_collection(attrs, query.label_selector, query.field_selector,
+                                              propagation_policy=opts.get("propagationPolicy") or "",
+                                              grace_period=opts.get("gracePeriodSeconds"))
+        return json_response({"kind": f"{store.rt.kind}List", "apiVersion": store.rt.api_version,
+                              "metadata": {}, "items": [codec.encode(o) for o in items]})
+
+    async def _subresource(self, request: web.Request, target: Target, store: ResourceStore, query: Query,
+                           ) -> web.StreamResponse:
+        if (store.rt.group, store.rt.resource, target.subresource) == ("", "pods", "log"):
+            return await self._log(request, target)
+        sub = self.registry.subresource(store, target.subresource)
+        method = request.method
+        if method == "GET":
+            attrs = await self._attrs(request, "get", store, target)
+            return self._object_response(request, store, await sub.get(store, attrs), query)
+        if method == "PATCH":
+            return await self._patch(request, target, store, query)
+        if method not in ("PUT", "POST"):
+            raise errors.method_not_supported(store.rt.group, f"{store.rt.resource}/{sub.name}", method.lower())
+        body_type = sub.body_type(store)
+        body = await self._read_body(request)
+        api_version, kind = _group_version_kind(body_type, store)
+        obj, warnings = self._decode_object(request, body, body_type, query, api_version, kind)
+        verb = "update" if method == "PUT" else "create"
+        attrs = await self._attrs(request, verb, store, target, query.dry_run)
+        if method == "PUT":
+            result = await sub.update(store, attrs, obj)
+            return self._object_response(request, store, result, query, 200, warnings)
+        result = await sub.create(store, attrs, obj)
+        return self._object_response(request, store, result, query, 201, warnings)
+
+    async def _log(self, request: web.Request, target: Target) -> web.StreamResponse:
+        q = request.query
+        req = st.PodLogRequest(namespace=target.namespace, name=target.name, container=q.get("container", ""),
+                               follow=q.get("follow", "").lower() in TRUE,
+                               previous=q.get("previous", "").lower() in TRUE,
+                               timestamps=q.get("timestamps", "").lower() in TRUE, since_time=q.get("sinceTime", ""))
+        for param, field in (("tailLines", "tail_lines"), ("sinceSeconds", "since_seconds"),
+                             ("limitBytes", "limit_bytes")):
+            if q.get(param):
+                try:
+                    setattr(req, field, int(q[param]))
+                except ValueError:
+                    raise errors.bad_request(f'invalid {param} "{q[param]}": must be an integer') from None
+        chunks = aiter(self.streams.log(request_info(request), req))
+        # The first chunk (or the error) comes before the headers, so that a refusal is a Status with its code.
+        try:
+            first: st.PodLogChunk | None = await anext(chunks)
+        except StopAsyncIteration:
+            first = None
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
+        await resp.prepare(request)
+        with contextlib.suppress(ConnectionResetError):
+            if first is not None:
+                await resp.write(first.data)
+                async for chunk in chunks:
+                    await resp.write(chunk.data)
+            await resp.write_eof()
+        return resp
+
+    # --- watch ---------------------------------------------------------------------------------------
+
+    async def _watch(self, request: web.Request, target: Target, store: ResourceStore, query: Query,
+                     ) -> web.StreamResponse:
+        attrs = await self._attrs(request, "watch", store, target)
+        field_selector = query.field_selector
+        if target.name:
+            name_sel = f"metadata.name={target.name}"
+            field_selector = f"{field_selector},{name_sel}" if field_selector else name_sel
+        as_table = tables.wants_table(request.headers.get("Accept", ""))
+        if query.send_initial_events and not query.allow_bookmarks:
+            raise errors.invalid(store.rt.group, store.rt.kind, "", [errors.FieldError(
+                "FieldValueForbidden", "allowWatchBookmarks", "sendInitialEvents requires setting "
+                "allowWatchBookmarks to true")])
+        if query.send_initial_events and query.resource_version_match != "NotOlderThan":
+            raise errors.invalid(store.rt.group, store.rt.kind, "", [errors.FieldError(
+                "FieldValueForbidden", "resourceVersionMatch", "sendInitialEvents requires setting "
+                "resourceVersionMatch to NotOlderThan")])
+        resp = web.StreamResponse(status=200, headers={
+            "Content-Type": "application/json;as=Table;v=v1;g=meta.k8s.io" if as_table else "application/json",
+            "Cache-Control": "no-cache, private"})
+        await resp.prepare(request)
+        gauge = metrics.WATCHERS.labels(store.rt.group, store.rt.resource)
+        gauge.inc()
+        first_table = [True]
+
+        def line(event_type: str, obj: dict[str, Any]) -> bytes:
+            if as_table and event_type not in ("ERROR", "BOOKMARK"):
+                meta = {"resourceVersion": obj.get("metadata", {}).get("resourceVersion", "")}
+                obj = tables.table(store.rt.group, store.rt.kind, [obj], meta, query.include_object,
+                                   with_columns=first_table[0])
+                first_table[0] = False
+            return json.dumps({"type": event_type, "object": obj}, separators=(",", ":"),
+                              ensure_ascii=False).encode() + b"\n"
+
+        def bookmark(revision: int, initial_end: bool = False) -> bytes:
+            meta: dict[str, Any] = {"resourceVersion": str(revision)}
+            if initial_end:
+                meta["annotations"] = {INITIAL_EVENTS_END: "true"}
+            return line("BOOKMARK", {"kind": store.rt.kind, "apiVersion": store.rt.api_version, "metadata": meta})
+
+        try:
+            async with asyncio.timeout(query.timeout_seconds if query.timeout_seconds else None):
+                async for chunk in self._events(store, attrs.namespace, query, field_selector):
+                    if isinstance(chunk, _InitialEnd):
+                        await resp.write(bookmark(chunk.revision, initial_end=True))
+                    elif isinstance(chunk, int):
+                        await resp.write(bookmark(chunk))
+                    else:
+                        await resp.write(b"".join(line(t, self._encode_wire(store, wire)) for t, wire in chunk))
+        except errors.StatusError as exc:
+            with contextlib.suppress(ConnectionResetError):
+                await resp.write(line("ERROR", status_body(exc)))
+        except (TimeoutError, ConnectionResetError):
+            pass
+        finally:
+            gauge.dec()
+        with contextlib.suppress(ConnectionResetError):
+            await resp.write_eof()
+        return resp
+
+    async def _events(self, store: ResourceStore, namespace: str, query: Query, field_selector: str,
+                      ) -> AsyncIterator[Any]:
+        """The watch's chunks; with sendInitialEvents, the current state as ADDED first, then the bookmark."""
+        rv = query.resource_version
+        if query.send_initial_events:
+            items, revision, _ = await store.list(namespace, query.label_selector, field_selector, rv)
+            for i in range(0, len(items), 500):
+                yield [("ADDED", wire) for wire in items[i:i + 500]]
+            yield _InitialEnd(revision)
+            rv = str(revision)
+        async for chunk in store.watch(namespace, query.label_selector, field_selector, rv, query.allow_bookmarks):
+            yield chunk
+
+
+@dataclass(frozen=True)
+class _InitialEnd:
+    revision: int
+
+
+class _DuplicateField(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateField(key)
+        out[key] = value
+    return out
+
+
+def _group_version_kind(body_type: type[Message], store: ResourceStore) -> tuple[str, str]:
+    """apiVersion and kind of a subresource's body (the parent's own, or autoscaling/v1 Scale, policy/v1 ...)."""
+    if body_type is store.rt.message:
+        return store.rt.api_version, store.rt.kind
+    gv = discovery._body_group_version(store, body_type.DESCRIPTOR.full_name)
+    group = gv.get("group", store.rt.group)
+    ver = gv.get("version", store.rt.version)
+    return (f"{group}/{ver}" if group else ver), body_type.DESCRIPTOR.name
