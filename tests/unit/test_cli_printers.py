@@ -8,17 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kubelite.cli.printers import (
-    TABLES,
-    TableOptions,
-    TablePrinter,
-    format_endpoints,
-    format_table,
-    human_duration,
-    node_roles,
-    node_status,
-    to_yaml,
-)
+from kubelite.cli.printers import TableOptions, TablePrinter, format_table, to_yaml
+from kubelite.machinery.tables import TABLES, format_endpoints, human_duration, node_roles, node_status
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 

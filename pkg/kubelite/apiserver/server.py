@@ -66,10 +66,12 @@ class APIServer:
     kubernetes_service: endpoints.KubernetesService
     kubelets: KubeletDialer
     health: StorageHealth
+    rest: RestAPI
 
     async def stop(self, grace: float = 1.0) -> None:
         await self.kubernetes_service.stop()
         await self.grpc_server.stop(grace)
+        await self.rest.close()  # open watches first: the HTTP runner would wait for them
         await self.kubelets.close()
         await self.http_runner.cleanup()
         await self.health.stop()
@@ -172,7 +174,8 @@ async def start(config: APIServerConfig, storage_factory: Callable[[APIServerCon
         checks[f"watch-cache:{s.rt.group_resource}"] = functools.partial(health.cache_ok, s.cache)
     # One HTTP port for health, metrics and Kubernetes' REST API, as kube-apiserver serves them.
     app = health_app(checks, client_max_size=config.max_request_bytes)
-    RestAPI(registry, pipeline, streams, VERSION).add_routes(app)
+    rest = RestAPI(registry, pipeline, streams, VERSION)
+    rest.add_routes(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.http_bind_address, config.http_port)
@@ -182,7 +185,7 @@ async def start(config: APIServerConfig, storage_factory: Callable[[APIServerCon
              grpc_port, config.http_bind_address, http_port)
     health.start()  # last: nothing after it can fail and leave the task unowned
     return APIServer(config, storage, registry, server, runner, grpc_port, http_port, kubernetes_service, kubelets,
-                     health)
+                     health, rest)
 
 
 async def _maybe_start(storage: Storage) -> None:

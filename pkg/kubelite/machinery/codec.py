@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import yaml
-from google.protobuf import json_format
+from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
@@ -92,6 +92,8 @@ class FieldInfo:
     patch_strategy: str
     oneof: str
     descriptor: FieldDescriptor = field(repr=False)
+    # Written even when empty (Kubernetes' fields without omitempty; see the emit_empty option).
+    emit_empty: bool = False
 
     @property
     def is_message(self) -> bool:
@@ -114,6 +116,8 @@ class MessageInfo:
     by_number: dict[int, FieldInfo]
     # field number -> position in the output (leading fields first, then declaration order)
     rank: dict[int, int]
+    # Fields written even when unset, in output order.
+    always: tuple[FieldInfo, ...] = ()
 
 
 _INFO_CACHE: dict[str, MessageInfo] = {}
@@ -145,6 +149,7 @@ def _field_info(fd: FieldDescriptor) -> FieldInfo:
     fmt: int = ext[metav1.format] if fd.has_options else FORMAT_NONE
     merge_key: str = ext[metav1.patch_merge_key] if fd.has_options else ""
     strategy: str = ext[metav1.patch_strategy] if fd.has_options else ""
+    emit_empty: bool = ext[metav1.emit_empty] if fd.has_options else False
     msg = fd.message_type
     is_map = bool(fd.is_repeated and msg is not None and msg.GetOptions().map_entry)
     map_value: FieldInfo | None = None
@@ -169,6 +174,7 @@ def _field_info(fd: FieldDescriptor) -> FieldInfo:
         patch_strategy=strategy,
         oneof=fd.containing_oneof.name if fd.containing_oneof is not None else "",
         descriptor=fd,
+        emit_empty=emit_empty,
     )
 
 
@@ -187,7 +193,8 @@ def _build_info(descriptor: Descriptor) -> MessageInfo:
         ),
     )
     rank = {fd.number: i for i, fd in enumerate(ordered)}
-    return MessageInfo(descriptor=descriptor, by_json=by_json, by_number=by_number, rank=rank)
+    always = tuple(by_number[fd.number] for fd in ordered if by_number[fd.number].emit_empty)
+    return MessageInfo(descriptor=descriptor, by_json=by_json, by_number=by_number, rank=rank, always=always)
 
 
 # --------------------------------------------------------------------------------------------
@@ -687,7 +694,27 @@ def _encode_message(msg: Message, info: MessageInfo) -> dict[str, Any]:
             out[fi.json_name] = [_encode_value(v, fi) for v in value]
         else:
             out[fi.json_name] = _encode_value(value, fi)
+    if info.always and len(out) < len(by_number):
+        missing = [fi for fi in info.always if fi.json_name not in out]
+        if missing:
+            for fi in missing:
+                out[fi.json_name] = _empty_value(fi)
+            rank = info.rank
+            out = {fi.json_name: out[fi.json_name] for fi in sorted(
+                (info.by_json[k] for k in out), key=lambda f: rank[f.descriptor.number])}
     return out
+
+
+def _empty_value(fi: FieldInfo) -> Any:
+    """What Go's encoding/json writes for an empty field that has no omitempty."""
+    if fi.is_map:
+        return {}
+    if fi.repeated:
+        return []
+    if fi.is_message:
+        assert fi.message is not None
+        return _encode_message(message_factory.GetMessageClass(fi.message)(), message_info(fi.message))
+    return _encode_value(fi.descriptor.default_value, fi)
 
 
 def _encode_map_key(key: Any) -> str:

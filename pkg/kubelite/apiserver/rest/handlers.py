@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,6 +149,27 @@ class RestAPI:
         self.streams = streams
         self.server_version = server_version
         self.openapi = openapi.OpenAPI(registry)
+        # Watches and log streams in progress: a stopping server ends them, or aiohttp would wait for them.
+        self._streams: set[asyncio.Task[Any]] = set()
+
+    async def close(self) -> None:
+        """Ends every open watch and log stream (their clients resume elsewhere, from their resourceVersion)."""
+        streams, self._streams = list(self._streams), set()
+        for task in streams:
+            task.cancel()
+        for task in streams:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    @contextlib.contextmanager
+    def _stream(self) -> Iterator[None]:
+        task = asyncio.current_task()
+        assert task is not None
+        self._streams.add(task)
+        try:
+            yield
+        finally:
+            self._streams.discard(task)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/version", self.version)
@@ -311,9 +332,10 @@ class RestAPI:
         if media == PROTOBUF:
             raise errors.StatusError(
                 "UnsupportedMediaType",
-                f'the body of the request was in an unknown format - accepted media types include: '
-                f'application/json, application/yaml (kubelite does not decode {PROTOBUF}; kubectl sends JSON '
-                f'with --kube-api-content-type=application/json)')
+                f"the body of the request was in an unknown format - accepted media types include: "
+                f"application/json, application/yaml (kubelite does not decode {PROTOBUF}, which kubectl's "
+                f"create generators send: pipe them through JSON with `kubectl create ... --dry-run=client "
+                f"-o yaml | kubectl create -f -`)")
         return await request.read()
 
     def _decode_doc(self, request: web.Request, body: bytes) -> dict[str, Any]:
@@ -550,7 +572,7 @@ class RestAPI:
             first = None
         resp = web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
         await resp.prepare(request)
-        with contextlib.suppress(ConnectionResetError):
+        with self._stream(), contextlib.suppress(ConnectionResetError):
             if first is not None:
                 await resp.write(first.data)
                 async for chunk in chunks:
@@ -600,14 +622,8 @@ class RestAPI:
             return line("BOOKMARK", {"kind": store.rt.kind, "apiVersion": store.rt.api_version, "metadata": meta})
 
         try:
-            async with asyncio.timeout(query.timeout_seconds if query.timeout_seconds else None):
-                async for chunk in self._events(store, attrs.namespace, query, field_selector):
-                    if isinstance(chunk, _InitialEnd):
-                        await resp.write(bookmark(chunk.revision, initial_end=True))
-                    elif isinstance(chunk, int):
-                        await resp.write(bookmark(chunk))
-                    else:
-                        await resp.write(b"".join(line(t, self._encode_wire(store, wire)) for t, wire in chunk))
+            with self._stream():
+                await self._stream_events(resp, store, attrs.namespace, query, field_selector, line, bookmark)
         except errors.StatusError as exc:
             with contextlib.suppress(ConnectionResetError):
                 await resp.write(line("ERROR", status_body(exc)))
@@ -618,6 +634,18 @@ class RestAPI:
         with contextlib.suppress(ConnectionResetError):
             await resp.write_eof()
         return resp
+
+    async def _stream_events(self, resp: web.StreamResponse, store: ResourceStore, namespace: str, query: Query,
+                             field_selector: str, line: Callable[[str, dict[str, Any]], bytes],
+                             bookmark: Callable[..., bytes]) -> None:
+        async with asyncio.timeout(query.timeout_seconds if query.timeout_seconds else None):
+            async for chunk in self._events(store, namespace, query, field_selector):
+                if isinstance(chunk, _InitialEnd):
+                    await resp.write(bookmark(chunk.revision, initial_end=True))
+                elif isinstance(chunk, int):
+                    await resp.write(bookmark(chunk))
+                else:
+                    await resp.write(b"".join(line(t, self._encode_wire(store, wire)) for t, wire in chunk))
 
     async def _events(self, store: ResourceStore, namespace: str, query: Query, field_selector: str,
                       ) -> AsyncIterator[Any]:

@@ -27,7 +27,7 @@ from kubelite.api.core.v1 import generated_pb2 as kubelite_dot_api_dot_core_dot_
 from kubelite.api.meta.v1 import generated_pb2 as kubelite_dot_api_dot_meta_dot_v1_dot_generated__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$kubelite/api/apps/v1/generated.proto\x12\x14kubelite.api.apps.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$kubelite/api/core/v1/generated.proto\x1a$kubelite/api/meta/v1/generated.proto\"Q\n\x17RollingUpdateDeployment\x12\x1d\n\x0fmax_unavailable\x18\x01 \x01(\tB\x04\x90\x82\x19\x01\x12\x17\n\tmax_surge\x18\x02 \x01(\tB\x04\x90\x82\x19\x01\"i\n\x12\x44\x65ploymentStrategy\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x45\n\x0erolling_update\x18\x02 \x01(\x0b\x32-.kubelite.api.apps.v1.RollingUpdateDeployment\"\xa1\x03\n\x0e\x44\x65ploymentSpec\x12\x15\n\x08replicas\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x35\n\x08selector\x18\x02 \x01(\x0b\x32#.kubelite.api.meta.v1.LabelSelector\x12\x37\n\x08template\x18\x03 \x01(\x0b\x32%.kubelite.api.core.v1.PodTemplateSpec\x12J\n\x08strategy\x18\x04 \x01(\x0b\x32(.kubelite.api.apps.v1.DeploymentStrategyB\x0e\xa2\x82\x19\nretainKeys\x12\x19\n\x11min_ready_seconds\x18\x05 \x01(\x05\x12#\n\x16revision_history_limit\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12\x0e\n\x06paused\x18\x07 \x01(\x08\x12&\n\x19progress_deadline_seconds\x18\x08 \x01(\x05H\x02\x88\x01\x01\x42\x0b\n\t_replicasB\x19\n\x17_revision_history_limitB\x1c\n\x1a_progress_deadline_seconds\"\xc4\x01\n\x13\x44\x65ploymentCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x34\n\x10last_update_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x14last_transition_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\"\xed\x02\n\x10\x44\x65ploymentStatus\x12\x1b\n\x13observed_generation\x18\x01 \x01(\x03\x12\x10\n\x08replicas\x18\x02 \x01(\x05\x12\x18\n\x10updated_replicas\x18\x03 \x01(\x05\x12\x16\n\x0eready_replicas\x18\x04 \x01(\x05\x12\x1a\n\x12\x61vailable_replicas\x18\x05 \x01(\x05\x12\x1c\n\x14unavailable_replicas\x18\x06 \x01(\x05\x12!\n\x14terminating_replicas\x18\x07 \x01(\x05H\x00\x88\x01\x01\x12P\n\nconditions\x18\x08 \x03(\x0b\x32).kubelite.api.apps.v1.DeploymentConditionB\x11\x9a\x82\x19\x04type\xa2\x82\x19\x05merge\x12\x1c\n\x0f\x63ollision_count\x18\t \x01(\x05H\x01\x88\x01\x01\x42\x17\n\x15_terminating_replicasB\x12\n\x10_collision_count\"\xcf\x01\n\nDeployment\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x32\n\x08metadata\x18\x03 \x01(\x0b\x32 .kubelite.api.meta.v1.ObjectMeta\x12\x32\n\x04spec\x18\x04 \x01(\x0b\x32$.kubelite.api.apps.v1.DeploymentSpec\x12\x36\n\x06status\x18\x05 \x01(\x0b\x32&.kubelite.api.apps.v1.DeploymentStatus\"\xbf\x01\n\x0eReplicaSetSpec\x12\x15\n\x08replicas\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x19\n\x11min_ready_seconds\x18\x02 \x01(\x05\x12\x35\n\x08selector\x18\x03 \x01(\x0b\x32#.kubelite.api.meta.v1.LabelSelector\x12\x37\n\x08template\x18\x04 \x01(\x0b\x32%.kubelite.api.core.v1.PodTemplateSpecB\x0b\n\t_replicas\"\x8e\x01\n\x13ReplicaSetCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x38\n\x14last_transition_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xa3\x02\n\x10ReplicaSetStatus\x12\x10\n\x08replicas\x18\x01 \x01(\x05\x12\x1e\n\x16\x66ully_labeled_replicas\x18\x02 \x01(\x05\x12\x16\n\x0eready_replicas\x18\x03 \x01(\x05\x12\x1a\n\x12\x61vailable_replicas\x18\x04 \x01(\x05\x12!\n\x14terminating_replicas\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x1b\n\x13observed_generation\x18\x06 \x01(\x03\x12P\n\nconditions\x18\x07 \x03(\x0b\x32).kubelite.api.apps.v1.ReplicaSetConditionB\x11\x9a\x82\x19\x04type\xa2\x82\x19\x05mergeB\x17\n\x15_terminating_replicas\"\xcf\x01\n\nReplicaSet\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x32\n\x08metadata\x18\x03 \x01(\x0b\x32 .kubelite.api.meta.v1.ObjectMeta\x12\x32\n\x04spec\x18\x04 \x01(\x0b\x32$.kubelite.api.apps.v1.ReplicaSetSpec\x12\x36\n\x06status\x18\x05 \x01(\x0b\x32&.kubelite.api.apps.v1.ReplicaSetStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$kubelite/api/apps/v1/generated.proto\x12\x14kubelite.api.apps.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$kubelite/api/core/v1/generated.proto\x1a$kubelite/api/meta/v1/generated.proto\"Q\n\x17RollingUpdateDeployment\x12\x1d\n\x0fmax_unavailable\x18\x01 \x01(\tB\x04\x90\x82\x19\x01\x12\x17\n\tmax_surge\x18\x02 \x01(\tB\x04\x90\x82\x19\x01\"i\n\x12\x44\x65ploymentStrategy\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x45\n\x0erolling_update\x18\x02 \x01(\x0b\x32-.kubelite.api.apps.v1.RollingUpdateDeployment\"\xad\x03\n\x0e\x44\x65ploymentSpec\x12\x15\n\x08replicas\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12;\n\x08selector\x18\x02 \x01(\x0b\x32#.kubelite.api.meta.v1.LabelSelectorB\x04\xa8\x82\x19\x01\x12=\n\x08template\x18\x03 \x01(\x0b\x32%.kubelite.api.core.v1.PodTemplateSpecB\x04\xa8\x82\x19\x01\x12J\n\x08strategy\x18\x04 \x01(\x0b\x32(.kubelite.api.apps.v1.DeploymentStrategyB\x0e\xa2\x82\x19\nretainKeys\x12\x19\n\x11min_ready_seconds\x18\x05 \x01(\x05\x12#\n\x16revision_history_limit\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12\x0e\n\x06paused\x18\x07 \x01(\x08\x12&\n\x19progress_deadline_seconds\x18\x08 \x01(\x05H\x02\x88\x01\x01\x42\x0b\n\t_replicasB\x19\n\x17_revision_history_limitB\x1c\n\x1a_progress_deadline_seconds\"\xd0\x01\n\x13\x44\x65ploymentCondition\x12\x12\n\x04type\x18\x01 \x01(\tB\x04\xa8\x82\x19\x01\x12\x14\n\x06status\x18\x02 \x01(\tB\x04\xa8\x82\x19\x01\x12\x34\n\x10last_update_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x14last_transition_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\"\xed\x02\n\x10\x44\x65ploymentStatus\x12\x1b\n\x13observed_generation\x18\x01 \x01(\x03\x12\x10\n\x08replicas\x18\x02 \x01(\x05\x12\x18\n\x10updated_replicas\x18\x03 \x01(\x05\x12\x16\n\x0eready_replicas\x18\x04 \x01(\x05\x12\x1a\n\x12\x61vailable_replicas\x18\x05 \x01(\x05\x12\x1c\n\x14unavailable_replicas\x18\x06 \x01(\x05\x12!\n\x14terminating_replicas\x18\x07 \x01(\x05H\x00\x88\x01\x01\x12P\n\nconditions\x18\x08 \x03(\x0b\x32).kubelite.api.apps.v1.DeploymentConditionB\x11\x9a\x82\x19\x04type\xa2\x82\x19\x05merge\x12\x1c\n\x0f\x63ollision_count\x18\t \x01(\x05H\x01\x88\x01\x01\x42\x17\n\x15_terminating_replicasB\x12\n\x10_collision_count\"\xcf\x01\n\nDeployment\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x32\n\x08metadata\x18\x03 \x01(\x0b\x32 .kubelite.api.meta.v1.ObjectMeta\x12\x32\n\x04spec\x18\x04 \x01(\x0b\x32$.kubelite.api.apps.v1.DeploymentSpec\x12\x36\n\x06status\x18\x05 \x01(\x0b\x32&.kubelite.api.apps.v1.DeploymentStatus\"\xc5\x01\n\x0eReplicaSetSpec\x12\x15\n\x08replicas\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x19\n\x11min_ready_seconds\x18\x02 \x01(\x05\x12;\n\x08selector\x18\x03 \x01(\x0b\x32#.kubelite.api.meta.v1.LabelSelectorB\x04\xa8\x82\x19\x01\x12\x37\n\x08template\x18\x04 \x01(\x0b\x32%.kubelite.api.core.v1.PodTemplateSpecB\x0b\n\t_replicas\"\x9a\x01\n\x13ReplicaSetCondition\x12\x12\n\x04type\x18\x01 \x01(\tB\x04\xa8\x82\x19\x01\x12\x14\n\x06status\x18\x02 \x01(\tB\x04\xa8\x82\x19\x01\x12\x38\n\x14last_transition_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xa9\x02\n\x10ReplicaSetStatus\x12\x16\n\x08replicas\x18\x01 \x01(\x05\x42\x04\xa8\x82\x19\x01\x12\x1e\n\x16\x66ully_labeled_replicas\x18\x02 \x01(\x05\x12\x16\n\x0eready_replicas\x18\x03 \x01(\x05\x12\x1a\n\x12\x61vailable_replicas\x18\x04 \x01(\x05\x12!\n\x14terminating_replicas\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x1b\n\x13observed_generation\x18\x06 \x01(\x03\x12P\n\nconditions\x18\x07 \x03(\x0b\x32).kubelite.api.apps.v1.ReplicaSetConditionB\x11\x9a\x82\x19\x04type\xa2\x82\x19\x05mergeB\x17\n\x15_terminating_replicas\"\xcf\x01\n\nReplicaSet\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x32\n\x08metadata\x18\x03 \x01(\x0b\x32 .kubelite.api.meta.v1.ObjectMeta\x12\x32\n\x04spec\x18\x04 \x01(\x0b\x32$.kubelite.api.apps.v1.ReplicaSetSpec\x12\x36\n\x06status\x18\x05 \x01(\x0b\x32&.kubelite.api.apps.v1.ReplicaSetStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,10 +38,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROLLINGUPDATEDEPLOYMENT'].fields_by_name['max_unavailable']._serialized_options = b'\220\202\031\001'
   _globals['_ROLLINGUPDATEDEPLOYMENT'].fields_by_name['max_surge']._loaded_options = None
   _globals['_ROLLINGUPDATEDEPLOYMENT'].fields_by_name['max_surge']._serialized_options = b'\220\202\031\001'
+  _globals['_DEPLOYMENTSPEC'].fields_by_name['selector']._loaded_options = None
+  _globals['_DEPLOYMENTSPEC'].fields_by_name['selector']._serialized_options = b'\250\202\031\001'
+  _globals['_DEPLOYMENTSPEC'].fields_by_name['template']._loaded_options = None
+  _globals['_DEPLOYMENTSPEC'].fields_by_name['template']._serialized_options = b'\250\202\031\001'
   _globals['_DEPLOYMENTSPEC'].fields_by_name['strategy']._loaded_options = None
   _globals['_DEPLOYMENTSPEC'].fields_by_name['strategy']._serialized_options = b'\242\202\031\nretainKeys'
+  _globals['_DEPLOYMENTCONDITION'].fields_by_name['type']._loaded_options = None
+  _globals['_DEPLOYMENTCONDITION'].fields_by_name['type']._serialized_options = b'\250\202\031\001'
+  _globals['_DEPLOYMENTCONDITION'].fields_by_name['status']._loaded_options = None
+  _globals['_DEPLOYMENTCONDITION'].fields_by_name['status']._serialized_options = b'\250\202\031\001'
   _globals['_DEPLOYMENTSTATUS'].fields_by_name['conditions']._loaded_options = None
   _globals['_DEPLOYMENTSTATUS'].fields_by_name['conditions']._serialized_options = b'\232\202\031\004type\242\202\031\005merge'
+  _globals['_REPLICASETSPEC'].fields_by_name['selector']._loaded_options = None
+  _globals['_REPLICASETSPEC'].fields_by_name['selector']._serialized_options = b'\250\202\031\001'
+  _globals['_REPLICASETCONDITION'].fields_by_name['type']._loaded_options = None
+  _globals['_REPLICASETCONDITION'].fields_by_name['type']._serialized_options = b'\250\202\031\001'
+  _globals['_REPLICASETCONDITION'].fields_by_name['status']._loaded_options = None
+  _globals['_REPLICASETCONDITION'].fields_by_name['status']._serialized_options = b'\250\202\031\001'
+  _globals['_REPLICASETSTATUS'].fields_by_name['replicas']._loaded_options = None
+  _globals['_REPLICASETSTATUS'].fields_by_name['replicas']._serialized_options = b'\250\202\031\001'
   _globals['_REPLICASETSTATUS'].fields_by_name['conditions']._loaded_options = None
   _globals['_REPLICASETSTATUS'].fields_by_name['conditions']._serialized_options = b'\232\202\031\004type\242\202\031\005merge'
   _globals['_ROLLINGUPDATEDEPLOYMENT']._serialized_start=171
@@ -49,19 +65,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DEPLOYMENTSTRATEGY']._serialized_start=254
   _globals['_DEPLOYMENTSTRATEGY']._serialized_end=359
   _globals['_DEPLOYMENTSPEC']._serialized_start=362
-  _globals['_DEPLOYMENTSPEC']._serialized_end=779
-  _globals['_DEPLOYMENTCONDITION']._serialized_start=782
-  _globals['_DEPLOYMENTCONDITION']._serialized_end=978
-  _globals['_DEPLOYMENTSTATUS']._serialized_start=981
-  _globals['_DEPLOYMENTSTATUS']._serialized_end=1346
-  _globals['_DEPLOYMENT']._serialized_start=1349
-  _globals['_DEPLOYMENT']._serialized_end=1556
-  _globals['_REPLICASETSPEC']._serialized_start=1559
-  _globals['_REPLICASETSPEC']._serialized_end=1750
-  _globals['_REPLICASETCONDITION']._serialized_start=1753
-  _globals['_REPLICASETCONDITION']._serialized_end=1895
-  _globals['_REPLICASETSTATUS']._serialized_start=1898
-  _globals['_REPLICASETSTATUS']._serialized_end=2189
-  _globals['_REPLICASET']._serialized_start=2192
-  _globals['_REPLICASET']._serialized_end=2399
+  _globals['_DEPLOYMENTSPEC']._serialized_end=791
+  _globals['_DEPLOYMENTCONDITION']._serialized_start=794
+  _globals['_DEPLOYMENTCONDITION']._serialized_end=1002
+  _globals['_DEPLOYMENTSTATUS']._serialized_start=1005
+  _globals['_DEPLOYMENTSTATUS']._serialized_end=1370
+  _globals['_DEPLOYMENT']._serialized_start=1373
+  _globals['_DEPLOYMENT']._serialized_end=1580
+  _globals['_REPLICASETSPEC']._serialized_start=1583
+  _globals['_REPLICASETSPEC']._serialized_end=1780
+  _globals['_REPLICASETCONDITION']._serialized_start=1783
+  _globals['_REPLICASETCONDITION']._serialized_end=1937
+  _globals['_REPLICASETSTATUS']._serialized_start=1940
+  _globals['_REPLICASETSTATUS']._serialized_end=2237
+  _globals['_REPLICASET']._serialized_start=2240
+  _globals['_REPLICASET']._serialized_end=2447
 # @@protoc_insertion_point(module_scope)

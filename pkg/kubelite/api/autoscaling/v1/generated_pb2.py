@@ -25,17 +25,19 @@ _sym_db = _symbol_database.Default()
 from kubelite.api.meta.v1 import generated_pb2 as kubelite_dot_api_dot_meta_dot_v1_dot_generated__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+kubelite/api/autoscaling/v1/generated.proto\x12\x1bkubelite.api.autoscaling.v1\x1a$kubelite/api/meta/v1/generated.proto\"\x1d\n\tScaleSpec\x12\x10\n\x08replicas\x18\x01 \x01(\x05\"1\n\x0bScaleStatus\x12\x10\n\x08replicas\x18\x01 \x01(\x05\x12\x10\n\x08selector\x18\x02 \x01(\t\"\xce\x01\n\x05Scale\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x32\n\x08metadata\x18\x03 \x01(\x0b\x32 .kubelite.api.meta.v1.ObjectMeta\x12\x34\n\x04spec\x18\x04 \x01(\x0b\x32&.kubelite.api.autoscaling.v1.ScaleSpec\x12\x38\n\x06status\x18\x05 \x01(\x0b\x32(.kubelite.api.autoscaling.v1.ScaleStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+kubelite/api/autoscaling/v1/generated.proto\x12\x1bkubelite.api.autoscaling.v1\x1a$kubelite/api/meta/v1/generated.proto\"\x1d\n\tScaleSpec\x12\x10\n\x08replicas\x18\x01 \x01(\x05\"7\n\x0bScaleStatus\x12\x16\n\x08replicas\x18\x01 \x01(\x05\x42\x04\xa8\x82\x19\x01\x12\x10\n\x08selector\x18\x02 \x01(\t\"\xce\x01\n\x05Scale\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x32\n\x08metadata\x18\x03 \x01(\x0b\x32 .kubelite.api.meta.v1.ObjectMeta\x12\x34\n\x04spec\x18\x04 \x01(\x0b\x32&.kubelite.api.autoscaling.v1.ScaleSpec\x12\x38\n\x06status\x18\x05 \x01(\x0b\x32(.kubelite.api.autoscaling.v1.ScaleStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kubelite.api.autoscaling.v1.generated_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_SCALESTATUS'].fields_by_name['replicas']._loaded_options = None
+  _globals['_SCALESTATUS'].fields_by_name['replicas']._serialized_options = b'\250\202\031\001'
   _globals['_SCALESPEC']._serialized_start=114
   _globals['_SCALESPEC']._serialized_end=143
   _globals['_SCALESTATUS']._serialized_start=145
-  _globals['_SCALESTATUS']._serialized_end=194
-  _globals['_SCALE']._serialized_start=197
-  _globals['_SCALE']._serialized_end=403
+  _globals['_SCALESTATUS']._serialized_end=200
+  _globals['_SCALE']._serialized_start=203
+  _globals['_SCALE']._serialized_end=409
 # @@protoc_insertion_point(module_scope)

@@ -25,6 +25,8 @@ PATCH_MERGE_KEY_FIELD_NUMBER: _ClassVar[int]
 patch_merge_key: _descriptor.FieldDescriptor
 PATCH_STRATEGY_FIELD_NUMBER: _ClassVar[int]
 patch_strategy: _descriptor.FieldDescriptor
+EMIT_EMPTY_FIELD_NUMBER: _ClassVar[int]
+emit_empty: _descriptor.FieldDescriptor
 
 class OwnerReference(_message.Message):
     __slots__ = ("api_version", "kind", "name", "uid", "controller", "block_owner_deletion")

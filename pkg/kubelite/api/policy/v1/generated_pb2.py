@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from kubelite.api.meta.v1 import generated_pb2 as kubelite_dot_api_dot_meta_dot_v1_dot_generated__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&kubelite/api/policy/v1/generated.proto\x12\x16kubelite.api.policy.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$kubelite/api/meta/v1/generated.proto\"\x8a\x02\n\x17PodDisruptionBudgetSpec\x12 \n\rmin_available\x18\x01 \x01(\tB\x04\x90\x82\x19\x01H\x00\x88\x01\x01\x12\x35\n\x08selector\x18\x02 \x01(\x0b\x32#.kubelite.api.meta.v1.LabelSelector\x12\"\n\x0fmax_unavailable\x18\x03 \x01(\tB\x04\x90\x82\x19\x01H\x01\x88\x01\x01\x12*\n\x1dunhealthy_pod_eviction_policy\x18\x04 \x01(\tH\x02\x88\x01\x01\x42\x10\n\x0e_min_availableB\x12\n\x10_max_unavailableB \n\x1e_unhealthy_pod_eviction_policy\"\x96\x03\n\x19PodDisruptionBudgetStatus\x12\x1b\n\x13observed_generation\x18\x01 \x01(\x03\x12\\\n\x0e\x64isrupted_pods\x18\x02 \x03(\x0b\x32\x44.kubelite.api.policy.v1.PodDisruptionBudgetStatus.DisruptedPodsEntry\x12\x1b\n\x13\x64isruptions_allowed\x18\x03 \x01(\x05\x12\x17\n\x0f\x63urrent_healthy\x18\x04 \x01(\x05\x12\x17\n\x0f\x64\x65sired_healthy\x18\x05 \x01(\x05\x12\x15\n\rexpected_pods\x18\x06 \x01(\x05\x12\x46\n\nconditions\x18\x07 \x03(\x0b\x32\x1f.kubelite.api.meta.v1.ConditionB\x11\x9a\x82\x19\x04type\xa2\x82\x19\x05merge\x1aP\n\x12\x44isruptedPodsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\x02\x38\x01\"\xee\x01\n\x13PodDisruptionBudget\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x32\n\x08metadata\x18\x03 \x01(\x0b\x32 .kubelite.api.meta.v1.ObjectMeta\x12=\n\x04spec\x18\x04 \x01(\x0b\x32/.kubelite.api.policy.v1.PodDisruptionBudgetSpec\x12\x41\n\x06status\x18\x05 \x01(\x0b\x32\x31.kubelite.api.policy.v1.PodDisruptionBudgetStatus\"\x9e\x01\n\x08\x45viction\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x32\n\x08metadata\x18\x03 \x01(\x0b\x32 .kubelite.api.meta.v1.ObjectMeta\x12;\n\x0e\x64\x65lete_options\x18\x04 \x01(\x0b\x32#.kubelite.api.meta.v1.DeleteOptionsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&kubelite/api/policy/v1/generated.proto\x12\x16kubelite.api.policy.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$kubelite/api/meta/v1/generated.proto\"\x8a\x02\n\x17PodDisruptionBudgetSpec\x12 \n\rmin_available\x18\x01 \x01(\tB\x04\x90\x82\x19\x01H\x00\x88\x01\x01\x12\x35\n\x08selector\x18\x02 \x01(\x0b\x32#.kubelite.api.meta.v1.LabelSelector\x12\"\n\x0fmax_unavailable\x18\x03 \x01(\tB\x04\x90\x82\x19\x01H\x01\x88\x01\x01\x12*\n\x1dunhealthy_pod_eviction_policy\x18\x04 \x01(\tH\x02\x88\x01\x01\x42\x10\n\x0e_min_availableB\x12\n\x10_max_unavailableB \n\x1e_unhealthy_pod_eviction_policy\"\xae\x03\n\x19PodDisruptionBudgetStatus\x12\x1b\n\x13observed_generation\x18\x01 \x01(\x03\x12\\\n\x0e\x64isrupted_pods\x18\x02 \x03(\x0b\x32\x44.kubelite.api.policy.v1.PodDisruptionBudgetStatus.DisruptedPodsEntry\x12!\n\x13\x64isruptions_allowed\x18\x03 \x01(\x05\x42\x04\xa8\x82\x19\x01\x12\x1d\n\x0f\x63urrent_healthy\x18\x04 \x01(\x05\x42\x04\xa8\x82\x19\x01\x12\x1d\n\x0f\x64\x65sired_healthy\x18\x05 \x01(\x05\x42\x04\xa8\x82\x19\x01\x12\x1b\n\rexpected_pods\x18\x06 \x01(\x05\x42\x04\xa8\x82\x19\x01\x12\x46\n\nconditions\x18\x07 \x03(\x0b\x32\x1f.kubelite.api.meta.v1.ConditionB\x11\x9a\x82\x19\x04type\xa2\x82\x19\x05merge\x1aP\n\x12\x44isruptedPodsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\x02\x38\x01\"\xee\x01\n\x13PodDisruptionBudget\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x32\n\x08metadata\x18\x03 \x01(\x0b\x32 .kubelite.api.meta.v1.ObjectMeta\x12=\n\x04spec\x18\x04 \x01(\x0b\x32/.kubelite.api.policy.v1.PodDisruptionBudgetSpec\x12\x41\n\x06status\x18\x05 \x01(\x0b\x32\x31.kubelite.api.policy.v1.PodDisruptionBudgetStatus\"\x9e\x01\n\x08\x45viction\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x32\n\x08metadata\x18\x03 \x01(\x0b\x32 .kubelite.api.meta.v1.ObjectMeta\x12;\n\x0e\x64\x65lete_options\x18\x04 \x01(\x0b\x32#.kubelite.api.meta.v1.DeleteOptionsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,16 +39,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PODDISRUPTIONBUDGETSPEC'].fields_by_name['max_unavailable']._serialized_options = b'\220\202\031\001'
   _globals['_PODDISRUPTIONBUDGETSTATUS_DISRUPTEDPODSENTRY']._loaded_options = None
   _globals['_PODDISRUPTIONBUDGETSTATUS_DISRUPTEDPODSENTRY']._serialized_options = b'8\001'
+  _globals['_PODDISRUPTIONBUDGETSTATUS'].fields_by_name['disruptions_allowed']._loaded_options = None
+  _globals['_PODDISRUPTIONBUDGETSTATUS'].fields_by_name['disruptions_allowed']._serialized_options = b'\250\202\031\001'
+  _globals['_PODDISRUPTIONBUDGETSTATUS'].fields_by_name['current_healthy']._loaded_options = None
+  _globals['_PODDISRUPTIONBUDGETSTATUS'].fields_by_name['current_healthy']._serialized_options = b'\250\202\031\001'
+  _globals['_PODDISRUPTIONBUDGETSTATUS'].fields_by_name['desired_healthy']._loaded_options = None
+  _globals['_PODDISRUPTIONBUDGETSTATUS'].fields_by_name['desired_healthy']._serialized_options = b'\250\202\031\001'
+  _globals['_PODDISRUPTIONBUDGETSTATUS'].fields_by_name['expected_pods']._loaded_options = None
+  _globals['_PODDISRUPTIONBUDGETSTATUS'].fields_by_name['expected_pods']._serialized_options = b'\250\202\031\001'
   _globals['_PODDISRUPTIONBUDGETSTATUS'].fields_by_name['conditions']._loaded_options = None
   _globals['_PODDISRUPTIONBUDGETSTATUS'].fields_by_name['conditions']._serialized_options = b'\232\202\031\004type\242\202\031\005merge'
   _globals['_PODDISRUPTIONBUDGETSPEC']._serialized_start=138
   _globals['_PODDISRUPTIONBUDGETSPEC']._serialized_end=404
   _globals['_PODDISRUPTIONBUDGETSTATUS']._serialized_start=407
-  _globals['_PODDISRUPTIONBUDGETSTATUS']._serialized_end=813
-  _globals['_PODDISRUPTIONBUDGETSTATUS_DISRUPTEDPODSENTRY']._serialized_start=733
-  _globals['_PODDISRUPTIONBUDGETSTATUS_DISRUPTEDPODSENTRY']._serialized_end=813
-  _globals['_PODDISRUPTIONBUDGET']._serialized_start=816
-  _globals['_PODDISRUPTIONBUDGET']._serialized_end=1054
-  _globals['_EVICTION']._serialized_start=1057
-  _globals['_EVICTION']._serialized_end=1215
+  _globals['_PODDISRUPTIONBUDGETSTATUS']._serialized_end=837
+  _globals['_PODDISRUPTIONBUDGETSTATUS_DISRUPTEDPODSENTRY']._serialized_start=757
+  _globals['_PODDISRUPTIONBUDGETSTATUS_DISRUPTEDPODSENTRY']._serialized_end=837
+  _globals['_PODDISRUPTIONBUDGET']._serialized_start=840
+  _globals['_PODDISRUPTIONBUDGET']._serialized_end=1078
+  _globals['_EVICTION']._serialized_start=1081
+  _globals['_EVICTION']._serialized_end=1239
 # @@protoc_insertion_point(module_scope)

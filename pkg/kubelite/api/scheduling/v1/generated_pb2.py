@@ -25,13 +25,15 @@ _sym_db = _symbol_database.Default()
 from kubelite.api.meta.v1 import generated_pb2 as kubelite_dot_api_dot_meta_dot_v1_dot_generated__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*kubelite/api/scheduling/v1/generated.proto\x12\x1akubelite.api.scheduling.v1\x1a$kubelite/api/meta/v1/generated.proto\"\xd8\x01\n\rPriorityClass\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x32\n\x08metadata\x18\x03 \x01(\x0b\x32 .kubelite.api.meta.v1.ObjectMeta\x12\r\n\x05value\x18\x04 \x01(\x05\x12\x16\n\x0eglobal_default\x18\x05 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\x1e\n\x11preemption_policy\x18\x07 \x01(\tH\x00\x88\x01\x01\x42\x14\n\x12_preemption_policyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*kubelite/api/scheduling/v1/generated.proto\x12\x1akubelite.api.scheduling.v1\x1a$kubelite/api/meta/v1/generated.proto\"\xde\x01\n\rPriorityClass\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x32\n\x08metadata\x18\x03 \x01(\x0b\x32 .kubelite.api.meta.v1.ObjectMeta\x12\x13\n\x05value\x18\x04 \x01(\x05\x42\x04\xa8\x82\x19\x01\x12\x16\n\x0eglobal_default\x18\x05 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\x1e\n\x11preemption_policy\x18\x07 \x01(\tH\x00\x88\x01\x01\x42\x14\n\x12_preemption_policyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kubelite.api.scheduling.v1.generated_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_PRIORITYCLASS'].fields_by_name['value']._loaded_options = None
+  _globals['_PRIORITYCLASS'].fields_by_name['value']._serialized_options = b'\250\202\031\001'
   _globals['_PRIORITYCLASS']._serialized_start=113
-  _globals['_PRIORITYCLASS']._serialized_end=329
+  _globals['_PRIORITYCLASS']._serialized_end=335
 # @@protoc_insertion_point(module_scope)
