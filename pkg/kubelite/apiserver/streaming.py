@@ -110,6 +110,11 @@ class PodStreamServicer(st_grpc.PodStreamServiceServicer):
         assert isinstance(node, core_v1.Node)
         return pod, chosen, kubelet_target(node)
 
+    async def check(self, info: RequestInfo, subresource: str, namespace: str, name: str,
+                    container: str | None) -> None:
+        """Refuses a stream before it starts (the REST API must answer with an HTTP error before upgrading)."""
+        await self._target(info, subresource, namespace, name, container)
+
     async def Log(self, request: st.PodLogRequest,
                   context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[st.PodLogChunk]:
         try:
@@ -149,38 +154,52 @@ class PodStreamServicer(st_grpc.PodStreamServiceServicer):
     async def _exec_like(self, subresource: str, frames: AsyncIterator[st.StreamFrame],
                          context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[st.StreamFrame]:
         try:
-            first = await _first(frames, "start", "the first frame must be a start frame")
-            start = first.start
-            if subresource == "exec" and not start.command:
-                raise errors.bad_request("you must specify at least one command for the container")
-            pod, container, target = await self._target(request_info(context), subresource, start.namespace,
-                                                        start.name, start.container)
-            opening = st.StreamFrame()
-            opening.CopyFrom(first)
-            opening.start.container, opening.start.pod_uid = container, pod.metadata.uid
-            stub = self._dialer.stub(target)
-            call = stub.Exec() if subresource == "exec" else stub.Attach()
-            async for frame in _pipe(call, opening, frames, target):
+            async for frame in self.exec(request_info(context), subresource, frames):
                 yield frame
         except errors.StatusError as exc:
             await _abort(context, exc)
 
+    async def exec(self, info: RequestInfo, subresource: str,
+                   frames: AsyncIterator[st.StreamFrame]) -> AsyncIterator[st.StreamFrame]:
+        """exec or attach: the client's frames (a start frame first) to the kubelet, the kubelet's back.
+
+        gRPC's Exec/Attach and the REST API's WebSocket exec/attach both serve this.
+        """
+        first = await _first(frames, "start", "the first frame must be a start frame")
+        start = first.start
+        if subresource == "exec" and not start.command:
+            raise errors.bad_request("you must specify at least one command for the container")
+        pod, container, target = await self._target(info, subresource, start.namespace, start.name,
+                                                    start.container)
+        opening = st.StreamFrame()
+        opening.CopyFrom(first)
+        opening.start.container, opening.start.pod_uid = container, pod.metadata.uid
+        stub = self._dialer.stub(target)
+        call = stub.Exec() if subresource == "exec" else stub.Attach()
+        async for frame in _pipe(call, opening, frames, target):
+            yield frame
+
     async def PortForward(self, request_iterator: AsyncIterator[st.PortForwardFrame],
                           context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[st.PortForwardFrame]:
         try:
-            first = await _first(request_iterator, "start", "the first frame must be a start frame")
-            start = first.start
-            if not 0 < start.port < 65536:
-                raise errors.bad_request(f"invalid port {start.port}: must be between 1 and 65535")
-            pod, _, target = await self._target(request_info(context), "portforward", start.namespace, start.name,
-                                                None)
-            opening = st.PortForwardFrame()
-            opening.CopyFrom(first)
-            opening.start.pod_uid = pod.metadata.uid
-            async for frame in _pipe(self._dialer.stub(target).PortForward(), opening, request_iterator, target):
+            async for frame in self.port_forward(request_info(context), request_iterator):
                 yield frame
         except errors.StatusError as exc:
             await _abort(context, exc)
+
+    async def port_forward(self, info: RequestInfo,
+                           frames: AsyncIterator[st.PortForwardFrame]) -> AsyncIterator[st.PortForwardFrame]:
+        """One forwarded connection to a pod's port (a start frame first, then data both ways)."""
+        first = await _first(frames, "start", "the first frame must be a start frame")
+        start = first.start
+        if not 0 < start.port < 65536:
+            raise errors.bad_request(f"invalid port {start.port}: must be between 1 and 65535")
+        pod, _, target = await self._target(info, "portforward", start.namespace, start.name, None)
+        opening = st.PortForwardFrame()
+        opening.CopyFrom(first)
+        opening.start.pod_uid = pod.metadata.uid
+        async for frame in _pipe(self._dialer.stub(target).PortForward(), opening, frames, target):
+            yield frame
 
 
 async def _first(frames: AsyncIterator[Frame], field: str, message: str) -> Frame:

@@ -28,7 +28,7 @@ from multidict import MultiMapping
 from kubelite.api.service.v1 import streaming_pb2 as st
 from kubelite.apiserver import metrics
 from kubelite.apiserver.pipeline import Attributes, Pipeline, RequestInfo, UserInfo
-from kubelite.apiserver.rest import discovery, openapi, paths, tables
+from kubelite.apiserver.rest import discovery, openapi, paths, remotecommand, tables
 from kubelite.apiserver.rest.paths import Target
 from kubelite.apiserver.service import Registry
 from kubelite.apiserver.store import ResourceStore
@@ -528,8 +528,16 @@ class RestAPI:
 
     async def _subresource(self, request: web.Request, target: Target, store: ResourceStore, query: Query,
                            ) -> web.StreamResponse:
-        if (store.rt.group, store.rt.resource, target.subresource) == ("", "pods", "log"):
-            return await self._log(request, target)
+        if (store.rt.group, store.rt.resource) == ("", "pods"):
+            if target.subresource == "log":
+                return await self._log(request, target)
+            if target.subresource in ("exec", "attach") and request.method in ("GET", "POST"):
+                with self._stream():
+                    return await remotecommand.exec_or_attach(request, request_info(request), self.streams, target,
+                                                              target.subresource)
+            if target.subresource == "portforward" and request.method in ("GET", "POST"):
+                with self._stream():
+                    return await remotecommand.port_forward(request, request_info(request), self.streams, target)
         sub = self.registry.subresource(store, target.subresource)
         method = request.method
         if method == "GET":
