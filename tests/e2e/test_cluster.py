@@ -110,7 +110,8 @@ def test_list_kubeconfig_and_load_image(cluster: Cluster) -> None:
     mine = yaml.safe_load(pathlib.Path(cluster.kubeconfig).read_text())
     assert doc["clusters"][0]["cluster"]["server"] == mine["clusters"][0]["cluster"]["server"]
     internal = yaml.safe_load(kl("cluster", "kubeconfig", "--name", cluster.name, "--internal").stdout)
-    assert internal["clusters"][0]["cluster"]["server"].endswith(".10:6443")
+    assert internal["clusters"][0]["cluster"]["server"].endswith(".10:8080")  # REST, for kubectl
+    assert internal["clusters"][0]["cluster"]["extensions"][0]["extension"]["server"].endswith(".10:6443")
 
     tag = f"kubelite/e2e-load:{cluster.name}"
     run("docker", "tag", pause_image(), tag)

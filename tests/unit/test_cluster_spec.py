@@ -10,6 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from kubelite.cli.app import cli
+from kubelite.client.kubeconfig import load_kubeconfig
 from kubelite.cluster import lifecycle, node, spec
 from kubelite.cluster.spec import ClusterConfig, ConfigError
 
@@ -206,12 +207,16 @@ def test_host_kubeconfig_is_merged_and_removed(tmp_path: Path) -> None:
         "users": [{"name": "other", "user": {"token": "t"}}],
         "contexts": [{"name": "other", "context": {"cluster": "other", "user": "other"}}],
     }))
-    lifecycle.write_host_kubeconfig("demo", "http://127.0.0.1:1111", str(path))
-    lifecycle.write_host_kubeconfig("demo", "http://127.0.0.1:2222", str(path))
+    lifecycle.write_host_kubeconfig("demo", "http://127.0.0.1:1111", "http://127.0.0.1:1112", str(path))
+    lifecycle.write_host_kubeconfig("demo", "http://127.0.0.1:2222", "http://127.0.0.1:2223", str(path))
     doc = yaml.safe_load(path.read_text())
     assert doc["current-context"] == "kubelite-demo"
     assert [c["name"] for c in doc["clusters"]] == ["other", "kubelite-demo"]
-    assert doc["clusters"][1]["cluster"]["server"] == "http://127.0.0.1:2222"
+    # kubectl reads the REST address; kubelite its gRPC one from the extension.
+    assert doc["clusters"][1]["cluster"]["server"] == "http://127.0.0.1:2223"
+    assert doc["clusters"][1]["cluster"]["extensions"] == [
+        {"name": "kubelite.io/grpc", "extension": {"server": "http://127.0.0.1:2222"}}]
+    assert load_kubeconfig(str(path)).server == "http://127.0.0.1:2222"
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     assert lifecycle.remove_from_kubeconfig("demo", str(path))
     doc = yaml.safe_load(path.read_text())

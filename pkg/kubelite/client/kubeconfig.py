@@ -7,6 +7,13 @@ over: an explicit ``--kubeconfig`` path, else the files listed in
 ``~/.kube/config``. Only what kubelite uses is read: clusters' ``server``,
 contexts' ``cluster``, ``user`` and ``namespace``, users' ``token``, and
 ``current-context``.
+
+One file serves kubectl and kubelite: a cluster's ``server`` is the API
+server's HTTP address (Kubernetes' REST API, which kubectl speaks), and the
+gRPC address kubelite speaks travels in the cluster's ``extensions`` under
+the name ``kubelite.io/grpc`` (kubectl keeps extensions it does not know). A
+cluster without that extension is an older kubelite file whose ``server`` is
+the gRPC address itself.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any
 import yaml
 
 DEFAULT_NAMESPACE = "default"
+GRPC_EXTENSION = "kubelite.io/grpc"
 
 
 class KubeConfigError(Exception):
@@ -111,7 +119,7 @@ def load_kubeconfig(
             ctx = merged.contexts[context_name]
     cluster_name = str(ctx.get("cluster") or "")
     user_name = str(ctx.get("user") or "")
-    resolved_server = server or str(merged.clusters.get(cluster_name, {}).get("server") or "")
+    resolved_server = server or grpc_server(merged.clusters.get(cluster_name, {}))
     if not resolved_server:
         if not context_name:
             raise KubeConfigError(f"no current context in {', '.join(found)}; pass --context or --server")
@@ -161,13 +169,34 @@ class _Merged:
             into.setdefault(str(entry["name"]), body)
 
 
+def grpc_server(cluster: Mapping[str, Any]) -> str:
+    """The gRPC address of a kubeconfig cluster entry (see the module docstring)."""
+    for ext in cluster.get("extensions") or ():
+        if isinstance(ext, Mapping) and ext.get("name") == GRPC_EXTENSION:
+            body = ext.get("extension")
+            if isinstance(body, Mapping) and body.get("server"):
+                return str(body["server"])
+    return str(cluster.get("server") or "")
+
+
+def cluster_entry(server: str, rest_server: str = "") -> dict[str, Any]:
+    """A cluster entry: ``server`` the REST address when there is one, the gRPC address in the extension."""
+    if not rest_server:
+        return {"server": server}
+    return {"server": rest_server,
+            "extensions": [{"name": GRPC_EXTENSION, "extension": {"server": server}}]}
+
+
 def kubeconfig_document(server: str, cluster_name: str = "kubelite",
-                        namespace: str = DEFAULT_NAMESPACE) -> dict[str, Any]:
-    """A one-cluster kubeconfig (cluster, user and context all named ``cluster_name``) pointing at ``server``."""
+                        namespace: str = DEFAULT_NAMESPACE, rest_server: str = "") -> dict[str, Any]:
+    """A one-cluster kubeconfig (cluster, user and context all named ``cluster_name``).
+
+    ``server`` is the gRPC address; with ``rest_server`` (the HTTP address) the file works for kubectl too.
+    """
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": cluster_name, "cluster": {"server": server}}],
+        "clusters": [{"name": cluster_name, "cluster": cluster_entry(server, rest_server)}],
         "users": [{"name": cluster_name, "user": {}}],
         "contexts": [{"name": cluster_name,
                       "context": {"cluster": cluster_name, "user": cluster_name, "namespace": namespace}}],
@@ -177,9 +206,9 @@ def kubeconfig_document(server: str, cluster_name: str = "kubelite",
 
 
 def write_kubeconfig(path: str | os.PathLike[str], server: str, cluster_name: str = "kubelite",
-                     namespace: str = DEFAULT_NAMESPACE) -> None:
-    """Writes a one-cluster kubeconfig whose current context points at ``server``."""
-    write_kubeconfig_document(path, kubeconfig_document(server, cluster_name, namespace))
+                     namespace: str = DEFAULT_NAMESPACE, rest_server: str = "") -> None:
+    """Writes a one-cluster kubeconfig whose current context points at ``server`` (and ``rest_server``)."""
+    write_kubeconfig_document(path, kubeconfig_document(server, cluster_name, namespace, rest_server))
 
 
 def write_kubeconfig_document(path: str | os.PathLike[str], doc: Mapping[str, Any]) -> None:

@@ -358,7 +358,7 @@ async def _up(cfg: ClusterConfig, docker: Docker, report: Reporter) -> UpResult:
             await wait_nodes_ready(server, with_kubelet, cfg.ready_timeout)
 
     async with step("kubeconfig"):
-        path = write_host_kubeconfig(cfg.name, server, cfg.kubeconfig)
+        path = write_host_kubeconfig(cfg.name, server, health, cfg.kubeconfig)
     return UpResult(cfg.name, str(subnet), server, health, path, members, enabled, sorted(skipped))
 
 
@@ -439,8 +439,9 @@ def default_kubeconfig_path() -> Path:
     return Path(listed[0]).expanduser() if listed else Path.home() / ".kube" / "config"
 
 
-def kubeconfig_doc(cluster: str, server: str) -> dict[str, Any]:
-    return kubeconfig_document(server, context_name(cluster))
+def kubeconfig_doc(cluster: str, server: str, rest_server: str) -> dict[str, Any]:
+    """kubelite reads the gRPC ``server`` from the extension; kubectl reads the REST one."""
+    return kubeconfig_document(server, context_name(cluster), rest_server=rest_server)
 
 
 def _read_kubeconfig(target: Path) -> dict[str, Any]:
@@ -455,11 +456,11 @@ def _read_kubeconfig(target: Path) -> dict[str, Any]:
     return doc
 
 
-def write_host_kubeconfig(cluster: str, server: str, path: str = "") -> str:
+def write_host_kubeconfig(cluster: str, server: str, rest_server: str, path: str = "") -> str:
     """Merges context kubelite-<cluster> into the kubeconfig (replacing an older one) and makes it current."""
     target = Path(path).expanduser() if path else default_kubeconfig_path()
     doc = _read_kubeconfig(target)
-    fresh = kubeconfig_doc(cluster, server)
+    fresh = kubeconfig_doc(cluster, server, rest_server)
     ctx = context_name(cluster)
     for section in ("clusters", "users", "contexts"):
         entries = [e for e in (doc.get(section) or []) if isinstance(e, dict) and e.get("name") != ctx]
@@ -500,10 +501,11 @@ async def kubeconfig(docker: Docker, name: str, internal: bool = False) -> str:
     if internal:
         nets = (cp.get("NetworkSettings") or {}).get("Networks") or {}
         ip = str((nets.get(name) or {}).get("IPAddress") or "")
-        server = f"http://{ip}:{spec.API_PORT}"
+        server, rest = f"http://{ip}:{spec.API_PORT}", f"http://{ip}:{spec.HTTP_PORT}"
     else:
         server = f"http://127.0.0.1:{await _published_port(docker, _cname(cp), spec.API_PORT)}"
-    return yaml.safe_dump(kubeconfig_doc(name, server), sort_keys=False)
+        rest = f"http://127.0.0.1:{await _published_port(docker, _cname(cp), spec.HTTP_PORT)}"
+    return yaml.safe_dump(kubeconfig_doc(name, server, rest), sort_keys=False)
 
 
 # --- down, load-image -----------------------------------------------------------------------------------------

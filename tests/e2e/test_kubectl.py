@@ -1,0 +1,82 @@
+"""The real kubectl against the e2e cluster, through the kubeconfig ``kubelite cluster up`` wrote.
+
+The same file serves both clients (its ``server`` is the REST address, the
+gRPC one rides in an extension), so these tests prove that a Kubernetes user
+can drive a kubelite cluster with the kubectl they have: nodes and pods as
+tables, a Deployment applied, rolled out, scaled, exec'd into and read from
+on real kubelets and Docker, and deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.e2e import Cluster
+
+pytestmark = pytest.mark.timeout(900)
+
+KUBECTL = str(Path(sys.executable).parent / "kubectl")
+
+
+def kubectl(cluster: Cluster, *args: str, code: int | None = 0, input: str | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    with tempfile.TemporaryDirectory(prefix="kubectl-home-") as home:
+        r = subprocess.run([KUBECTL, "--kubeconfig", cluster.kubeconfig, *args], capture_output=True, text=True,
+                           input=input, timeout=timeout, env={**os.environ, "HOME": home})
+    if code is not None:
+        assert r.returncode == code, f"kubectl {' '.join(args)}: exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    return r
+
+
+def test_kubectl_sees_the_nodes_and_the_demo(demo: Cluster) -> None:
+    rows = [line.split() for line in kubectl(demo, "get", "nodes", "-o", "wide").stdout.splitlines()]
+    assert rows[0][:6] == ["NAME", "STATUS", "ROLES", "AGE", "VERSION", "INTERNAL-IP"]
+    by_name = {r[0]: r for r in rows[1:]}
+    assert {demo.control_plane, *demo.workers} <= set(by_name)
+    assert all(by_name[n][1] == "Ready" for n in demo.workers)
+    pods = [line.split() for line in kubectl(demo, "get", "pods", "-l", "app=web", "-o", "wide").stdout.splitlines()]
+    assert pods[0][:7] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"]
+    assert len(pods) == 4 and all(p[1] == "1/1" and p[2] == "Running" for p in pods[1:])
+    everything = kubectl(demo, "get", "all", "-A").stdout
+    assert "deployment.apps/web" in everything and "service/kubernetes" in everything
+
+
+def test_kubectl_drives_a_deployment_on_real_kubelets(demo: Cluster) -> None:
+    image = kubectl(demo, "get", "deploy", "web", "-o",
+                    "jsonpath={.spec.template.spec.containers[0].image}").stdout.strip()
+    manifest = json.dumps({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "kc", "labels": {"app": "kc"}},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "kc"}},
+                 "template": {"metadata": {"labels": {"app": "kc"}}, "spec": {"containers": [{
+                     "name": "main", "image": image, "imagePullPolicy": "Never",
+                     "command": ["sh", "-c", "echo started; while true; do sleep 1; done"]}]}}}})
+    try:
+        assert kubectl(demo, "apply", "-f", "-", input=manifest).stdout.strip() == "deployment.apps/kc created"
+        out = kubectl(demo, "rollout", "status", "deployment/kc", "--timeout=180s", timeout=240).stdout
+        assert 'deployment "kc" successfully rolled out' in out
+        kubectl(demo, "scale", "deployment/kc", "--replicas=3")
+        kubectl(demo, "rollout", "status", "deployment/kc", "--timeout=180s", timeout=240)
+        kubectl(demo, "wait", "--for=condition=Ready", "pod", "-l", "app=kc", "--timeout=120s", timeout=180)
+        pod = kubectl(demo, "get", "pods", "-l", "app=kc", "-o", "jsonpath={.items[0].metadata.name}").stdout
+        # exec through the API server's WebSocket to the real kubelet, with the command's exit code.
+        r = kubectl(demo, "exec", pod, "--", "sh", "-c", "echo out; echo err >&2; exit 7", code=7)
+        assert r.stdout == "out\n" and "err" in r.stderr
+        r = kubectl(demo, "exec", "-i", pod, "--", "sh", "-c", "tr a-z A-Z", input="shout\n")
+        assert r.stdout == "SHOUT\n"
+        deadline = time.monotonic() + 30
+        while "started" not in kubectl(demo, "logs", pod).stdout:
+            assert time.monotonic() < deadline, "no log line from the container"
+            time.sleep(1)
+        assert kubectl(demo, "logs", "deployment/kc", "--tail=1").stdout.strip() == "started"
+    finally:
+        r = kubectl(demo, "delete", "deployment", "kc", "--wait", "--timeout=120s", code=None, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert kubectl(demo, "get", "deploy", "kc", code=1).stderr.strip().endswith('"kc" not found')
