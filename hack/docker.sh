@@ -34,3 +34,13 @@ if ! docker info >/dev/null 2>&1; then
   done
   docker info >/dev/null 2>&1 || { echo "docker: dockerd did not start; see /var/log/dockerd.log" >&2; exit 1; }
 fi
+# Every node container boots systemd, which takes inotify instances of the host's budget;
+# the kernel's default (128) runs out at a couple of clusters and units then fail to
+# start (kind documents the same limit). Raise it, never lower it.
+for kv in fs.inotify.max_user_instances=1024 fs.inotify.max_user_watches=524288; do
+  key=${kv%=*} want=${kv#*=}
+  have=$(sysctl -n "$key" 2>/dev/null || echo 0)
+  if [ "$have" -lt "$want" ]; then
+    sysctl -q -w "$kv" >/dev/null 2>&1 || echo "docker: could not raise $key to $want (have $have)" >&2
+  fi
+done

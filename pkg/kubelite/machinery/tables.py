@@ -84,17 +84,19 @@ def age(value: Any, now: datetime) -> str:
 
 
 def dig(obj: Any, *path: str | int, default: Any = None) -> Any:
-    """obj["a"]["b"][0] with a default for any missing step (encoded objects omit empty fields)."""
+    """obj["a"]["b"][0] with a default for any missing step (encoded objects omit empty fields).
+
+    Indexing first and handling the miss is what keeps Table rows cheap: a
+    list of 10,000 pods reads a dozen fields from each.
+    """
     cur = obj
-    for step in path:
-        if isinstance(step, int):
-            if not isinstance(cur, list) or step >= len(cur):
+    try:
+        for step in path:
+            if isinstance(cur, str):  # a string is a leaf: never index into it
                 return default
             cur = cur[step]
-        else:
-            if not isinstance(cur, dict) or step not in cur:
-                return default
-            cur = cur[step]
+    except (KeyError, IndexError, TypeError):
+        return default
     return default if cur is None else cur
 
 

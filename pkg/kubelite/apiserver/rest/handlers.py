@@ -139,6 +139,35 @@ def _media(request: web.Request) -> str:
     return request.headers.get("Content-Type", "").split(";")[0].strip().lower()
 
 
+class JSONCache:
+    """The JSON form of object states, keyed by their wire bytes, bounded in total size.
+
+    Protobuf to JSON is the REST API's main cost (the codec walks every field
+    in Python). The watch cache hands every list and every watcher the same
+    bytes object for one state of one object, so a state is encoded once and
+    then served to every list and every watcher that wants it, as Kubernetes'
+    watch cache serializes an event once for all its watchers. The oldest
+    entries go first when the bound is reached.
+    """
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self._entries: dict[bytes, bytes] = {}
+        self._size = 0
+        self._max = max_bytes
+
+    def get(self, store: ResourceStore, wire: bytes) -> bytes:
+        hit = self._entries.get(wire)
+        if hit is not None:
+            return hit
+        data = json.dumps(codec.encode(store.decode(wire)), separators=(",", ":"), ensure_ascii=False).encode()
+        self._entries[wire] = data
+        self._size += len(wire) + len(data)
+        while self._size > self._max and self._entries:
+            old = next(iter(self._entries))
+            self._size -= len(old) + len(self._entries.pop(old))
+        return data
+
+
 class RestAPI:
     """The handlers; ``add_routes`` puts them on the API server's HTTP application."""
 
@@ -149,6 +178,7 @@ class RestAPI:
         self.streams = streams
         self.server_version = server_version
         self.openapi = openapi.OpenAPI(registry)
+        self.json_cache = JSONCache()
         # Watches and log streams in progress: a stopping server ends them, or aiohttp would wait for them.
         self._streams: set[asyncio.Task[Any]] = set()
 
@@ -387,7 +417,7 @@ class RestAPI:
         return json_response(data, status, warnings=warnings)
 
     def _encode_wire(self, store: ResourceStore, wire: bytes) -> dict[str, Any]:
-        return codec.encode(store.decode(wire))
+        return dict(json.loads(self.json_cache.get(store, wire)))
 
     # --- verbs ---------------------------------------------------------------------------------------
 
@@ -410,11 +440,14 @@ class RestAPI:
             meta["continue"] = token
         if page.remaining_item_count is not None:
             meta["remainingItemCount"] = page.remaining_item_count
-        objs = [self._encode_wire(store, wire) for wire in items]
         if tables.wants_table(request.headers.get("Accept", "")):
+            objs = [self._encode_wire(store, wire) for wire in items]
             return json_response(tables.table(store.rt.group, store.rt.kind, objs, meta, query.include_object))
-        return json_response({"kind": f"{store.rt.kind}List", "apiVersion": store.rt.api_version,
-                              "metadata": meta, "items": objs})
+        # The body is assembled from each object's cached JSON, not serialized again as one document.
+        head = json.dumps({"kind": f"{store.rt.kind}List", "apiVersion": store.rt.api_version, "metadata": meta},
+                          separators=(",", ":"), ensure_ascii=False).encode()
+        body = b"".join((head[:-1], b',"items":[', b",".join(self.json_cache.get(store, w) for w in items), b"]}"))
+        return web.Response(body=body, headers={"Content-Type": "application/json"})
 
     async def _create(self, request: web.Request, target: Target, store: ResourceStore, query: Query,
                       ) -> web.Response:
@@ -631,7 +664,8 @@ class RestAPI:
 
         try:
             with self._stream():
-                await self._stream_events(resp, store, attrs.namespace, query, field_selector, line, bookmark)
+                await self._stream_events(resp, store, attrs.namespace, query, field_selector, line, bookmark,
+                                          as_table)
         except errors.StatusError as exc:
             with contextlib.suppress(ConnectionResetError):
                 await resp.write(line("ERROR", status_body(exc)))
@@ -645,15 +679,19 @@ class RestAPI:
 
     async def _stream_events(self, resp: web.StreamResponse, store: ResourceStore, namespace: str, query: Query,
                              field_selector: str, line: Callable[[str, dict[str, Any]], bytes],
-                             bookmark: Callable[..., bytes]) -> None:
+                             bookmark: Callable[..., bytes], as_table: bool) -> None:
         async with asyncio.timeout(query.timeout_seconds if query.timeout_seconds else None):
             async for chunk in self._events(store, namespace, query, field_selector):
                 if isinstance(chunk, _InitialEnd):
                     await resp.write(bookmark(chunk.revision, initial_end=True))
                 elif isinstance(chunk, int):
                     await resp.write(bookmark(chunk))
-                else:
+                elif as_table:
                     await resp.write(b"".join(line(t, self._encode_wire(store, wire)) for t, wire in chunk))
+                else:  # each event from the object's cached JSON: encoded once for every watcher
+                    await resp.write(b"".join(b'{"type":"%s","object":%s}\n' % (t.encode(),
+                                                                                self.json_cache.get(store, wire))
+                                              for t, wire in chunk))
 
     async def _events(self, store: ResourceStore, namespace: str, query: Query, field_selector: str,
                       ) -> AsyncIterator[Any]:
