@@ -56,6 +56,7 @@ test: check unit integration e2e
 bench: deps
 	@bash hack/docker.sh
 	$(PY) -m bench.run
+	$(PY) -m bench.rest
 	$(PY) -m bench.scheduler
 	$(PY) -m bench.kubelet
 	$(PY) -m bench.controllers --quick
