@@ -84,18 +84,29 @@ def test_json_patch() -> None:
 @pytest.mark.parametrize(
     "ops",
     [
-        [{"op": "remove", "path": "/metadata/nope"}],
-        [{"op": "test", "path": "/metadata/name", "value": "other"}],
         [{"op": "frobnicate", "path": "/a"}],
         [{"path": "/a"}],
         {"op": "add"},
         "not json",
     ],
 )
-def test_json_patch_errors_are_bad_requests(ops: Any) -> None:
+def test_unreadable_json_patches_are_bad_requests(ops: Any) -> None:
     with pytest.raises(StatusError) as info:
         patch.json_patch(pod(), ops)
     assert info.value.reason == "BadRequest"
+
+
+@pytest.mark.parametrize(
+    "ops",
+    [
+        [{"op": "remove", "path": "/metadata/nope"}],
+        [{"op": "test", "path": "/metadata/name", "value": "other"}],
+    ],
+)
+def test_json_patches_that_do_not_apply_are_invalid(ops: Any) -> None:
+    with pytest.raises(StatusError) as info:
+        patch.json_patch(pod(), ops)
+    assert (info.value.reason, info.value.code) == ("Invalid", 422)
 
 
 # ---- strategic merge patch -------------------------------------------------------------------

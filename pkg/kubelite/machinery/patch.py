@@ -89,7 +89,13 @@ def _merge_in_place(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
 
 
 def json_patch(target: Any, ops: Any) -> Any:
-    """RFC 6902 operations (a list, or its JSON text); any failure is a BadRequest."""
+    """RFC 6902 operations (a list, or its JSON text).
+
+    As kube-apiserver answers: a patch that cannot be read (not JSON, not a
+    list, an unknown operation) is a BadRequest (400); one that reads but
+    does not apply to this object (a failed ``test``, a missing path) is
+    Invalid (422), so that a client guarding a change with ``test`` can tell.
+    """
     try:
         if isinstance(ops, (str, bytes)):
             ops = json.loads(ops)
@@ -100,8 +106,12 @@ def json_patch(target: Any, ops: Any) -> Any:
         raise
     except json.JSONDecodeError as exc:
         raise bad_request(f"error decoding JSON patch: {exc}") from exc
-    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, KeyError, TypeError,
-            ValueError, IndexError) as exc:
+    except jsonpatch.InvalidJsonPatch as exc:
+        raise bad_request(f"error decoding JSON patch: {exc}") from exc
+    except (jsonpatch.JsonPatchConflict, jsonpatch.JsonPatchTestFailed, jsonpatch.JsonPointerException) as exc:
+        raise StatusError("Invalid", f"the server rejected our request due to an error in our request: "
+                                     f"error applying JSON patch: {exc}") from exc
+    except (jsonpatch.JsonPatchException, KeyError, TypeError, ValueError, IndexError) as exc:
         raise bad_request(f"error applying JSON patch: {exc}") from exc
 
 
