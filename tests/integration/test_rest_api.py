@@ -138,7 +138,14 @@ async def test_verbs_paths_and_preconditions(http: aiohttp.ClientSession, ns: st
     got, doc, _ = await call(http, "PUT", f"{base}/c", json.dumps(stale))
     assert got == 409 and doc["reason"] == "Conflict"
     got, doc, _ = await call(http, "PATCH", f"{base}/c", '{"data":{"b":"d"}}', "application/apply-patch+yaml")
-    assert got == 415 and "server-side apply" in doc["message"]
+    assert got == 400 and "field manager is required" in doc["message"]
+    got, doc, _ = await call(http, "PATCH", f"{base}/c?fieldManager=me", '{"data":{"b":"d"}}',
+                             "application/apply-patch+yaml")
+    assert got == 400 and "must name their apiVersion and kind" in doc["message"]
+    got, doc, _ = await call(http, "PATCH", f"{base}/c?fieldManager=me", cm("other"), "application/apply-patch+yaml")
+    assert got == 400 and "does not match the name on the URL" in doc["message"]
+    got, doc, _ = await call(http, "PATCH", f"{base}/c?fieldManager=me", "a: [", "application/apply-patch+yaml")
+    assert got == 400
     got, doc, _ = await call(http, "PATCH", f"{base}/c", '[{"op":"test","path":"/data/a","value":"zzz"}]',
                              "application/json-patch+json")
     assert got == 422 and doc["reason"] == "Invalid" and "not equal to tested value" in doc["message"]

@@ -288,3 +288,40 @@ def test_get_watch_ends_cleanly_on_an_apiserver_restart_and_a_new_one_sees_every
                 watcher.kill()
                 watcher.wait()
             kc("delete", "namespace", name, "--wait=false", code=None)
+
+
+def test_server_side_apply_with_kubectl_and_kubelite_conflicts_and_force(kubectl: Kubectl, ns: str,
+                                                                         apiserver: APIServerProcess) -> None:
+    manifest = CONFIGMAP
+    r = kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=manifest)
+    assert r.stdout.strip() == "configmap/settings serverside-applied"
+    doc = json.loads(kubectl("get", "cm", "settings", "-n", ns, "-o", "json", "--show-managed-fields").stdout)
+    [entry] = doc["metadata"]["managedFields"]
+    assert (entry["manager"], entry["operation"]) == ("kubectl", "Apply")
+    assert entry["fieldsV1"] == {"f:data": {"f:color": {}}, "f:metadata": {"f:labels": {"f:tier": {}}}}
+    # kubelite's own client, as another manager, changing kubectl's field: a conflict naming it.
+    kl = [str(Path(sys.executable).parent / "kubelite"), "--server", apiserver.server, "-n", ns]
+    r = subprocess.run([*kl, "apply", "--server-side", "--field-manager=ops", "-f", "-"],
+                       input=CONFIGMAP.replace("blue", "red"), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and 'conflict with "kubectl"' in r.stderr and ".data.color" in r.stderr, r.stderr
+    assert kubectl("get", "cm", "settings", "-n", ns, "-o", "jsonpath={.data.color}").stdout == "blue"
+    r = subprocess.run([*kl, "apply", "--server-side", "--field-manager=ops", "--force-conflicts", "-f", "-"],
+                       input=CONFIGMAP.replace("blue", "red"), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "configmap/settings serverside-applied" in r.stdout, r.stderr
+    assert kubectl("get", "cm", "settings", "-n", ns, "-o", "jsonpath={.data.color}").stdout == "red"
+    # kubectl now conflicts with ops, and says how to resolve it.
+    r = kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=manifest, code=1)
+    assert 'conflict with "ops"' in r.stderr and "--force-conflicts" in r.stderr
+    # Dropping a field from one's manifest removes it, unless another manager owns it too (ops owns the label).
+    kubectl("apply", "--server-side", "-n", ns, "-f", "-",
+            input="apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {size: L}\n")
+    doc = json.loads(kubectl("get", "cm", "settings", "-n", ns, "-o", "json").stdout)
+    assert doc["data"] == {"color": "red", "size": "L"} and doc["metadata"]["labels"] == {"tier": "web"}
+    # It creates what is absent; a label only kubectl owned goes when kubectl stops applying it.
+    kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=manifest.replace("settings", "fresh"))
+    assert kubectl("get", "cm", "fresh", "-n", ns, "-o", "jsonpath={.data.color}").stdout == "blue"
+    kubectl("apply", "--server-side", "-n", ns, "-f", "-",
+            input=manifest.replace("settings", "fresh").replace("  labels: {tier: web}\n", ""))
+    assert "labels" not in json.loads(kubectl("get", "cm", "fresh", "-n", ns, "-o", "json").stdout)["metadata"]
+    r = kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=manifest + "bogus: 1\n", code=1)
+    assert 'unknown field "bogus"' in r.stderr

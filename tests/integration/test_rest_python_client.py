@@ -224,3 +224,24 @@ async def test_objects_and_errors_are_the_same_through_grpc(api: k8s.ApiClient, 
     with pytest.raises(ApiException) as stale:
         v1.replace_namespaced_config_map("shared", ns, made)
     assert stale.value.status == 409
+
+
+def test_server_side_apply_through_the_dynamic_client(api: k8s.ApiClient, ns: str) -> None:
+    from kubernetes import dynamic
+
+    dyn = dynamic.DynamicClient(api)
+    deployments = dyn.resources.get(api_version="apps/v1", kind="Deployment")
+    body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "ssa", "namespace": ns},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "ssa"}},
+                     "template": {"metadata": {"labels": {"app": "ssa"}},
+                                  "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}}
+    made = deployments.server_side_apply(body=body, name="ssa", namespace=ns, field_manager="py")
+    assert made.spec.replicas == 2 and made.metadata.managedFields[0].manager == "py"
+    body["spec"]["replicas"] = 4
+    with pytest.raises(ApiException) as conflict:
+        deployments.server_side_apply(body=body, name="ssa", namespace=ns, field_manager="other")
+    assert conflict.value.status == 409 and ".spec.replicas" in conflict.value.body
+    forced = deployments.server_side_apply(body=body, name="ssa", namespace=ns, field_manager="other",
+                                           force_conflicts=True)
+    assert forced.spec.replicas == 4
+    assert sorted(e.manager for e in forced.metadata.managedFields) == ["other", "py"]

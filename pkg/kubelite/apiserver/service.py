@@ -26,7 +26,7 @@ from kubelite.apiserver.pipeline import Admission, Attributes, Pipeline, Request
 from kubelite.apiserver.registry.core import BindingSubresource
 from kubelite.apiserver.registry.subresource import Subresource
 from kubelite.apiserver.store import ResourceStore
-from kubelite.machinery import errors
+from kubelite.machinery import errors, patch
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,10 @@ class ResourceServicer(pb_grpc.ResourceServiceServicer):
         async def call(store: ResourceStore) -> pb.ObjectResponse:
             name = request.subresource or request.ref.subresource
             attrs = await self._attrs(context, "patch", store, request.ref, request.dry_run, name)
-            if name:
+            if request.patch_type == patch.APPLY_PATCH and not name:
+                obj = await store.apply(attrs, patch.load_apply_patch(request.patch), request.field_manager,
+                                        force=request.force)
+            elif name:
                 sub = self.registry.subresource(store, name)
                 obj = await sub.patch(store, attrs, request.patch_type, request.patch)
             else:

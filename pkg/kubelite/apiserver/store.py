@@ -21,8 +21,10 @@ import random
 import secrets
 import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from google.protobuf.message import DecodeError, Message
 
@@ -30,7 +32,7 @@ from kubelite.apiserver.pipeline import Admission, Attributes
 from kubelite.apiserver.registry.strategy import Strategy, meta_of
 from kubelite.apiserver.registry.subresource import Subresource
 from kubelite.apiserver.watchcache import Filter, OutOfWindow, WatchCache, rv_suffix
-from kubelite.machinery import codec, errors, patch, selectors
+from kubelite.machinery import codec, errors, fieldmanager, patch, selectors
 from kubelite.machinery.errors import FieldError
 from kubelite.storage.interface import (
     ClaimTakenError,
@@ -541,6 +543,8 @@ class ResourceStore:
             nm.ClearField("deletion_grace_period_seconds")
         if not nm.generate_name:
             nm.generate_name = om.generate_name
+        if not nm.managed_fields:  # a writer that does not know about field ownership keeps it
+            nm.managed_fields.extend(om.managed_fields)
         nm.generation = om.generation
         if self.strategy.spec_of(new) != self.strategy.spec_of(old):
             nm.generation = om.generation + 1
@@ -571,6 +575,75 @@ class ResourceStore:
 
         return await self.guaranteed_update(attrs, attrs.name, mutate, precondition=precondition,
                                              status=subresource == "status", from_cache=True)
+
+    # --- server-side apply ---------------------------------------------
+
+    async def apply(self, attrs: Attributes, intent: Mapping[str, Any], field_manager: str, *,
+                    force: bool = False) -> Message:
+        """Server-side apply of ``intent`` by ``field_manager``: creates the object when absent.
+
+        The intent is validated as a whole object first (unknown fields and
+        wrong types refuse it); conflicts with other managers' fields are a
+        409 naming each field, unless ``force``. See machinery.fieldmanager.
+        """
+        if not field_manager:
+            raise errors.bad_request("PATCH, field manager is required for apply requests "
+                                     "(the fieldManager query parameter)")
+        self._check_apply_intent(intent, attrs)
+        codec.decode_into(intent, self.rt.message)  # every problem of the intent, with its path
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        def applied(live: dict[str, Any] | None) -> Message:
+            result = fieldmanager.apply(live, intent, self.rt.message, field_manager, self.rt.api_version, now,
+                                        force)
+            if result.conflicts:
+                raise errors.StatusError(
+                    "Conflict", fieldmanager.conflict_message(result.conflicts), name=attrs.name,
+                    group=self.rt.group, kind=self.rt.resource,
+                    causes=[errors.FieldError("FieldManagerConflict", c.field(),
+                                              f'conflict with "{c.manager}"' + (f" using {c.api_version}"
+                                                                                 if c.api_version else ""))
+                            for c in result.conflicts])
+            return codec.decode_into(result.object, self.rt.message)
+
+        async def mutate(current: Stored) -> Message:
+            return applied(codec.encode(current.obj))
+
+        for _attempt in range(2):
+            try:
+                return await self.guaranteed_update(attrs, attrs.name, mutate, from_cache=True)
+            except errors.StatusError as exc:
+                if exc.reason != "NotFound":
+                    raise
+            obj = applied(None)
+            meta_of(obj).name = attrs.name
+            if self.rt.namespaced:
+                meta_of(obj).namespace = attrs.namespace
+            try:
+                return await self._create_one(Attributes(attrs.user, "create", self.rt, attrs.namespace, attrs.name,
+                                                         dry_run=attrs.dry_run), obj)
+            except errors.StatusError as exc:
+                if exc.reason != "AlreadyExists":
+                    raise
+        raise errors.conflict(self.rt.group, self.rt.resource, attrs.name, "the object changed during apply; "
+                                                                          "try again")
+
+    def _check_apply_intent(self, intent: Mapping[str, Any], attrs: Attributes) -> None:
+        if not isinstance(intent, Mapping):
+            raise errors.bad_request("an apply patch must be an object")
+        if intent.get("apiVersion") != self.rt.api_version or intent.get("kind") != self.rt.kind:
+            raise errors.bad_request(f"apply patches must name their apiVersion and kind: this resource takes "
+                                     f"{self.rt.api_version} {self.rt.kind}, the patch has "
+                                     f"{intent.get('apiVersion') or '(none)'} {intent.get('kind') or '(none)'}")
+        meta = intent.get("metadata")
+        name = meta.get("name") if isinstance(meta, Mapping) else None
+        if name != attrs.name:
+            raise errors.bad_request(f'metadata.name "{name or ""}" of the apply patch does not match the name '
+                                     f'on the URL "{attrs.name}"')
+        namespace = meta.get("namespace") if isinstance(meta, Mapping) else None
+        if namespace and namespace != attrs.namespace:
+            raise errors.bad_request("the namespace of the provided object does not match the namespace sent on "
+                                     "the request")
 
     # --- delete ----------------------------------------------------------
 

@@ -60,6 +60,8 @@ BOOL_FLAGS: dict[str, str] = {
     "--now": "--now",
     "--force": "--force",
     "--save-config": "--save-config",
+    "--server-side": "--server-side",
+    "--force-conflicts": "--force-conflicts",
     "--show-events": "--show-events",
     "--namespaced": "--namespaced",
     "--client": "--client",
@@ -353,10 +355,15 @@ def describe_cmd(args: tuple[str, ...], all_namespaces: bool, selector: str, sho
 @filename_options()
 @dry_run_option()
 @output_option("Output format: name, yaml or json.")
+@bool_option("--server-side", help="Apply on the server, which merges and tracks which manager owns each field.")
+@bool_option("--force-conflicts", help="With --server-side: take over fields other managers own.")
+@click.option("--field-manager", default="", help="With --server-side: the name of the manager (default kubelite).")
 @global_options(hidden=True)
-def apply_cmd(filenames: tuple[str, ...], recursive: bool, dry_run: str, output: str) -> None:
-    """Apply a configuration to resources from files or stdin (client-side apply)."""
-    opts = apply_mod.ManifestOptions(filenames, recursive, dry_run, output)
+def apply_cmd(filenames: tuple[str, ...], recursive: bool, dry_run: str, output: str, server_side: bool,
+              force_conflicts: bool, field_manager: str) -> None:
+    """Apply a configuration to resources from files or stdin (client-side, or with --server-side)."""
+    opts = apply_mod.ManifestOptions(filenames, recursive, dry_run, output, server_side=server_side,
+                                     force_conflicts=force_conflicts, field_manager=field_manager)
     execute(lambda s, st: apply_mod.run_apply(s, opts, st.scheme, st.deps.stdin))
 
 

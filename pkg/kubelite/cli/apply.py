@@ -52,6 +52,10 @@ class ManifestOptions:
     dry_run: str = "none"
     output: str = ""
     save_config: bool = False
+    # Server-side apply (kubectl apply --server-side): the server merges and tracks field ownership.
+    server_side: bool = False
+    force_conflicts: bool = False
+    field_manager: str = ""
 
 
 def last_applied_text(obj: dict[str, Any]) -> str:
@@ -144,9 +148,14 @@ async def run_apply(session: Session, opts: ManifestOptions, scheme: Scheme,
     manifests = _load(session, opts, scheme, stdin, "apply")
     _check_names(manifests, "apply")
     failures = 0
+    if opts.force_conflicts and not opts.server_side:
+        raise CliError("--force-conflicts only works with --server-side")
     for m in manifests:
         try:
-            word, result = await apply_one(session, m, dry_run)
+            if opts.server_side:
+                word, result = await apply_server_side(session, m, dry_run, opts)
+            else:
+                word, result = await apply_one(session, m, dry_run)
         except StatusError as exc:
             session.streams.err(format_status_error(exc, server=session.server))
             failures += 1
@@ -154,6 +163,34 @@ async def run_apply(session: Session, opts: ManifestOptions, scheme: Scheme,
         printer.outcome(object_ref(m.rt, m.name), word, result)
     printer.flush()
     return 1 if failures else 0
+
+
+async def apply_server_side(session: Session, m: Manifest, dry_run: str, opts: ManifestOptions,
+                            ) -> tuple[str, Any]:
+    """One object through server-side apply; kubectl prints "serverside-applied" whatever happened."""
+    intent = dict(m.data)
+    intent_meta = dict(intent.get("metadata") or {})
+    if m.rt.namespaced:
+        intent_meta["namespace"] = namespace_for(m.rt, m.namespace)
+    intent["metadata"] = intent_meta
+    if dry_run == "client":
+        return "serverside-applied", m.obj
+    try:
+        result = await session.client.apply(intent, field_manager=opts.field_manager or "kubelite",
+                                            force=opts.force_conflicts, dry_run=dry_run == "server")
+    except StatusError as exc:
+        if exc.reason == "Conflict" and exc.causes:
+            exc.message = (f'Apply failed with {len(exc.causes)} conflict{"s" if len(exc.causes) != 1 else ""}: '
+                           + "; ".join(f"{c.detail}: {c.field}" for c in exc.causes)
+                           + "\nPlease review the fields above--they currently have other managers. Here are the "
+                             "ways you can resolve this warning:\n* If you intend to manage all of these fields, "
+                             "please re-run the apply command with the `--force-conflicts` flag.\n* If you do not "
+                             "intend to manage all of the fields, please edit your manifest to remove references "
+                             "to the fields that should keep their current managers.")
+        else:
+            exc.message = f'error when applying "{m.source}": {exc.message}'
+        raise
+    return "serverside-applied", result
 
 
 async def apply_one(session: Session, m: Manifest, dry_run: str) -> tuple[str, Any]:

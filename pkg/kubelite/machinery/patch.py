@@ -30,6 +30,7 @@ import jsonpatch
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
+from kubelite.machinery import codec
 from kubelite.machinery.codec import (
     FORMAT_NONE,
     FieldInfo,
@@ -44,8 +45,11 @@ LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+# Server-side apply (kubelite.machinery.fieldmanager): not a patch of the live object but the manager's intent.
+APPLY_PATCH = "application/apply-patch+yaml"
 # kubectl's short names (``kubelite patch --type``) -> content type.
-PATCH_TYPES: dict[str, str] = {"json": JSON_PATCH, "merge": MERGE_PATCH, "strategic": STRATEGIC_MERGE_PATCH}
+PATCH_TYPES: dict[str, str] = {"json": JSON_PATCH, "merge": MERGE_PATCH, "strategic": STRATEGIC_MERGE_PATCH,
+                               "apply": APPLY_PATCH}
 PATCH_CONTENT_TYPES = (MERGE_PATCH, STRATEGIC_MERGE_PATCH, JSON_PATCH)
 
 _DIRECTIVE = "$patch"
@@ -64,6 +68,17 @@ _DELETED = _Deleted()
 # --------------------------------------------------------------------------------------------
 # RFC 7386 / RFC 6902
 # --------------------------------------------------------------------------------------------
+
+
+def load_apply_patch(body: bytes | str) -> dict[str, Any]:
+    """An apply patch's intent: one YAML (or JSON, which is YAML) object."""
+    try:
+        docs = codec.load_documents(body.decode() if isinstance(body, bytes) else body, "apply patch")
+    except UnicodeDecodeError as exc:
+        raise bad_request(f"the apply patch is not UTF-8 text: {exc}") from exc
+    if len(docs) != 1:
+        raise bad_request(f"an apply patch is one object, not {len(docs)}")
+    return docs[0]
 
 
 def json_merge_patch(target: Any, patch: Any) -> Any:

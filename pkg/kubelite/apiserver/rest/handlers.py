@@ -34,11 +34,10 @@ from kubelite.apiserver.service import Registry
 from kubelite.apiserver.store import ResourceStore
 from kubelite.apiserver.streaming import PodStreamServicer
 from kubelite.machinery import codec, errors
-from kubelite.machinery.patch import JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH
+from kubelite.machinery.patch import APPLY_PATCH, JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, load_apply_patch
 
 log = logging.getLogger(__name__)
 
-APPLY_PATCH = "application/apply-patch+yaml"
 PATCH_TYPES = (STRATEGIC_MERGE_PATCH, MERGE_PATCH, JSON_PATCH)
 PROTOBUF = "application/vnd.kubernetes.protobuf"
 JSON_TYPES = ("", "application/json", "*/*")
@@ -486,21 +485,25 @@ class RestAPI:
     @staticmethod
     def _patch_type(request: web.Request) -> str:
         media = _media(request)
-        if media in PATCH_TYPES:
+        if media in PATCH_TYPES or media == APPLY_PATCH:
             return media
-        if media == APPLY_PATCH:
-            raise errors.StatusError("UnsupportedMediaType",
-                                     "server-side apply (application/apply-patch+yaml) is not supported yet: "
-                                     "use client-side apply")
         raise errors.StatusError("UnsupportedMediaType",
                                  f'the body of the request was in an unknown format "{media}" - accepted media '
-                                 f"types include: {', '.join(PATCH_TYPES)}")
+                                 f"types include: {', '.join((*PATCH_TYPES, APPLY_PATCH))}")
 
     async def _patch(self, request: web.Request, target: Target, store: ResourceStore, query: Query,
                      ) -> web.Response:
         patch_type = self._patch_type(request)
         body = await self._read_body(request)
         attrs = await self._attrs(request, "patch", store, target, query.dry_run)
+        if patch_type == APPLY_PATCH:
+            if target.subresource:
+                raise errors.bad_request(f"server-side apply of {store.rt.resource}/{target.subresource} is not "
+                                         f"supported")
+            force = request.query.get("force", "").lower() in TRUE
+            obj = await store.apply(attrs, load_apply_patch(body), request.query.get("fieldManager", ""),
+                                    force=force)
+            return self._object_response(request, store, obj, query)
         if target.subresource:
             obj = await self.registry.subresource(store, target.subresource).patch(store, attrs, patch_type, body)
         else:

@@ -26,7 +26,7 @@ from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 from kubelite.api.meta.v1 import generated_pb2 as kubelite_dot_api_dot_meta_dot_v1_dot_generated__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%kubelite/api/service/v1/service.proto\x12\x17kubelite.api.service.v1\x1a\x19google/protobuf/any.proto\x1a$kubelite/api/meta/v1/generated.proto\"u\n\x0bResourceRef\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08resource\x18\x03 \x01(\t\x12\x11\n\tnamespace\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x13\n\x0bsubresource\x18\x06 \x01(\t\"y\n\rCreateRequest\x12\x31\n\x03ref\x18\x01 \x01(\x0b\x32$.kubelite.api.service.v1.ResourceRef\x12$\n\x06object\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"Y\n\nGetRequest\x12\x31\n\x03ref\x18\x01 \x01(\x0b\x32$.kubelite.api.service.v1.ResourceRef\x12\x18\n\x10resource_version\x18\x02 \x01(\t\"6\n\x0eObjectResponse\x12$\n\x06object\x18\x01 \x01(\x0b\x32\x14.google.protobuf.Any\"\xb1\x01\n\x0bListRequest\x12\x31\n\x03ref\x18\x01 \x01(\x0b\x32$.kubelite.api.service.v1.ResourceRef\x12\x16\n\x0elabel_selector\x18\x02 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x03 \x01(\t\x12\x18\n\x10resource_version\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\x05\x12\x16\n\x0e\x63ontinue_token\x18\x06 \x01(\t\"e\n\x0cListResponse\x12\x30\n\x08metadata\x18\x01 \x01(\x0b\x32\x1e.kubelite.api.meta.v1.ListMeta\x12#\n\x05items\x18\x02 \x03(\x0b\x32\x14.google.protobuf.Any\"y\n\rUpdateRequest\x12\x31\n\x03ref\x18\x01 \x01(\x0b\x32$.kubelite.api.service.v1.ResourceRef\x12$\n\x06object\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"\x8a\x01\n\x0cPatchRequest\x12\x31\n\x03ref\x18\x01 \x01(\x0b\x32$.kubelite.api.service.v1.ResourceRef\x12\x12\n\npatch_type\x18\x02 \x01(\t\x12\r\n\x05patch\x18\x03 \x01(\x0c\x12\x13\n\x0bsubresource\x18\x04 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x05 \x01(\x08\"6\n\rPreconditions\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12\x18\n\x10resource_version\x18\x02 \x01(\t\"\xea\x01\n\rDeleteRequest\x12\x31\n\x03ref\x18\x01 \x01(\x0b\x32$.kubelite.api.service.v1.ResourceRef\x12\x1a\n\x12propagation_policy\x18\x02 \x01(\t\x12=\n\rpreconditions\x18\x03 \x01(\x0b\x32&.kubelite.api.service.v1.Preconditions\x12!\n\x14grace_period_seconds\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x0f\n\x07\x64ry_run\x18\x05 \x01(\x08\x42\x17\n\x15_grace_period_seconds\"\xe5\x01\n\x17\x44\x65leteCollectionRequest\x12\x31\n\x03ref\x18\x01 \x01(\x0b\x32$.kubelite.api.service.v1.ResourceRef\x12\x16\n\x0elabel_selector\x18\x02 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x03 \x01(\t\x12\x1a\n\x12propagation_policy\x18\x04 \x01(\t\x12!\n\x14grace_period_seconds\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x0f\n\x07\x64ry_run\x18\x06 \x01(\x08\x42\x17\n\x15_grace_period_seconds\"G\n\x0e\x44\x65leteResponse\x12$\n\x06object\x18\x01 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\"\xaa\x01\n\x0cWatchRequest\x12\x31\n\x03ref\x18\x01 \x01(\x0b\x32$.kubelite.api.service.v1.ResourceRef\x12\x16\n\x0elabel_selector\x18\x02 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x03 \x01(\t\x12\x18\n\x10resource_version\x18\x04 \x01(\t\x12\x1d\n\x15\x61llow_watch_bookmarks\x18\x05 \x01(\x08\"@\n\nWatchEvent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12$\n\x06object\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\"D\n\rWatchResponse\x12\x33\n\x06\x65vents\x18\x01 \x03(\x0b\x32#.kubelite.api.service.v1.WatchEvent\"N\n\x0b\x42indRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tnode_name\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\"\x18\n\x16ServerResourcesRequest\"\xae\x01\n\x0b\x41PIResource\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rsingular_name\x18\x02 \x01(\t\x12\x12\n\nnamespaced\x18\x03 \x01(\x08\x12\r\n\x05group\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\r\n\x05verbs\x18\x07 \x03(\t\x12\x13\n\x0bshort_names\x18\x08 \x03(\t\x12\x14\n\x0cmessage_type\x18\t \x01(\t\"J\n\x0f\x41PIResourceList\x12\x37\n\tresources\x18\x01 \x03(\x0b\x32$.kubelite.api.service.v1.APIResource\"\x10\n\x0eVersionRequest\"L\n\x0bVersionInfo\x12\x13\n\x0bgit_version\x18\x01 \x01(\t\x12\x10\n\x08platform\x18\x02 \x01(\t\x12\x16\n\x0epython_version\x18\x03 \x01(\t2\xa4\x07\n\x0fResourceService\x12Y\n\x06\x43reate\x12&.kubelite.api.service.v1.CreateRequest\x1a\'.kubelite.api.service.v1.ObjectResponse\x12S\n\x03Get\x12#.kubelite.api.service.v1.GetRequest\x1a\'.kubelite.api.service.v1.ObjectResponse\x12S\n\x04List\x12$.kubelite.api.service.v1.ListRequest\x1a%.kubelite.api.service.v1.ListResponse\x12Y\n\x06Update\x12&.kubelite.api.service.v1.UpdateRequest\x1a\'.kubelite.api.service.v1.ObjectResponse\x12_\n\x0cUpdateStatus\x12&.kubelite.api.service.v1.UpdateRequest\x1a\'.kubelite.api.service.v1.ObjectResponse\x12W\n\x05Patch\x12%.kubelite.api.service.v1.PatchRequest\x1a\'.kubelite.api.service.v1.ObjectResponse\x12Y\n\x06\x44\x65lete\x12&.kubelite.api.service.v1.DeleteRequest\x1a\'.kubelite.api.service.v1.DeleteResponse\x12X\n\x05Watch\x12%.kubelite.api.service.v1.WatchRequest\x1a&.kubelite.api.service.v1.WatchResponse0\x01\x12U\n\x04\x42ind\x12$.kubelite.api.service.v1.BindRequest\x1a\'.kubelite.api.service.v1.ObjectResponse\x12k\n\x10\x44\x65leteCollection\x12\x30.kubelite.api.service.v1.DeleteCollectionRequest\x1a%.kubelite.api.service.v1.ListResponse2\xda\x01\n\x10\x44iscoveryService\x12l\n\x0fServerResources\x12/.kubelite.api.service.v1.ServerResourcesRequest\x1a(.kubelite.api.service.v1.APIResourceList\x12X\n\x07Version\x12\'.kubelite.api.service.v1.VersionRequest\x1a$.kubelite.api.service.v1.VersionInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%kubelite/api/service/v1/service.proto\x12\x17kubelite.api.service.v1\x1a\x19google/protobuf/any.proto\x1a$kubelite/api/meta/v1/generated.proto\"u\n\x0bResourceRef\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08resource\x18\x03 \x01(\t\x12\x11\n\tnamespace\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x13\n\x0bsubresource\x18\x06 \x01(\t\"y\n\rCreateRequest\x12\x31\n\x03ref\x18\x01 \x01(\x0b\x32$.kubelite.api.service.v1.ResourceRef\x12$\n\x06object\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"Y\n\nGetRequest\x12\x31\n\x03ref\x18\x01 \x01(\x0b\x32$.kubelite.api.service.v1.ResourceRef\x12\x18\n\x10resource_version\x18\x02 \x01(\t\"6\n\x0eObjectResponse\x12$\n\x06object\x18\x01 \x01(\x0b\x32\x14.google.protobuf.Any\"\xb1\x01\n\x0bListRequest\x12\x31\n\x03ref\x18\x01 \x01(\x0b\x32$.kubelite.api.service.v1.ResourceRef\x12\x16\n\x0elabel_selector\x18\x02 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x03 \x01(\t\x12\x18\n\x10resource_version\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\x05\x12\x16\n\x0e\x63ontinue_token\x18\x06 \x01(\t\"e\n\x0cListResponse\x12\x30\n\x08metadata\x18\x01 \x01(\x0b\x32\x1e.kubelite.api.meta.v1.ListMeta\x12#\n\x05items\x18\x02 \x03(\x0b\x32\x14.google.protobuf.Any\"y\n\rUpdateRequest\x12\x31\n\x03ref\x18\x01 \x01(\x0b\x32$.kubelite.api.service.v1.ResourceRef\x12$\n\x06object\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"\xb0\x01\n\x0cPatchRequest\x12\x31\n\x03ref\x18\x01 \x01(\x0b\x32$.kubelite.api.service.v1.ResourceRef\x12\x12\n\npatch_type\x18\x02 \x01(\t\x12\r\n\x05patch\x18\x03 \x01(\x0c\x12\x13\n\x0bsubresource\x18\x04 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x05 \x01(\x08\x12\x15\n\rfield_manager\x18\x06 \x01(\t\x12\r\n\x05\x66orce\x18\x07 \x01(\x08\"6\n\rPreconditions\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12\x18\n\x10resource_version\x18\x02 \x01(\t\"\xea\x01\n\rDeleteRequest\x12\x31\n\x03ref\x18\x01 \x01(\x0b\x32$.kubelite.api.service.v1.ResourceRef\x12\x1a\n\x12propagation_policy\x18\x02 \x01(\t\x12=\n\rpreconditions\x18\x03 \x01(\x0b\x32&.kubelite.api.service.v1.Preconditions\x12!\n\x14grace_period_seconds\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x0f\n\x07\x64ry_run\x18\x05 \x01(\x08\x42\x17\n\x15_grace_period_seconds\"\xe5\x01\n\x17\x44\x65leteCollectionRequest\x12\x31\n\x03ref\x18\x01 \x01(\x0b\x32$.kubelite.api.service.v1.ResourceRef\x12\x16\n\x0elabel_selector\x18\x02 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x03 \x01(\t\x12\x1a\n\x12propagation_policy\x18\x04 \x01(\t\x12!\n\x14grace_period_seconds\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x0f\n\x07\x64ry_run\x18\x06 \x01(\x08\x42\x17\n\x15_grace_period_seconds\"G\n\x0e\x44\x65leteResponse\x12$\n\x06object\x18\x01 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\"\xaa\x01\n\x0cWatchRequest\x12\x31\n\x03ref\x18\x01 \x01(\x0b\x32$.kubelite.api.service.v1.ResourceRef\x12\x16\n\x0elabel_selector\x18\x02 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x03 \x01(\t\x12\x18\n\x10resource_version\x18\x04 \x01(\t\x12\x1d\n\x15\x61llow_watch_bookmarks\x18\x05 \x01(\x08\"@\n\nWatchEvent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12$\n\x06object\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\"D\n\rWatchResponse\x12\x33\n\x06\x65vents\x18\x01 \x03(\x0b\x32#.kubelite.api.service.v1.WatchEvent\"N\n\x0b\x42indRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tnode_name\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\"\x18\n\x16ServerResourcesRequest\"\xae\x01\n\x0b\x41PIResource\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rsingular_name\x18\x02 \x01(\t\x12\x12\n\nnamespaced\x18\x03 \x01(\x08\x12\r\n\x05group\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\r\n\x05verbs\x18\x07 \x03(\t\x12\x13\n\x0bshort_names\x18\x08 \x03(\t\x12\x14\n\x0cmessage_type\x18\t \x01(\t\"J\n\x0f\x41PIResourceList\x12\x37\n\tresources\x18\x01 \x03(\x0b\x32$.kubelite.api.service.v1.APIResource\"\x10\n\x0eVersionRequest\"L\n\x0bVersionInfo\x12\x13\n\x0bgit_version\x18\x01 \x01(\t\x12\x10\n\x08platform\x18\x02 \x01(\t\x12\x16\n\x0epython_version\x18\x03 \x01(\t2\xa4\x07\n\x0fResourceService\x12Y\n\x06\x43reate\x12&.kubelite.api.service.v1.CreateRequest\x1a\'.kubelite.api.service.v1.ObjectResponse\x12S\n\x03Get\x12#.kubelite.api.service.v1.GetRequest\x1a\'.kubelite.api.service.v1.ObjectResponse\x12S\n\x04List\x12$.kubelite.api.service.v1.ListRequest\x1a%.kubelite.api.service.v1.ListResponse\x12Y\n\x06Update\x12&.kubelite.api.service.v1.UpdateRequest\x1a\'.kubelite.api.service.v1.ObjectResponse\x12_\n\x0cUpdateStatus\x12&.kubelite.api.service.v1.UpdateRequest\x1a\'.kubelite.api.service.v1.ObjectResponse\x12W\n\x05Patch\x12%.kubelite.api.service.v1.PatchRequest\x1a\'.kubelite.api.service.v1.ObjectResponse\x12Y\n\x06\x44\x65lete\x12&.kubelite.api.service.v1.DeleteRequest\x1a\'.kubelite.api.service.v1.DeleteResponse\x12X\n\x05Watch\x12%.kubelite.api.service.v1.WatchRequest\x1a&.kubelite.api.service.v1.WatchResponse0\x01\x12U\n\x04\x42ind\x12$.kubelite.api.service.v1.BindRequest\x1a\'.kubelite.api.service.v1.ObjectResponse\x12k\n\x10\x44\x65leteCollection\x12\x30.kubelite.api.service.v1.DeleteCollectionRequest\x1a%.kubelite.api.service.v1.ListResponse2\xda\x01\n\x10\x44iscoveryService\x12l\n\x0fServerResources\x12/.kubelite.api.service.v1.ServerResourcesRequest\x1a(.kubelite.api.service.v1.APIResourceList\x12X\n\x07Version\x12\'.kubelite.api.service.v1.VersionRequest\x1a$.kubelite.api.service.v1.VersionInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,35 +48,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEREQUEST']._serialized_start=803
   _globals['_UPDATEREQUEST']._serialized_end=924
   _globals['_PATCHREQUEST']._serialized_start=927
-  _globals['_PATCHREQUEST']._serialized_end=1065
-  _globals['_PRECONDITIONS']._serialized_start=1067
-  _globals['_PRECONDITIONS']._serialized_end=1121
-  _globals['_DELETEREQUEST']._serialized_start=1124
-  _globals['_DELETEREQUEST']._serialized_end=1358
-  _globals['_DELETECOLLECTIONREQUEST']._serialized_start=1361
-  _globals['_DELETECOLLECTIONREQUEST']._serialized_end=1590
-  _globals['_DELETERESPONSE']._serialized_start=1592
-  _globals['_DELETERESPONSE']._serialized_end=1663
-  _globals['_WATCHREQUEST']._serialized_start=1666
-  _globals['_WATCHREQUEST']._serialized_end=1836
-  _globals['_WATCHEVENT']._serialized_start=1838
-  _globals['_WATCHEVENT']._serialized_end=1902
-  _globals['_WATCHRESPONSE']._serialized_start=1904
-  _globals['_WATCHRESPONSE']._serialized_end=1972
-  _globals['_BINDREQUEST']._serialized_start=1974
-  _globals['_BINDREQUEST']._serialized_end=2052
-  _globals['_SERVERRESOURCESREQUEST']._serialized_start=2054
-  _globals['_SERVERRESOURCESREQUEST']._serialized_end=2078
-  _globals['_APIRESOURCE']._serialized_start=2081
-  _globals['_APIRESOURCE']._serialized_end=2255
-  _globals['_APIRESOURCELIST']._serialized_start=2257
-  _globals['_APIRESOURCELIST']._serialized_end=2331
-  _globals['_VERSIONREQUEST']._serialized_start=2333
-  _globals['_VERSIONREQUEST']._serialized_end=2349
-  _globals['_VERSIONINFO']._serialized_start=2351
-  _globals['_VERSIONINFO']._serialized_end=2427
-  _globals['_RESOURCESERVICE']._serialized_start=2430
-  _globals['_RESOURCESERVICE']._serialized_end=3362
-  _globals['_DISCOVERYSERVICE']._serialized_start=3365
-  _globals['_DISCOVERYSERVICE']._serialized_end=3583
+  _globals['_PATCHREQUEST']._serialized_end=1103
+  _globals['_PRECONDITIONS']._serialized_start=1105
+  _globals['_PRECONDITIONS']._serialized_end=1159
+  _globals['_DELETEREQUEST']._serialized_start=1162
+  _globals['_DELETEREQUEST']._serialized_end=1396
+  _globals['_DELETECOLLECTIONREQUEST']._serialized_start=1399
+  _globals['_DELETECOLLECTIONREQUEST']._serialized_end=1628
+  _globals['_DELETERESPONSE']._serialized_start=1630
+  _globals['_DELETERESPONSE']._serialized_end=1701
+  _globals['_WATCHREQUEST']._serialized_start=1704
+  _globals['_WATCHREQUEST']._serialized_end=1874
+  _globals['_WATCHEVENT']._serialized_start=1876
+  _globals['_WATCHEVENT']._serialized_end=1940
+  _globals['_WATCHRESPONSE']._serialized_start=1942
+  _globals['_WATCHRESPONSE']._serialized_end=2010
+  _globals['_BINDREQUEST']._serialized_start=2012
+  _globals['_BINDREQUEST']._serialized_end=2090
+  _globals['_SERVERRESOURCESREQUEST']._serialized_start=2092
+  _globals['_SERVERRESOURCESREQUEST']._serialized_end=2116
+  _globals['_APIRESOURCE']._serialized_start=2119
+  _globals['_APIRESOURCE']._serialized_end=2293
+  _globals['_APIRESOURCELIST']._serialized_start=2295
+  _globals['_APIRESOURCELIST']._serialized_end=2369
+  _globals['_VERSIONREQUEST']._serialized_start=2371
+  _globals['_VERSIONREQUEST']._serialized_end=2387
+  _globals['_VERSIONINFO']._serialized_start=2389
+  _globals['_VERSIONINFO']._serialized_end=2465
+  _globals['_RESOURCESERVICE']._serialized_start=2468
+  _globals['_RESOURCESERVICE']._serialized_end=3400
+  _globals['_DISCOVERYSERVICE']._serialized_start=3403
+  _globals['_DISCOVERYSERVICE']._serialized_end=3621
 # @@protoc_insertion_point(module_scope)
