@@ -69,8 +69,11 @@ def test_table_rows_carry_the_cli_columns_and_partial_metadata() -> None:
     assert tables.table("", "Pod", [pod], {}, "Object")["rows"][0]["object"] is pod
     assert "columnDefinitions" not in tables.table("", "Pod", [pod], {}, "Metadata", with_columns=False)
     # A kind without its own columns gets NAME and AGE, as kubectl prints it.
-    generic = tables.table("policy", "PodDisruptionBudget", [{"metadata": {"name": "x"}}], {}, "None")
+    generic = tables.table("apps", "NoSuchKind", [{"metadata": {"name": "x"}}], {}, "None")
     assert [c["name"] for c in generic["columnDefinitions"]] == ["Name", "Age"]
+    pdb = tables.table("policy", "PodDisruptionBudget", [{"metadata": {"name": "x"}, "spec": {"minAvailable": 2},
+                                                          "status": {"disruptionsAllowed": 1}}], {}, "None")
+    assert pdb["rows"][0]["cells"][:4] == ["x", "2", "N/A", "1"]
 
 
 def q(**params: Any) -> Query:

@@ -501,3 +501,21 @@ TABLES.register("", "Event", TableSpec(
     wide_headers=("SOURCE", "SUBOBJECT", "FIRST SEEN", "COUNT", "NAME"), wide_row=_event_wide,
     name_column=False, sort_key=_event_sort_key))
 TABLES.register("coordination.k8s.io", "Lease", TableSpec(headers=("NAME", "HOLDER", "AGE"), row=_lease_row))
+
+
+def _pdb_row(pdb: Obj, now: datetime) -> list[str]:
+    spec = pdb.get("spec") or {}
+    return [str(spec.get("minAvailable", "N/A")), str(spec.get("maxUnavailable", "N/A")),
+            _count(dig(pdb, "status", "disruptionsAllowed")), age(dig(pdb, "metadata", "creationTimestamp"), now)]
+
+
+def _priorityclass_row(pc: Obj, now: datetime) -> list[str]:
+    return [str(int(pc.get("value") or 0)), "true" if pc.get("globalDefault") else "false",
+            age(dig(pc, "metadata", "creationTimestamp"), now),
+            str(pc.get("preemptionPolicy") or "PreemptLowerPriority")]
+
+
+TABLES.register("policy", "PodDisruptionBudget", TableSpec(
+    headers=("NAME", "MIN AVAILABLE", "MAX UNAVAILABLE", "ALLOWED DISRUPTIONS", "AGE"), row=_pdb_row))
+TABLES.register("scheduling.k8s.io", "PriorityClass", TableSpec(
+    headers=("NAME", "VALUE", "GLOBAL-DEFAULT", "AGE", "PREEMPTIONPOLICY"), row=_priorityclass_row))
