@@ -228,12 +228,15 @@ class RestAPI:
                 return ""
         return ""
 
+    def _aggregated_response(self, content_type: str, legacy: bool) -> web.Response:
+        doc = discovery.aggregated(self.registry, legacy=legacy)
+        doc["apiVersion"] = "apidiscovery.k8s.io/" + ("v2beta1" if "v=v2beta1" in content_type else "v2")
+        return json_response(doc, content_type=content_type)
+
     async def api(self, request: web.Request) -> web.Response:
         aggregated = self._aggregated(request)
         if aggregated:
-            doc = discovery.aggregated(self.registry, legacy=True)
-            doc["apiVersion"] = "apidiscovery.k8s.io/" + ("v2beta1" if "v2beta1" in aggregated else "v2")
-            return json_response(doc, content_type=aggregated)
+            return self._aggregated_response(aggregated, legacy=True)
         doc = discovery.api_versions()
         doc["serverAddressByClientCIDRs"][0]["serverAddress"] = request.host
         return json_response(doc)
@@ -241,9 +244,7 @@ class RestAPI:
     async def apis(self, request: web.Request) -> web.Response:
         aggregated = self._aggregated(request)
         if aggregated:
-            doc = discovery.aggregated(self.registry, legacy=False)
-            doc["apiVersion"] = "apidiscovery.k8s.io/" + ("v2beta1" if "v2beta1" in aggregated else "v2")
-            return json_response(doc, content_type=aggregated)
+            return self._aggregated_response(aggregated, legacy=False)
         return json_response(discovery.api_group_list(self.registry))
 
     async def openapi_index(self, request: web.Request) -> web.Response:
