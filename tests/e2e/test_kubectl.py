@@ -76,6 +76,18 @@ def test_kubectl_drives_a_deployment_on_real_kubelets(demo: Cluster) -> None:
             assert time.monotonic() < deadline, "no log line from the container"
             time.sleep(1)
         assert kubectl(demo, "logs", "deployment/kc", "--tail=1").stdout.strip() == "started"
+        # logs -f streams (chunked) until stopped: a line written after it started comes through.
+        with tempfile.TemporaryDirectory(prefix="kubectl-home-") as home:
+            follower = subprocess.Popen([KUBECTL, "--kubeconfig", demo.kubeconfig, "logs", "-f", pod],
+                                        stdout=subprocess.PIPE, text=True, env={**os.environ, "HOME": home})
+            try:
+                assert follower.stdout is not None
+                assert follower.stdout.readline().strip() == "started"
+                kubectl(demo, "exec", pod, "--", "sh", "-c", "echo later > /proc/1/fd/1")
+                assert follower.stdout.readline().strip() == "later"
+            finally:
+                follower.kill()
+                follower.wait()
     finally:
         r = kubectl(demo, "delete", "deployment", "kc", "--wait", "--timeout=120s", code=None, timeout=180)
     assert r.returncode == 0, r.stderr
