@@ -157,6 +157,7 @@ def schedule(profile: Profile, snapshot: Snapshot, pod: PodInfo, *, start_index:
                 break
             if status is not None and status.message:
                 diagnosis.post_filter_msg = status.message
+            diagnosis.waiting_on = state.get("DefaultPreemption/wait", "")
         raise FitError(pod.key, num_all, diagnosis)
     if len(feasible) == 1:
         node = feasible[0]

@@ -19,14 +19,15 @@ from aiohttp import web
 from google.protobuf import timestamp_pb2
 
 from kubelite.api.core.v1 import generated_pb2 as core
+from kubelite.api.policy.v1 import generated_pb2 as policy
 from kubelite.client.client import Client
+from kubelite.client.events import EventRecorder
 from kubelite.client.informer import Informer
 from kubelite.client.kubeconfig import load_kubeconfig
 from kubelite.client.leaderelection import ClientLeaseStore, LeaderElectionConfig, LeaderElector
 from kubelite.machinery.errors import StatusError
 from kubelite.machinery.health import health_app
 from kubelite.scheduler.config import SchedulerConfiguration, default_config, load_config
-from kubelite.scheduler.events import APIEventRecorder
 from kubelite.scheduler.scheduler import DEFAULT_MAX_IN_FLIGHT_BINDINGS, Scheduler
 
 log = logging.getLogger("kubelite-scheduler")
@@ -34,6 +35,8 @@ log = logging.getLogger("kubelite-scheduler")
 DEFAULT_PORT = 10259
 # kube-scheduler's Lease in kube-system.
 LEASE_NAME = "kube-scheduler"
+# Events waiting to be written; beyond this they are dropped (best effort, as in Kubernetes).
+EVENT_QUEUE = 10_000
 
 
 @dataclass(frozen=True)
@@ -70,13 +73,56 @@ class APIBinder:
         await self._client.bind(pod.metadata.namespace, pod.metadata.name, node_name, uid=pod.metadata.uid)
 
 
-class APIEvictor:
+class APIVictimDeleter:
+    """Kubernetes' way: say why on the victim (DisruptionTarget), then delete it with its own grace period.
+
+    Not an eviction: the eviction API would refuse victims their budget protects, while preemption has
+    already weighed the budgets and decided that this pod must go.
+    """
+
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    async def evict(self, victim: core.Pod) -> None:
+    async def delete_victim(self, victim: core.Pod, message: str) -> None:
+        try:
+            await self._mark(victim, message)
+        except StatusError as exc:
+            if exc.reason == "NotFound":
+                return
+            # The condition is information; the deletion is what frees the room.
+            log.warning("marking preemption victim %s/%s: %s: %s", victim.metadata.namespace, victim.metadata.name,
+                        exc.reason, exc.message)
         # The uid precondition: never delete a namesake created after the decision.
         await self._client.delete(core.Pod, victim.metadata.name, victim.metadata.namespace, uid=victim.metadata.uid)
+
+    async def _mark(self, victim: core.Pod, message: str) -> None:
+        current = victim
+        for _ in range(3):
+            if current.metadata.uid != victim.metadata.uid:
+                return
+            updated = core.Pod()
+            updated.CopyFrom(current)
+            _set_disruption_target(updated.status, message)
+            try:
+                await self._client.update_status(updated)
+                return
+            except StatusError as exc:
+                if exc.reason != "Conflict":
+                    raise
+            current = await self._client.get(core.Pod, victim.metadata.name, victim.metadata.namespace)
+
+
+def _set_disruption_target(status: core.PodStatus, message: str) -> None:
+    for cond in status.conditions:
+        if cond.type == "DisruptionTarget":
+            break
+    else:
+        cond = status.conditions.add(type="DisruptionTarget")
+    if cond.status != "True":
+        cond.last_transition_time.CopyFrom(timestamp_pb2.Timestamp(seconds=int(time.time())))
+    cond.status = "True"
+    cond.reason = "PreemptionByScheduler"
+    cond.message = message
 
 
 class APIConditionWriter:
@@ -189,18 +235,21 @@ async def run(options: SchedulerOptions, config: SchedulerConfiguration | None =
         pending: Informer[core.Pod] = Informer(client, core.Pod, field_selector="spec.nodeName=")
         assigned: Informer[core.Pod] = Informer(client, core.Pod, field_selector="spec.nodeName!=")
         nodes: Informer[core.Node] = Informer(client, core.Node)
-        recorder = APIEventRecorder(client, next(iter(profiles)))
+        pdbs: Informer[policy.PodDisruptionBudget] = Informer(client, policy.PodDisruptionBudget)
+        # kube-scheduler reports as its profile's scheduler name (default-scheduler).
+        recorder = EventRecorder(client, next(iter(profiles)), max_queued=EVENT_QUEUE)
         sched = Scheduler(profiles, binder=APIBinder(client),
                           conditions=APIConditionWriter(client, pending.store.get),
                           max_in_flight_bindings=options.max_in_flight_bindings, events=recorder,
-                          evictor=APIEvictor(client))
+                          victims=APIVictimDeleter(client))
         sched.queue.initial_backoff = config.pod_initial_backoff_seconds
         sched.queue.max_backoff = config.pod_max_backoff_seconds
         nodes.add_handler(sched.on_node_add, sched.on_node_update, sched.on_node_delete)
         for informer in (pending, assigned):
             informer.add_handler(sched.on_pod_add, sched.on_pod_update, sched.on_pod_delete)
+        pdbs.add_handler(sched.on_pdb_add, sched.on_pdb_update, sched.on_pdb_delete)
 
-        informers: tuple[Informer[Any], ...] = (nodes, assigned, pending)
+        informers: tuple[Informer[Any], ...] = (nodes, assigned, pending, pdbs)
         http = web.AppRunner(make_http_app(lambda: all(i.has_synced for i in informers), sched), access_log=None)
         await http.setup()
         await web.TCPSite(http, options.bind_address, options.secure_port).start()
@@ -208,8 +257,8 @@ async def run(options: SchedulerOptions, config: SchedulerConfiguration | None =
                  options.secure_port, ", ".join(profiles), client.target)
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(i.run(), name=f"informer-{name}")
-                 for i, name in zip(informers, ("nodes", "assigned-pods", "pending-pods"), strict=True)]
-        tasks.append(loop.create_task(recorder.run(), name="event-recorder"))
+                 for i, name in zip(informers, ("nodes", "assigned-pods", "pending-pods", "pdbs"), strict=True)]
+        recorder.start()
 
         async def lead() -> None:
             # Decisions must count the pods already bound: start only on a synced cache.
@@ -226,4 +275,5 @@ async def run(options: SchedulerOptions, config: SchedulerConfiguration | None =
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await recorder.stop()
             await http.cleanup()

@@ -20,6 +20,8 @@ import numpy as np
 
 from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.api.meta.v1 import generated_pb2 as metav1
+from kubelite.api.policy.v1 import generated_pb2 as policy
+from kubelite.machinery.errors import StatusError
 from kubelite.machinery.quantity import QuantityError, parse_quantity
 from kubelite.machinery.selectors import LabelSelector, from_label_selector_proto
 from kubelite.scheduler.columns import Columns, IntArray
@@ -323,10 +325,12 @@ class PodInfo:
         "namespace",
         "node_name",
         "node_selector",
+        "nominated_node",
         "non_zero_cpu",
         "non_zero_memory",
         "num_containers",
         "pod",
+        "preempted",
         "preemption_never",
         "preferred_affinity_terms",
         "preferred_anti_affinity_terms",
@@ -335,6 +339,7 @@ class PodInfo:
         "requests",
         "required_node_terms",
         "spread_constraints",
+        "start_time",
         "terminating",
         "tolerations",
         "uid",
@@ -352,6 +357,14 @@ class PodInfo:
         self.priority = spec.priority if spec.HasField("priority") else 0
         self.preemption_never = spec.HasField("preemption_policy") and spec.preemption_policy == "Never"
         self.terminating = meta.HasField("deletion_timestamp")
+        # Going because the scheduler preempted it (its DisruptionTarget condition says so): a preemptor
+        # nominated to this node waits for it rather than preempting again.
+        self.preempted = self.terminating and any(
+            c.type == "DisruptionTarget" and c.reason == "PreemptionByScheduler" for c in pod.status.conditions)
+        self.nominated_node = pod.status.nominated_node_name
+        # Seconds; a pod not started yet counts as starting now, i.e. latest (Kubernetes' GetPodStartTime).
+        self.start_time = (pod.status.start_time.seconds + pod.status.start_time.nanos / 1e9
+                           if pod.status.HasField("start_time") else math.inf)
         self.requests = pod_requests(spec)
         nz = pod_requests(spec, non_zero=True)
         self.non_zero_cpu = nz.milli_cpu
@@ -410,6 +423,12 @@ class PodInfo:
         for slot in PodInfo.__slots__:
             setattr(clone, slot, getattr(self, slot))
         clone.node_name = node_name
+        return clone
+
+    def with_nominated(self, node_name: str) -> PodInfo:
+        """The same pod remembered as nominated to ``node_name`` (before the watch shows the status)."""
+        clone = self.with_node(self.node_name)
+        clone.nominated_node = node_name
         return clone
 
     def __repr__(self) -> str:
@@ -528,6 +547,36 @@ class NodeInfo:
         return f"NodeInfo({self.name}, {len(self.pods)} pods)"
 
 
+@dataclass(frozen=True)
+class DisruptionBudget:
+    """A PodDisruptionBudget as preemption reads it: whom it covers, how many may go, who already went."""
+
+    namespace: str
+    name: str
+    # An absent, empty or invalid selector covers no pod (Kubernetes' preemption reads it so).
+    selector: LabelSelector
+    disruptions_allowed: int
+    # Pods the API server already evicted under this budget: counted there, not again.
+    disrupted_pods: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_object(cls, pdb: policy.PodDisruptionBudget) -> DisruptionBudget:
+        selector = LabelSelector.nothing()
+        if pdb.spec.HasField("selector"):
+            try:
+                selector = from_label_selector_proto(pdb.spec.selector)
+            except StatusError:
+                pass
+            if selector.empty:
+                selector = LabelSelector.nothing()
+        return cls(pdb.metadata.namespace, pdb.metadata.name, selector, pdb.status.disruptions_allowed,
+                   frozenset(pdb.status.disrupted_pods))
+
+    def covers(self, pod: PodInfo) -> bool:
+        return (pod.namespace == self.namespace and pod.name not in self.disrupted_pods
+                and self.selector.matches(pod.labels))
+
+
 class Snapshot:
     """The cluster as one scheduling cycle sees it: read-only NodeInfos in a stable order.
 
@@ -555,6 +604,8 @@ class Snapshot:
         # requirement can match, without visiting every pod.
         self.pods_by_label: dict[tuple[str, str], dict[str, tuple[PodInfo, str]]] = {}
         self._label_codes: dict[str, tuple[IntArray, dict[str, int]]] = {}
+        # PodDisruptionBudgets, which only preemption reads (refreshed with the snapshot when they change).
+        self.pdbs: tuple[DisruptionBudget, ...] = ()
         for n in nodes:
             self.node_infos[n.name] = n
         self.rebuild_lists()
@@ -716,7 +767,8 @@ class Snapshot:
         return result
 
     @classmethod
-    def from_objects(cls, nodes: Iterable[core.Node], pods: Iterable[core.Pod] = ()) -> Snapshot:
+    def from_objects(cls, nodes: Iterable[core.Node], pods: Iterable[core.Pod] = (),
+                     pdbs: Iterable[policy.PodDisruptionBudget] = ()) -> Snapshot:
         """A snapshot from API objects: for tests and tools."""
         infos: dict[str, NodeInfo] = {}
         for node in nodes:
@@ -727,4 +779,6 @@ class Snapshot:
             target = infos.get(pod.spec.node_name)
             if target is not None:
                 target.add_pod(PodInfo(pod))
-        return cls(infos.values())
+        snapshot = cls(infos.values())
+        snapshot.pdbs = tuple(DisruptionBudget.from_object(p) for p in pdbs)
+        return snapshot
