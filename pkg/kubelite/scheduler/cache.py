@@ -45,6 +45,10 @@ class Cache:
         if self._pdbs.pop(f"{pdb.metadata.namespace}/{pdb.metadata.name}", None) is not None:
             self._pdbs_changed = True
 
+    @property
+    def pdb_count(self) -> int:
+        return len(self._pdbs)
+
     # -- nodes -------------------------------------------------------------------------------------------------
 
     def _touch(self, info: NodeInfo) -> None:

@@ -108,6 +108,7 @@ class Scheduler:
         metrics.BINDINGS_IN_FLIGHT.set_function(lambda: float(self._in_flight))
         metrics.CACHE_SIZE.labels("nodes").set_function(lambda: float(self.cache.node_count))
         metrics.CACHE_SIZE.labels("pods").set_function(lambda: float(self.cache.pod_count))
+        metrics.CACHE_SIZE.labels("pdbs").set_function(lambda: float(self.cache.pdb_count))
 
     def responsible_for(self, pod: core.Pod) -> bool:
         return (pod.spec.scheduler_name or "default-scheduler") in self.profiles
