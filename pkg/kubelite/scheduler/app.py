@@ -27,6 +27,7 @@ from kubelite.client.kubeconfig import load_kubeconfig
 from kubelite.client.leaderelection import ClientLeaseStore, LeaderElectionConfig, LeaderElector
 from kubelite.machinery.errors import StatusError
 from kubelite.machinery.health import health_app
+from kubelite.machinery.process import freeze_heap_when, pause_gc
 from kubelite.scheduler.config import SchedulerConfiguration, default_config, load_config
 from kubelite.scheduler.scheduler import DEFAULT_MAX_IN_FLIGHT_BINDINGS, Scheduler
 
@@ -256,8 +257,15 @@ async def run(options: SchedulerOptions, config: SchedulerConfiguration | None =
         log.info("serving /healthz and /metrics on %s:%d; profiles %s; API server %s", options.bind_address,
                  options.secure_port, ", ".join(profiles), client.target)
         loop = asyncio.get_running_loop()
+        pause_gc()  # until the caches are loaded: they are what collections would walk again and again
         tasks = [loop.create_task(i.run(), name=f"informer-{name}")
                  for i, name in zip(informers, ("nodes", "assigned-pods", "pending-pods", "pdbs"), strict=True)]
+
+        async def synced() -> None:
+            for informer in informers:
+                await informer.wait_for_sync()
+
+        tasks.append(loop.create_task(freeze_heap_when(synced), name="freeze-heap"))
         recorder.start()
 
         async def lead() -> None:

@@ -109,8 +109,11 @@ class Cache:
 
     def add_pod(self, pod: core.Pod) -> None:
         """A bound pod seen by the watch; confirms an assumption of the same pod."""
-        info = PodInfo(pod)
-        current = self._pods.get(info.key)
+        key = f"{pod.metadata.namespace}/{pod.metadata.name}"
+        current = self._pods.get(key)
+        info = current.refreshed(pod) if current is not None else None
+        if info is None:
+            info = PodInfo(pod)
         if current is not None:
             self._assumed.discard(info.key)
             self._remove(info.key)

@@ -310,6 +310,12 @@ def normalized_image_name(name: str) -> str:
     return name
 
 
+# The PodSpec fields a PodInfo digests (with labels, priority and preemptionPolicy): when none changed,
+# a newer version of the pod reuses the digest (``PodInfo.refreshed``).
+_DIGESTED_SPEC_FIELDS = ("containers", "init_containers", "overhead", "tolerations", "affinity", "node_selector",
+                         "topology_spread_constraints")
+
+
 class PodInfo:
     """One pod, digested for scheduling. Built once per pod object; read-only afterwards."""
 
@@ -356,15 +362,7 @@ class PodInfo:
         self.node_name = spec.node_name
         self.priority = spec.priority if spec.HasField("priority") else 0
         self.preemption_never = spec.HasField("preemption_policy") and spec.preemption_policy == "Never"
-        self.terminating = meta.HasField("deletion_timestamp")
-        # Going because the scheduler preempted it (its DisruptionTarget condition says so): a preemptor
-        # nominated to this node waits for it rather than preempting again.
-        self.preempted = self.terminating and any(
-            c.type == "DisruptionTarget" and c.reason == "PreemptionByScheduler" for c in pod.status.conditions)
-        self.nominated_node = pod.status.nominated_node_name
-        # Seconds; a pod not started yet counts as starting now, i.e. latest (Kubernetes' GetPodStartTime).
-        self.start_time = (pod.status.start_time.seconds + pod.status.start_time.nanos / 1e9
-                           if pod.status.HasField("start_time") else math.inf)
+        self._read_volatile(pod)
         self.requests = pod_requests(spec)
         nz = pod_requests(spec, non_zero=True)
         self.non_zero_cpu = nz.milli_cpu
@@ -405,6 +403,39 @@ class PodInfo:
             _affinity_term(w.pod_affinity_term, ns, w.weight)
             for w in paa.preferred_during_scheduling_ignored_during_execution)
         self.spread_constraints = tuple(_spread_constraint(c, self.labels) for c in spec.topology_spread_constraints)
+
+    def _read_volatile(self, pod: core.Pod) -> None:
+        """What may change while the rest stays (status, deletion): read from every version of the pod."""
+        self.pod = pod
+        self.node_name = pod.spec.node_name
+        self.terminating = pod.metadata.HasField("deletion_timestamp")
+        # Going because the scheduler preempted it (its DisruptionTarget condition says so): a preemptor
+        # nominated to this node waits for it rather than preempting again.
+        self.preempted = self.terminating and any(
+            c.type == "DisruptionTarget" and c.reason == "PreemptionByScheduler" for c in pod.status.conditions)
+        self.nominated_node = pod.status.nominated_node_name
+        # Seconds; a pod not started yet counts as starting now, i.e. latest (Kubernetes' GetPodStartTime).
+        self.start_time = (pod.status.start_time.seconds + pod.status.start_time.nanos / 1e9
+                           if pod.status.HasField("start_time") else math.inf)
+
+    def refreshed(self, pod: core.Pod) -> PodInfo | None:
+        """A newer version of this pod, reusing the digest when nothing digested changed; None otherwise.
+
+        The watch confirming our own binding and a kubelet's status updates
+        change nothing a plugin reads but the node, status and deletion; a
+        digest costs more than comparing the few spec fields it reads.
+        """
+        old_meta, new_meta = self.pod.metadata, pod.metadata
+        old, new = self.pod.spec, pod.spec
+        if (new_meta.uid != self.uid or new_meta.labels != old_meta.labels or new.priority != old.priority
+                or new.preemption_policy != old.preemption_policy
+                or any(getattr(new, f) != getattr(old, f) for f in _DIGESTED_SPEC_FIELDS)):
+            return None
+        clone = object.__new__(PodInfo)
+        for slot in PodInfo.__slots__:
+            setattr(clone, slot, getattr(self, slot))
+        clone._read_volatile(pod)
+        return clone
 
     @property
     def has_affinity(self) -> bool:
