@@ -371,3 +371,32 @@ async def test_a_preemptor_waits_for_its_terminating_victim_and_keeps_the_room()
     await sched.wait_idle()
     assert binder.bound == {"high": "a"}
     await sched.close()
+
+
+async def test_a_binding_seen_as_one_update_leaves_the_queue_and_confirms_the_assumption() -> None:
+    binder = FakeBinder()
+    sched = Scheduler({"default-scheduler": default_profile()}, binder=binder, conditions=FakeConditions())
+    sched.on_node_add(make_node("a", cpu="1"))
+    pending = make_pod("p", cpu="1")
+    sched.on_pod_add(pending)
+    await sched.schedule_next()
+    await sched.wait_idle()
+    assert binder.bound == {"p": "a"} and sched.cache.is_assumed("default/p")
+    bound = core.Pod()
+    bound.CopyFrom(pending)
+    bound.spec.node_name = "a"
+    sched.on_pod_update(pending, bound)  # one pod informer: pending -> assigned is an update
+    assert not sched.cache.is_assumed("default/p") and sched.cache.pod_count == 1
+    assert len(sched.queue) == 0
+    # Another scheduler's binding of a pod we had refused: it leaves our queue and its explanation goes.
+    other = make_pod("q", cpu="1")
+    sched.on_pod_add(other)
+    await sched.schedule_next()
+    await sched.wait_idle()
+    assert "default/q" in sched.last_error
+    elsewhere = core.Pod()
+    elsewhere.CopyFrom(other)
+    elsewhere.spec.node_name = "a"
+    sched.on_pod_update(other, elsewhere)
+    assert "default/q" not in sched.last_error and len(sched.queue) == 0 and sched.cache.pod_count == 2
+    await sched.close()

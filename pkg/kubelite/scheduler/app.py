@@ -233,24 +233,24 @@ async def run(options: SchedulerOptions, config: SchedulerConfiguration | None =
     leader_elect = options.leader_elect if config.leader_elect is None else config.leader_elect
     profiles = config.build_profiles()
     async with Client.from_kubeconfig(kc) as client:
-        pending: Informer[core.Pod] = Informer(client, core.Pod, field_selector="spec.nodeName=")
-        assigned: Informer[core.Pod] = Informer(client, core.Pod, field_selector="spec.nodeName!=")
+        # Every pod not finished (kube-scheduler's selector): pending ones are queued, assigned ones counted.
+        pods: Informer[core.Pod] = Informer(client, core.Pod,
+                                            field_selector="status.phase!=Succeeded,status.phase!=Failed")
         nodes: Informer[core.Node] = Informer(client, core.Node)
         pdbs: Informer[policy.PodDisruptionBudget] = Informer(client, policy.PodDisruptionBudget)
         # kube-scheduler reports as its profile's scheduler name (default-scheduler).
         recorder = EventRecorder(client, next(iter(profiles)), max_queued=EVENT_QUEUE)
         sched = Scheduler(profiles, binder=APIBinder(client),
-                          conditions=APIConditionWriter(client, pending.store.get),
+                          conditions=APIConditionWriter(client, pods.store.get),
                           max_in_flight_bindings=options.max_in_flight_bindings, events=recorder,
                           victims=APIVictimDeleter(client))
         sched.queue.initial_backoff = config.pod_initial_backoff_seconds
         sched.queue.max_backoff = config.pod_max_backoff_seconds
         nodes.add_handler(sched.on_node_add, sched.on_node_update, sched.on_node_delete)
-        for informer in (pending, assigned):
-            informer.add_handler(sched.on_pod_add, sched.on_pod_update, sched.on_pod_delete)
+        pods.add_handler(sched.on_pod_add, sched.on_pod_update, sched.on_pod_delete)
         pdbs.add_handler(sched.on_pdb_add, sched.on_pdb_update, sched.on_pdb_delete)
 
-        informers: tuple[Informer[Any], ...] = (nodes, assigned, pending, pdbs)
+        informers: tuple[Informer[Any], ...] = (nodes, pods, pdbs)
         http = web.AppRunner(make_http_app(lambda: all(i.has_synced for i in informers), sched), access_log=None)
         await http.setup()
         await web.TCPSite(http, options.bind_address, options.secure_port).start()
@@ -259,7 +259,7 @@ async def run(options: SchedulerOptions, config: SchedulerConfiguration | None =
         loop = asyncio.get_running_loop()
         pause_gc()  # until the caches are loaded: they are what collections would walk again and again
         tasks = [loop.create_task(i.run(), name=f"informer-{name}")
-                 for i, name in zip(informers, ("nodes", "assigned-pods", "pending-pods", "pdbs"), strict=True)]
+                 for i, name in zip(informers, ("nodes", "pods", "pdbs"), strict=True)]
 
         async def synced() -> None:
             for informer in informers:
@@ -272,8 +272,8 @@ async def run(options: SchedulerOptions, config: SchedulerConfiguration | None =
             # Decisions must count the pods already bound: start only on a synced cache.
             for informer in informers:
                 await informer.wait_for_sync()
-            log.info("caches synced: %d nodes, %d assigned pods, %d pending", len(nodes.store),
-                     len(assigned.store), len(pending.store))
+            log.info("caches synced: %d nodes, %d pods (%d assigned), %d PodDisruptionBudgets", len(nodes.store),
+                     len(pods.store), sched.cache.pod_count, len(pdbs.store))
             await sched.run()
 
         elector = _elector(dataclasses.replace(options, leader_elect=leader_elect), client)

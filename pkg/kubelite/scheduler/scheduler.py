@@ -140,7 +140,10 @@ class Scheduler:
     def on_pdb_delete(self, obj: Any) -> None:
         self.cache.remove_pdb(deleted_object(obj))
 
-    # -- informer handlers: pods (one handler set for both informers) ---------------------------------------
+    # -- informer handlers: pods ----------------------------------------------------------------------------
+    # One informer of every pod not finished, as kube-scheduler has: a binding arrives as one update
+    # (pending -> assigned) rather than a deletion from one watch and an addition to another, which is
+    # one watch event per pod fewer for the API server to send and for us to decode.
 
     def on_pod_add(self, pod: core.Pod) -> None:
         if pod.spec.node_name:
@@ -152,6 +155,11 @@ class Scheduler:
             self.queue.add(pod)
 
     def on_pod_update(self, old: core.Pod, new: core.Pod) -> None:
+        if new.spec.node_name and not old.spec.node_name:
+            # Bound (our binding confirmed, or another scheduler's): out of the queue, into the cache.
+            self._forget_pending(old)
+            self.on_pod_add(new)
+            return
         if new.spec.node_name:
             if new.status.phase in _TERMINAL:
                 # A finished pod frees its resources, like a deleted one.
@@ -173,14 +181,18 @@ class Scheduler:
             self.cache.remove_pod(pod)
             self.queue.move_all(ClusterEvent.POD_DELETE)
         else:
-            # Left the unscheduled selector (bound: the other informer confirms it) or deleted.
-            self.queue.delete(pod)
-            self._reported.pop(pod_key(pod), None)
-            if pod_key(pod) not in self.queue:
-                self.last_error.pop(pod_key(pod), None)
-                self.node_reasons.pop(pod_key(pod), None)
-            if pod.metadata.HasField("deletion_timestamp") or pod_key(pod) not in self.queue:
-                self._release_nomination(pod_key(pod))
+            self._forget_pending(pod)
+
+    def _forget_pending(self, pod: core.Pod) -> None:
+        """A pending pod went (deleted, or bound): drop what the queue and the explanations keep of it."""
+        key = pod_key(pod)
+        self.queue.delete(pod)
+        self._reported.pop(key, None)
+        if key not in self.queue:
+            self.last_error.pop(key, None)
+            self.node_reasons.pop(key, None)
+        if pod.metadata.HasField("deletion_timestamp") or key not in self.queue:
+            self._release_nomination(key)
 
     def _pending(self, pod: core.Pod) -> bool:
         """A pod this scheduler should place (ignoring whether a binding of ours is in flight)."""
