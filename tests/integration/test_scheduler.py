@@ -448,6 +448,29 @@ async def test_a_refusal_is_an_event_and_a_condition_that_describe_shows(
     assert row.endswith(f"{scheduler_name}  {expected}")
 
 
+async def test_bind_many_binds_each_pod_as_bind_would_and_answers_each(client: Client, ns: str,
+                                                                       clean_nodes: None) -> None:
+    await register(client, [hollow_node("n1")])
+    for name in ("a", "b", "taken"):
+        await client.create(_pod(name, ns, "nobody"))
+    await client.bind(ns, "taken", "n1")
+    b = await client.get(core.Pod, "b", ns)
+    results = await client.bind_many([(ns, "a", "n1", ""), (ns, "b", "n1", b.metadata.uid),
+                                      (ns, "taken", "n1", ""), (ns, "missing", "n1", "")])
+    assert results[0] is None and results[1] is None
+    assert [(r.reason if r else None) for r in results[2:]] == ["Conflict", "NotFound"]
+    assert results[2] is not None and 'already assigned to node "n1"' in results[2].message
+    for name in ("a", "b"):
+        pod = await client.get(core.Pod, name, ns)
+        assert pod.spec.node_name == "n1"
+        assert [(c.type, c.status) for c in pod.status.conditions if c.type == "PodScheduled"] == [
+            ("PodScheduled", "True")]
+    # The uid precondition holds per binding.
+    await client.create(_pod("c", ns, "nobody"))
+    (refused,) = await client.bind_many([(ns, "c", "n1", "not-its-uid")])
+    assert refused is not None and refused.reason == "Conflict" and "Precondition failed" in refused.message
+
+
 def _holds(proc: SchedulerProcess, holder: str) -> bool:
     """The identity a scheduler logged when it started its election ("I am ...")."""
     return f"I am {holder}" in proc.log_text()

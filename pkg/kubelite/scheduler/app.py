@@ -36,6 +36,8 @@ log = logging.getLogger("kubelite-scheduler")
 DEFAULT_PORT = 10259
 # kube-scheduler's Lease in kube-system.
 LEASE_NAME = "kube-scheduler"
+# Bindings per BindMany call at most.
+DEFAULT_MAX_BATCH = 256
 # Events waiting to be written; beyond this they are dropped (best effort, as in Kubernetes).
 EVENT_QUEUE = 10_000
 
@@ -67,11 +69,54 @@ class SchedulerOptions:
 
 
 class APIBinder:
-    def __init__(self, client: Client) -> None:
+    """Bindings in batches: those requested in the same turn of the event loop travel in one BindMany call.
+
+    The scheduler starts each binding in its own task as soon as it decides;
+    the first binding of a turn waits one turn for the others, then sends them
+    all, and each caller gets its own answer. Measured with the scheduler
+    benchmark, one gRPC call per binding cost the scheduler and the API server
+    more CPU than the bindings themselves; a batch costs about one call.
+    """
+
+    def __init__(self, client: Client, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         self._client = client
+        self._max_batch = max_batch
+        self._open: list[tuple[core.Pod, str, asyncio.Future[None]]] | None = None
 
     async def bind(self, pod: core.Pod, node_name: str) -> None:
-        await self._client.bind(pod.metadata.namespace, pod.metadata.name, node_name, uid=pod.metadata.uid)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        batch = self._open
+        leader = batch is None
+        if batch is None:
+            batch = self._open = []
+        batch.append((pod, node_name, fut))
+        if len(batch) >= self._max_batch:
+            self._open = None  # full: the next binding starts another batch
+        if leader:
+            await self._send(batch)
+        await fut
+
+    async def _send(self, batch: list[tuple[core.Pod, str, asyncio.Future[None]]]) -> None:
+        try:
+            await asyncio.sleep(0)  # the bindings started in this turn join the batch
+            if self._open is batch:
+                self._open = None
+            results = await self._client.bind_many(
+                [(p.metadata.namespace, p.metadata.name, node, p.metadata.uid) for p, node, _ in batch])
+        except StatusError as exc:
+            results = [exc] * len(batch)
+        except BaseException:
+            for _, _, fut in batch:
+                if not fut.done():
+                    fut.cancel()
+            raise
+        for (_, _, fut), error in zip(batch, results, strict=True):
+            if fut.done():
+                continue
+            if error is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(error)
 
 
 class APIVictimDeleter:
