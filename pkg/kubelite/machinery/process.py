@@ -50,6 +50,9 @@ async def freeze_heap_when(ready: Callable[[], Awaitable[object]], timeout: floa
             await ready()
     except TimeoutError:
         logging.getLogger(__name__).info("not loaded after %.0fs; resuming garbage collection anyway", timeout)
+    except asyncio.CancelledError:
+        gc.enable()  # stopped before it loaded: leave the process as it was
+        raise
     freeze_heap()
 
 
