@@ -279,6 +279,10 @@ def _prioritize_vectorized(profile: Profile, state: CycleState, snapshot: Snapsh
         if batch is not None and normalizer is None:
             totals += batch * weight
             continue
+        nb = getattr(normalizer, "normalize_batch", None) if batch is not None else None
+        if batch is not None and nb is not None:
+            totals += nb(state, pod, batch) * weight
+            continue
         scores = batch.tolist() if batch is not None else [scorer.score(state, pod, n) for n in feasible]
         if normalizer is not None:
             normalizer.normalize_score(state, pod, feasible, scores)
