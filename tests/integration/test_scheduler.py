@@ -9,8 +9,10 @@ or Pending with the scheduler's explanation.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import subprocess
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,6 +23,7 @@ import pytest
 
 from kubelite.api.coordination.v1 import generated_pb2 as coordination
 from kubelite.api.core.v1 import generated_pb2 as core
+from kubelite.api.policy.v1 import generated_pb2 as policy
 from kubelite.api.scheduling.v1 import generated_pb2 as scheduling
 from kubelite.client.client import Client
 from tests.support.apiserver import APIServerProcess
@@ -309,12 +312,163 @@ async def test_the_standby_takes_over_when_the_leader_dies(client: Client, ns: s
         assert lease.spec.holder_identity != holder and lease.spec.lease_transitions >= 1
         assert _holds(standby, lease.spec.holder_identity)
         # Every pod was bound once: one Scheduled event each, and the binding never moved.
-        events = (await client.list(core.Event, ns, field_selector="reason=Scheduled")).items
-        per_pod = Counter(e.involved_object.name for e in events)
-        assert all(n == 1 for n in per_pod.values()) and len(per_pod) == 12, per_pod
+        # (Events are written after the binding, by the recorder's own task: wait for all of them.)
+        async def scheduled_events() -> Counter[str]:
+            events = (await client.list(core.Event, ns, field_selector="reason=Scheduled")).items
+            per_pod: Counter[str] = Counter()
+            for e in events:  # a repeated event would be one Event with a count
+                per_pod[e.involved_object.name] += e.count or 1
+            return per_pod if len(per_pod) == 12 else Counter()
+
+        per_pod = await _until("not every pod has its Scheduled event", scheduled_events)
+        assert all(n == 1 for n in per_pod.values()), per_pod
     finally:
         for proc in (first, second):
             proc.stop()
+
+
+async def _priority_classes(client: Client, **values: int) -> list[scheduling.PriorityClass]:
+    created = []
+    for name, value in values.items():
+        pc = scheduling.PriorityClass(api_version="scheduling.k8s.io/v1", kind="PriorityClass", value=value)
+        pc.metadata.name = name
+        created.append(await client.create(pc))
+    return created
+
+
+async def _until(what: str, check: Any) -> Any:
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while not (result := await check()):
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.1)
+    return result
+
+
+async def test_preemption_spares_the_pod_a_budget_protects_and_waits_for_its_victim_to_go(
+        client: Client, ns: str, scheduler: SchedulerProcess, scheduler_name: str) -> None:
+    await _nodes(client, scheduler, [hollow_node("a", cpu="1"), hollow_node("b", cpu="1")])
+    suffix = secrets.token_hex(3)
+    classes = await _priority_classes(client, **{f"low-{suffix}": 10, f"mid-{suffix}": 20,
+                                                 f"urgent-{suffix}": 1000})
+    try:
+        # The budget allows no disruption of the database (what the disruption controller would write
+        # for minAvailable 1 of 1).
+        pdb = policy.PodDisruptionBudget(api_version="policy/v1", kind="PodDisruptionBudget")
+        pdb.metadata.name, pdb.metadata.namespace = "db", ns
+        pdb.spec.min_available = "1"
+        pdb.spec.selector.match_labels["app"] = "db"
+        stored = await client.create(pdb)
+        stored.status.disruptions_allowed, stored.status.expected_pods = 0, 1
+        stored.status.current_healthy = stored.status.desired_healthy = 1
+        await client.update_status(stored)
+        await _until("the scheduler did not see the budget",
+                     lambda: asyncio.sleep(0, scheduler.metric("scheduler_cache_size", type="pdbs") >= 1))
+        # The lower-priority pod is the protected one; the other keeps the default grace period, and no
+        # kubelet on a hollow node confirms its end: the test plays that part below.
+        await client.create(_pod("db", ns, scheduler_name, cpu="1", labels={"app": "db"},
+                                 spec={"priorityClassName": f"low-{suffix}"}))
+        db_node = await _bound(client, ns, "db")
+        await client.create(_pod("web", ns, scheduler_name, cpu="1", labels={"app": "web"},
+                                 spec={"priorityClassName": f"mid-{suffix}"}))
+        web_node = await _bound(client, ns, "web")
+        assert {db_node, web_node} == {"a", "b"}
+        await client.create(_pod("urgent", ns, scheduler_name, cpu="1",
+                                 spec={"priorityClassName": f"urgent-{suffix}"}))
+
+        async def web_terminating() -> core.Pod | None:
+            web = await client.get(core.Pod, "web", ns)
+            return web if web.metadata.HasField("deletion_timestamp") else None
+
+        web = await _until("the unprotected pod was not deleted", web_terminating)
+        marks = [(c.type, c.status, c.reason) for c in web.status.conditions if c.type == "DisruptionTarget"]
+        assert marks == [("DisruptionTarget", "True", "PreemptionByScheduler")]
+        urgent = await _wait_pod(client, ns, "urgent", lambda p: p.status.nominated_node_name == web_node,
+                                 "nominated")
+        assert not urgent.spec.node_name
+        # A cluster change brings the preemptor back while its victim terminates: it waits, it does not
+        # preempt the protected pod on the other node.
+        tried = scheduler.metric("scheduler_schedule_attempts_total", result="unschedulable", profile=scheduler_name)
+        node = await client.get(core.Node, db_node)
+        node.metadata.labels["touched"] = "yes"
+        await client.update(node)
+        await _until("the preemptor was not retried", lambda: asyncio.sleep(0, scheduler.metric(
+            "scheduler_schedule_attempts_total", result="unschedulable", profile=scheduler_name) > tried))
+        await _pending_with(client, ns, "urgent", "0/2 nodes are available: 2 Insufficient cpu. preemption: not "
+                            "eligible due to a terminating pod on the nominated node.")
+        assert scheduler.metric("scheduler_preemption_attempts_total") == 1
+        db = await client.get(core.Pod, "db", ns)
+        assert not db.metadata.HasField("deletion_timestamp") and db.spec.node_name == db_node
+        urgent = await client.get(core.Pod, "urgent", ns)
+        assert urgent.status.nominated_node_name == web_node
+        # The kubelet's part: the victim's containers are gone, the pod object goes.
+        await client.delete(core.Pod, "web", ns, grace_period_seconds=0)
+        assert await _bound(client, ns, "urgent") == web_node
+        assert (await client.get(core.Pod, "db", ns)).spec.node_name == db_node
+    finally:
+        for pc in classes:
+            await client.delete(scheduling.PriorityClass, pc.metadata.name)
+
+
+async def test_a_refusal_is_an_event_and_a_condition_that_describe_shows(
+        client: Client, ns: str, apiserver: APIServerProcess, scheduler: SchedulerProcess,
+        scheduler_name: str, tmp_path: Path) -> None:
+    control_plane = [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]
+    await _nodes(client, scheduler, [hollow_node("cp", cpu="8", taints=control_plane),
+                                     *(hollow_node(f"w{i}", cpu="1") for i in range(3))])
+    await client.create(_pod("big", ns, scheduler_name, cpu="2"))
+    # Kubernetes' shape; a taint is beyond what preemption can cure, so that node is "not helpful".
+    expected = ("0/4 nodes are available: 1 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }, "
+                "3 Insufficient cpu. preemption: 0/4 nodes are available: 1 Preemption is not helpful for "
+                "scheduling, 3 No preemption victims found for incoming pod.")
+    await _pending_with(client, ns, "big", expected)
+
+    async def failed_scheduling() -> list[core.Event]:
+        events = (await client.list(core.Event, ns, field_selector="involvedObject.name=big")).items
+        return [e for e in events if e.reason == "FailedScheduling" and e.message == expected]
+
+    (event,) = await _until("no FailedScheduling event", failed_scheduling)
+    assert (event.type, event.source.component, event.involved_object.kind) == ("Warning", scheduler_name, "Pod")
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env["HOME"] = str(tmp_path)
+    kubelite = Path(sys.executable).parent / "kubelite"
+    proc = await asyncio.create_subprocess_exec(
+        str(kubelite), "--server", apiserver.address, "-n", ns, "describe", "pod", "big", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    assert next(line for line in lines if line.startswith("Status:")).split() == ["Status:", "Pending"]
+    at = lines.index("Conditions:")
+    assert lines[at + 1].split() == ["Type", "Status", "Reason", "Message"]
+    assert lines[at + 3].split(None, 3) == ["PodScheduled", "False", "Unschedulable", expected]
+    at = lines.index("Events:")
+    assert lines[at + 1].split() == ["Type", "Reason", "Age", "From", "Message"]
+    row = lines[at + 3]
+    assert row.split()[:2] == ["Warning", "FailedScheduling"]
+    assert row.endswith(f"{scheduler_name}  {expected}")
+
+
+async def test_bind_many_binds_each_pod_as_bind_would_and_answers_each(client: Client, ns: str,
+                                                                       clean_nodes: None) -> None:
+    await register(client, [hollow_node("n1")])
+    for name in ("a", "b", "taken"):
+        await client.create(_pod(name, ns, "nobody"))
+    await client.bind(ns, "taken", "n1")
+    b = await client.get(core.Pod, "b", ns)
+    results = await client.bind_many([(ns, "a", "n1", ""), (ns, "b", "n1", b.metadata.uid),
+                                      (ns, "taken", "n1", ""), (ns, "missing", "n1", "")])
+    assert results[0] is None and results[1] is None
+    assert [(r.reason if r else None) for r in results[2:]] == ["Conflict", "NotFound"]
+    assert results[2] is not None and 'already assigned to node "n1"' in results[2].message
+    for name in ("a", "b"):
+        pod = await client.get(core.Pod, name, ns)
+        assert pod.spec.node_name == "n1"
+        assert [(c.type, c.status) for c in pod.status.conditions if c.type == "PodScheduled"] == [
+            ("PodScheduled", "True")]
+    # The uid precondition holds per binding.
+    await client.create(_pod("c", ns, "nobody"))
+    (refused,) = await client.bind_many([(ns, "c", "n1", "not-its-uid")])
+    assert refused is not None and refused.reason == "Conflict" and "Precondition failed" in refused.message
 
 
 def _holds(proc: SchedulerProcess, holder: str) -> bool:

@@ -495,6 +495,40 @@ def _editor(transform: Any) -> Any:
     return edit
 
 
+
+def test_describe_of_a_pending_pod_says_why_in_its_conditions(kl: InProcessCluster) -> None:
+    p = core.Pod(api_version="v1", kind="Pod")
+    p.metadata.name = "pending"
+    c = p.spec.containers.add()
+    c.name, c.image = "app", "busybox"
+    p.status.phase = "Pending"
+    p.status.nominated_node_name = "n2"
+    message = ("0/4 nodes are available: 1 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }, "
+               "3 Insufficient cpu. preemption: 0/4 nodes are available: 4 No preemption victims found for "
+               "incoming pod.")
+    p.status.conditions.add(type="PodScheduled", status="False", reason="Unschedulable", message=message)
+    stored = kl.add(p)
+    stored.status.CopyFrom(p.status)  # a create drops the status; the scheduler writes it through pods/status
+    kl.run(kl.client.update_status(stored))
+    out = ok(kl.cli(["describe", "pod", "pending"])).stdout
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("Conditions:"))
+    assert lines[at + 1].split() == ["Type", "Status", "Reason", "Message"]
+    assert lines[at + 3].split(None, 3) == ["PodScheduled", "False", "Unschedulable", message]
+    assert next(line for line in lines if line.startswith("NominatedNodeName:")).split() == ["NominatedNodeName:", "n2"]
+    # Conditions that hold need no explanation: kubectl's two columns.
+    p2 = core.Pod(api_version="v1", kind="Pod")
+    p2.metadata.name = "fine"
+    c2 = p2.spec.containers.add()
+    c2.name, c2.image = "app", "busybox"
+    p2.status.conditions.add(type="PodScheduled", status="True")
+    stored = kl.add(p2)
+    stored.status.CopyFrom(p2.status)
+    kl.run(kl.client.update_status(stored))
+    lines = ok(kl.cli(["describe", "pod", "fine"])).stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("Conditions:"))
+    assert lines[at + 1].split() == ["Type", "Status"]
+
 def test_edit_updates_cancels_and_reopens_on_error(kl: InProcessCluster) -> None:
     kl.add(cm("a"))
     r = ok(kl.cli(["edit", "cm", "a"], editor=_editor(lambda t: t.replace("k: v", "k: changed"))))

@@ -372,6 +372,20 @@ async def test_bind_sets_node_and_condition() -> None:
     assert any("pod updates may not change" in str(e) for e in s.validate_update(new, out))
 
 
+async def test_bind_checks_the_node_name_and_refuses_other_spec_changes() -> None:
+    s, store, attrs = _bind_setup()
+    with pytest.raises(errors.StatusError) as err:
+        await s.bind(store, attrs, "Not_A_Node", "uid-1")
+    assert "spec.nodeName" in str(err.value.message)
+    old = store.pod
+    sneaky = core_v1.Pod()
+    sneaky.CopyFrom(old)
+    sneaky.spec.node_name = "node-1"
+    sneaky.spec.containers[0].name = "renamed"
+    assert any("pod updates may not change" in str(e) for e in s.s.validate_update(sneaky, old, "binding"))
+    assert store.writes == 0
+
+
 async def test_bind_replaces_existing_condition() -> None:
     s, store, attrs = _bind_setup()
     store.pod.status.conditions.add(type="PodScheduled", status="False", reason="Unschedulable")

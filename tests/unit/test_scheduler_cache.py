@@ -108,3 +108,38 @@ def test_anti_affinity_aggregate_follows_incremental_changes() -> None:
                                        "default/p5": ("default/p5", "n1")},
                         ("app", "y"): {"default/p2": ("default/p2", "n2"), "default/p4": ("default/p4", "n0")}}
     assert incremental == {"zone": {("zone", "z0"): 2, ("zone", "z1"): 1, ("zone", "z9"): 2}}
+
+
+def test_the_watch_confirming_a_binding_reuses_the_digest_unless_something_digested_changed() -> None:
+    cache = Cache()
+    cache.add_node(make_node("a", cpu="4"))
+    pending = make_pod("p", cpu="1", labels={"app": "web"})
+    assumed = PodInfo(pending).with_node("a")
+    cache.assume_pod(assumed)
+    bound = make_pod("p", cpu="1", labels={"app": "web"}, node_name="a")
+    bound.status.start_time.seconds = 100
+    cache.add_pod(bound)
+    confirmed = cache.pod("default/p")
+    assert confirmed is not None and not cache.is_assumed("default/p")
+    assert confirmed.pod is bound and confirmed.node_name == "a" and confirmed.start_time == 100
+    assert confirmed.requests is assumed.requests  # not digested again
+    # A status update that deletes it: still the digest, now terminating.
+    going = make_pod("p", cpu="1", labels={"app": "web"}, node_name="a")
+    going.metadata.deletion_timestamp.seconds = 5
+    cache.update_pod(going)
+    again = cache.pod("default/p")
+    assert again is not None and again.terminating and again.requests is assumed.requests
+    # Labels or requests changed: digested afresh.
+    for changed in (make_pod("p", cpu="1", labels={"app": "db"}, node_name="a"),
+                    make_pod("p", cpu="2", labels={"app": "web"}, node_name="a")):
+        before = cache.pod("default/p")
+        assert before is not None
+        cache.update_pod(changed)
+        after = cache.pod("default/p")
+        assert after is not None and after.requests is not before.requests
+        assert after.labels == dict(changed.metadata.labels) and after.requests.milli_cpu == \
+            PodInfo(changed).requests.milli_cpu
+    snapshot = Snapshot()
+    cache.update_snapshot(snapshot)
+    node = snapshot.get("a")
+    assert node is not None and node.requested.milli_cpu == 2000

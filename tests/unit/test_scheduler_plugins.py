@@ -623,3 +623,18 @@ def test_inter_pod_affinity_label_index_finds_what_a_full_scan_finds(monkeypatch
             plugin.pre_filter(scanned, PodInfo(pod), snapshot)
         assert indexed.read(plugin.name) == scanned.read(plugin.name)
         assert indexed.read(plugin.name).anti  # the cases are not empty
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_the_array_normalization_gives_the_per_node_one(reverse: bool) -> None:
+    import numpy as np
+
+    from kubelite.scheduler.columns import default_normalize_batch
+    from kubelite.scheduler.framework import default_normalize_score
+
+    rng = random.Random(5)
+    for scores in ([0, 0, 0], [3, 0, 1], [rng.randrange(0, 50) for _ in range(200)], []):
+        expected = list(scores)
+        default_normalize_score(MAX_NODE_SCORE, reverse, expected)
+        got = default_normalize_batch(MAX_NODE_SCORE, reverse, np.asarray(scores, np.int64))
+        assert got.tolist() == expected

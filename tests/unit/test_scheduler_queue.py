@@ -212,8 +212,8 @@ class FakeRecorder:
     def __init__(self) -> None:
         self.events: list[tuple[str, str, str, str]] = []
 
-    def record(self, pod: core.Pod, type_: str, reason: str, message: str) -> None:
-        self.events.append((pod.metadata.name, type_, reason, message))
+    def event(self, obj: core.Pod, type_: str, reason: str, message: str) -> None:
+        self.events.append((obj.metadata.name, type_, reason, message))
 
 
 async def test_failed_scheduling_is_reported_once_per_distinct_message_and_scheduled_after() -> None:
@@ -243,18 +243,20 @@ async def test_failed_scheduling_is_reported_once_per_distinct_message_and_sched
     await sched.close()
 
 
-class FakeEvictor:
+class FakeVictims:
     def __init__(self) -> None:
         self.evicted: list[str] = []
+        self.messages: list[str] = []
 
-    async def evict(self, victim: core.Pod) -> None:
+    async def delete_victim(self, victim: core.Pod, message: str) -> None:
         self.evicted.append(victim.metadata.name)
+        self.messages.append(message)
 
 
 async def test_preemption_evicts_nominates_and_binds_once_the_victim_is_gone() -> None:
-    binder, conditions, evictor = FakeBinder(), FakeConditions(), FakeEvictor()
+    binder, conditions, evictor = FakeBinder(), FakeConditions(), FakeVictims()
     sched = Scheduler({"default-scheduler": default_profile()}, binder=binder, conditions=conditions,
-                      evictor=evictor)
+                      victims=evictor)
     sched.queue.initial_backoff = 0
     sched.on_node_add(make_node("a", cpu="1"))
     low = make_pod("low", cpu="1", node_name="a")
@@ -275,10 +277,10 @@ async def test_preemption_evicts_nominates_and_binds_once_the_victim_is_gone() -
 
 
 async def test_the_room_preemption_frees_is_held_for_the_preemptor() -> None:
-    binder, conditions, evictor, clock = FakeBinder(), FakeConditions(), FakeEvictor(), Clock()
+    binder, conditions, evictor, clock = FakeBinder(), FakeConditions(), FakeVictims(), Clock()
     profile = default_profile()
     queue = SchedulingQueue(profile.events_by_plugin(), clock=clock)
-    sched = Scheduler({"default-scheduler": profile}, binder=binder, conditions=conditions, evictor=evictor,
+    sched = Scheduler({"default-scheduler": profile}, binder=binder, conditions=conditions, victims=evictor,
                       queue=queue, clock=clock)
     # The preemptor's retry waits out its back-off (1 s); a newcomer is tried first.
     sched.on_node_add(make_node("a", cpu="2"))
@@ -305,9 +307,9 @@ async def test_the_room_preemption_frees_is_held_for_the_preemptor() -> None:
 
 
 async def test_status_updates_of_a_nominated_pod_keep_it_queued() -> None:
-    binder, conditions, evictor = FakeBinder(), FakeConditions(), FakeEvictor()
+    binder, conditions, evictor = FakeBinder(), FakeConditions(), FakeVictims()
     sched = Scheduler({"default-scheduler": default_profile()}, binder=binder, conditions=conditions,
-                      evictor=evictor)
+                      victims=evictor)
     sched.queue.initial_backoff = 0
     sched.on_node_add(make_node("a", cpu="1"))
     low = make_pod("low", cpu="1", node_name="a")
@@ -326,4 +328,75 @@ async def test_status_updates_of_a_nominated_pod_keep_it_queued() -> None:
     await sched.schedule_next()
     await sched.wait_idle()
     assert binder.bound == {"high": "a"}
+    await sched.close()
+
+
+async def test_a_preemptor_waits_for_its_terminating_victim_and_keeps_the_room() -> None:
+    binder, conditions, victims = FakeBinder(), FakeConditions(), FakeVictims()
+    sched = Scheduler({"default-scheduler": default_profile()}, binder=binder, conditions=conditions,
+                      victims=victims)
+    sched.queue.initial_backoff = 0
+    sched.on_node_add(make_node("a", cpu="1"))
+    sched.on_node_add(make_node("b", cpu="1"))
+    low = make_pod("low", cpu="1", node_name="a")
+    other = make_pod("other", cpu="1", node_name="b")
+    other.spec.priority = 5
+    for p in (low, other):
+        sched.on_pod_add(p)
+    high = make_pod("high", cpu="1")
+    high.spec.priority = 1000
+    sched.on_pod_add(high)
+    await sched.schedule_next()
+    await sched.wait_idle()
+    assert victims.evicted == ["low"]
+    assert victims.messages == ["default-scheduler: preempting to accommodate a higher priority pod"]
+    # The graceful deletion shows up as an update: the victim is terminating, marked by the scheduler.
+    going = core.Pod()
+    going.CopyFrom(low)
+    going.metadata.deletion_timestamp.seconds = 1
+    going.status.conditions.add(type="DisruptionTarget", status="True", reason="PreemptionByScheduler")
+    sched.on_pod_update(low, going)
+    # A cluster change brings the preemptor back early: it waits rather than preempting "other" too.
+    sched.on_node_update(make_node("b", cpu="1"), make_node("b", cpu="1", labels={"x": "y"}))
+    await sched.schedule_next()
+    await sched.wait_idle()
+    assert victims.evicted == ["low"]
+    assert conditions.nominated == {"high": "a"}
+    assert conditions.messages["high"].endswith(
+        "preemption: not eligible due to a terminating pod on the nominated node.")
+    # Once the victim is gone, the preemptor is tried before a newcomer (priority) and lands on a.
+    sched.on_pod_delete(going)
+    sched.on_pod_add(make_pod("newcomer", cpu="1"))
+    await sched.schedule_next()
+    await sched.wait_idle()
+    assert binder.bound == {"high": "a"}
+    await sched.close()
+
+
+async def test_a_binding_seen_as_one_update_leaves_the_queue_and_confirms_the_assumption() -> None:
+    binder = FakeBinder()
+    sched = Scheduler({"default-scheduler": default_profile()}, binder=binder, conditions=FakeConditions())
+    sched.on_node_add(make_node("a", cpu="1"))
+    pending = make_pod("p", cpu="1")
+    sched.on_pod_add(pending)
+    await sched.schedule_next()
+    await sched.wait_idle()
+    assert binder.bound == {"p": "a"} and sched.cache.is_assumed("default/p")
+    bound = core.Pod()
+    bound.CopyFrom(pending)
+    bound.spec.node_name = "a"
+    sched.on_pod_update(pending, bound)  # one pod informer: pending -> assigned is an update
+    assert not sched.cache.is_assumed("default/p") and sched.cache.pod_count == 1
+    assert len(sched.queue) == 0
+    # Another scheduler's binding of a pod we had refused: it leaves our queue and its explanation goes.
+    other = make_pod("q", cpu="1")
+    sched.on_pod_add(other)
+    await sched.schedule_next()
+    await sched.wait_idle()
+    assert "default/q" in sched.last_error
+    elsewhere = core.Pod()
+    elsewhere.CopyFrom(other)
+    elsewhere.spec.node_name = "a"
+    sched.on_pod_update(other, elsewhere)
+    assert "default/q" not in sched.last_error and len(sched.queue) == 0 and sched.cache.pod_count == 2
     await sched.close()

@@ -8,6 +8,7 @@ same StatusError the server raised.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import platform
 import sys
@@ -19,6 +20,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
+from kubelite.api.meta.v1 import generated_pb2 as metav1
 from kubelite.api.service.v1 import service_pb2 as pb
 from kubelite.api.service.v1 import service_pb2_grpc as pb_grpc
 from kubelite.apiserver import metrics
@@ -34,6 +36,8 @@ VERSION = "v0.1.0"
 TYPE_URL_PREFIX = "type.googleapis.com/"
 
 T = TypeVar("T")
+# A binding's answer in BindMany when it succeeded (Bind itself returns the pod; no scheduler reads it).
+_BIND_SUCCESS = metav1.Status(api_version="v1", kind="Status", status="Success", code=201)
 
 
 def pack(store: ResourceStore, wire: bytes) -> any_pb2.Any:
@@ -223,6 +227,41 @@ class ResourceServicer(pb_grpc.ResourceServiceServicer):
             return pb.ObjectResponse(object=pack_message(await sub.bind(store, attrs, request.node_name,
                                                                         request.uid)))
         return await self._handle(context, "bind", ref, call)
+
+    async def BindMany(self, request: pb.BindManyRequest,
+                       context: grpc.aio.ServicerContext[Any, Any]) -> pb.BindManyResponse:
+        """Every binding as Bind would do it, all at once (their writes share the group commit)."""
+        info = request_info(context)
+        results = await asyncio.gather(*(self._bind_one(info, b) for b in request.bindings))
+        return pb.BindManyResponse(results=results)
+
+    async def _bind_one(self, info: RequestInfo, request: pb.BindRequest) -> metav1.Status:
+        started = time.perf_counter()
+        code = "201"
+        try:
+            ref = pb.ResourceRef(group="", version="v1", resource="pods", namespace=request.namespace,
+                                 name=request.name)
+            store = self.registry.store(ref)
+
+            def make(user: UserInfo) -> Attributes:
+                return Attributes(user, "create", store.rt, request.namespace, request.name, subresource="binding")
+
+            attrs = await self.pipeline.check(info, make)
+            sub = self.registry.subresource(store, "binding")
+            assert isinstance(sub, BindingSubresource)
+            await sub.bind(store, attrs, request.node_name, request.uid)
+            return _BIND_SUCCESS
+        except errors.StatusError as exc:
+            code = str(exc.code)
+            return exc.to_status()
+        except Exception as exc:
+            code = "500"
+            log.exception("bind %s/%s: unexpected failure", request.namespace, request.name)
+            return errors.internal(f"{type(exc).__name__}: {exc}").to_status()
+        finally:
+            # Counted as the bindings they are, one by one, as if each had come alone.
+            metrics.REQUESTS.labels("bind", "", "pods", code).inc()
+            metrics.LATENCY.labels("bind", "", "pods").observe(time.perf_counter() - started)
 
     async def DeleteCollection(self, request: pb.DeleteCollectionRequest,
                                context: grpc.aio.ServicerContext[Any, Any]) -> pb.ListResponse:

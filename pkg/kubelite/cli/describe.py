@@ -200,6 +200,8 @@ def describe_pod(w: DescribeWriter, pod: Obj, now: datetime) -> None:
         w.field("Reason", status["reason"])
     if status.get("message"):
         w.field("Message", status["message"])
+    if status.get("nominatedNodeName"):
+        w.field("NominatedNodeName", status["nominatedNodeName"])
     w.field("IP", status.get("podIP", ""))
     if _controller(pod):
         w.field("Controlled By", _controller(pod))
@@ -215,7 +217,7 @@ def describe_pod(w: DescribeWriter, pod: Obj, now: datetime) -> None:
     conditions = status.get("conditions") or []
     if conditions:
         w.section("Conditions")
-        w.text(_table([["Type", "Status"]] + [[c.get("type", ""), c.get("status", "")] for c in conditions]), 1)
+        w.text(_conditions_table(conditions), 1)
     volumes = spec.get("volumes") or []
     if volumes:
         w.section("Volumes")
@@ -240,6 +242,20 @@ def describe_pod(w: DescribeWriter, pod: Obj, now: datetime) -> None:
             text = "op=Exists"
         tolerations.append(text)
     w.multi("Tolerations", tolerations)
+
+
+def _conditions_table(conditions: list[Obj]) -> str:
+    """Type and Status as kubectl prints them; beyond kubectl, the reason and message of a condition that
+    is not True (PodScheduled=False says why the pod is Pending, reason by reason, right here)."""
+    explained = [c for c in conditions if c.get("status") != "True" and (c.get("reason") or c.get("message"))]
+    if not explained:
+        return _table([["Type", "Status"]] + [[c.get("type", ""), c.get("status", "")] for c in conditions])
+    rows = [["Type", "Status", "Reason", "Message"]]
+    for c in conditions:
+        shown = c.get("status") != "True"
+        rows.append([c.get("type", ""), c.get("status", ""), c.get("reason", "") if shown else "",
+                     c.get("message", "") if shown else ""])
+    return _table(rows)
 
 
 def _table(rows: list[list[str]]) -> str:

@@ -476,6 +476,16 @@ class Client:
         resp = await self._call(self._resources.Bind, req)
         return self.unpack(resp.object)
 
+    async def bind_many(self, bindings: Sequence[tuple[str, str, str, str]]) -> builtins.list[StatusError | None]:
+        """Many bindings, (namespace, pod name, node name, pod uid or ""), in one call: for each, None when
+        it was bound, else the StatusError ``bind`` would have raised."""
+        req = svc.BindManyRequest(bindings=[svc.BindRequest(namespace=ns, name=name, node_name=node, uid=uid)
+                                            for ns, name, node, uid in bindings])
+        resp = await self._call(self._resources.BindMany, req)
+        if len(resp.results) != len(bindings):
+            raise StatusError("InternalError", f"BindMany answered {len(resp.results)} of {len(bindings)} bindings")
+        return [None if r.status == "Success" else StatusError.from_status(r) for r in resp.results]
+
     # -- pod streams (log, exec, attach, portforward) ----------------------------
 
     async def logs(self, namespace: str, name: str, *, container: str = "", follow: bool = False,

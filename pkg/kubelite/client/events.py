@@ -172,7 +172,11 @@ class EventRecorder:
             self._queue.put_nowait(event)
         except asyncio.QueueFull:
             self.dropped += 1
-            log.warning("event queue full; dropped %s %s for %s/%s", type_, reason, ref.namespace, ref.name)
+            # One line for the first drop and then one per thousand: a flood of events must not become a
+            # flood of log lines (a scheduler binding thousands of pods a second records one event each).
+            if self.dropped % 1000 == 1:
+                log.warning("event queue full; dropped %s %s for %s/%s (%d dropped so far)", type_, reason,
+                            ref.namespace, ref.name, self.dropped)
 
     # -- the writer -------------------------------------------------------------------
 

@@ -9,15 +9,51 @@ so the entry points stay wiring only and cannot drift apart.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 
 def configure_logging(verbosity: int) -> None:
     logging.basicConfig(level=logging.DEBUG if verbosity >= 4 else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def pause_gc() -> None:
+    """Stops automatic cyclic collections while a component loads what it keeps (see ``freeze_heap``)."""
+    gc.disable()
+
+
+def freeze_heap() -> None:
+    """Takes what is alive now out of the cyclic garbage collector's scans, for good, and resumes it.
+
+    Call it once a component has loaded what it keeps (informer caches, a watch
+    cache): those objects stay, yet every full collection would walk all of
+    them again. Measured on the scheduler with 5,000 nodes, collections took
+    about a third of its CPU, most of it re-walking the caches; loading with
+    collections paused (``pause_gc``: the load makes almost no cyclic garbage)
+    and freezing afterwards removes most of that. Frozen objects are still
+    freed by reference counting.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.enable()
+
+
+async def freeze_heap_when(ready: Callable[[], Awaitable[object]], timeout: float = 60.0) -> None:
+    """``freeze_heap()`` once ``ready()`` completes, or after ``timeout`` seconds in any case (so that a
+    component that cannot load does not run without collections for long)."""
+    try:
+        async with asyncio.timeout(timeout):
+            await ready()
+    except TimeoutError:
+        logging.getLogger(__name__).info("not loaded after %.0fs; resuming garbage collection anyway", timeout)
+    except asyncio.CancelledError:
+        gc.enable()  # stopped before it loaded: leave the process as it was
+        raise
+    freeze_heap()
 
 
 async def until_signalled(main: Coroutine[Any, Any, None], name: str) -> None:

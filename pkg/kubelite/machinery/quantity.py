@@ -11,6 +11,7 @@ parser; it can move to ``kubelite.machinery`` without changes.)
 
 from __future__ import annotations
 
+import functools
 import re
 from fractions import Fraction
 
@@ -41,6 +42,9 @@ class QuantityError(ValueError):
     """The string is not a quantity."""
 
 
+# Pure, and a cluster repeats a few quantities ("100m", "128Mi") in every pod: every create and update
+# validates them (QoS class, requests within limits), so the Fractions are worth keeping.
+@functools.lru_cache(maxsize=4096)
 def parse_quantity(text: str) -> Fraction:
     """The exact value of a quantity string; QuantityError when it is not one."""
     m = _QUANTITY_RE.match(text.strip()) if text == text.strip() else None

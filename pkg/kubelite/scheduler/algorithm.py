@@ -157,6 +157,7 @@ def schedule(profile: Profile, snapshot: Snapshot, pod: PodInfo, *, start_index:
                 break
             if status is not None and status.message:
                 diagnosis.post_filter_msg = status.message
+            diagnosis.waiting_on = state.get("DefaultPreemption/wait", "")
         raise FitError(pod.key, num_all, diagnosis)
     if len(feasible) == 1:
         node = feasible[0]
@@ -277,6 +278,10 @@ def _prioritize_vectorized(profile: Profile, state: CycleState, snapshot: Snapsh
         normalizer = profile.normalizer(scorer)
         if batch is not None and normalizer is None:
             totals += batch * weight
+            continue
+        nb = getattr(normalizer, "normalize_batch", None) if batch is not None else None
+        if batch is not None and nb is not None:
+            totals += nb(state, pod, batch) * weight
             continue
         scores = batch.tolist() if batch is not None else [scorer.score(state, pod, n) for n in feasible]
         if normalizer is not None:

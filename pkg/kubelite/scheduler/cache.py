@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 
 from kubelite.api.core.v1 import generated_pb2 as core
-from kubelite.scheduler.nodeinfo import NodeInfo, PodInfo, Snapshot
+from kubelite.api.policy.v1 import generated_pb2 as policy
+from kubelite.scheduler.nodeinfo import DisruptionBudget, NodeInfo, PodInfo, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,23 @@ class Cache:
         self._generation = 0
         self._dirty: set[str] = set()
         self._order_changed = True
+        # PodDisruptionBudgets by namespace/name, digested; preemption reads them from the snapshot.
+        self._pdbs: dict[str, DisruptionBudget] = {}
+        self._pdbs_changed = False
+
+    # -- PodDisruptionBudgets ------------------------------------------------------------------------------
+
+    def set_pdb(self, pdb: policy.PodDisruptionBudget) -> None:
+        self._pdbs[f"{pdb.metadata.namespace}/{pdb.metadata.name}"] = DisruptionBudget.from_object(pdb)
+        self._pdbs_changed = True
+
+    def remove_pdb(self, pdb: policy.PodDisruptionBudget) -> None:
+        if self._pdbs.pop(f"{pdb.metadata.namespace}/{pdb.metadata.name}", None) is not None:
+            self._pdbs_changed = True
+
+    @property
+    def pdb_count(self) -> int:
+        return len(self._pdbs)
 
     # -- nodes -------------------------------------------------------------------------------------------------
 
@@ -91,8 +109,11 @@ class Cache:
 
     def add_pod(self, pod: core.Pod) -> None:
         """A bound pod seen by the watch; confirms an assumption of the same pod."""
-        info = PodInfo(pod)
-        current = self._pods.get(info.key)
+        key = f"{pod.metadata.namespace}/{pod.metadata.name}"
+        current = self._pods.get(key)
+        info = current.refreshed(pod) if current is not None else None
+        if info is None:
+            info = PodInfo(pod)
         if current is not None:
             self._assumed.discard(info.key)
             self._remove(info.key)
@@ -172,5 +193,8 @@ class Cache:
                 images_changed = images_changed or images
             if images_changed:
                 snapshot.recount_images()
+        if self._pdbs_changed:
+            snapshot.pdbs = tuple(self._pdbs.values())
+            self._pdbs_changed = False
         snapshot.generation = self._generation
         return len(dirty)

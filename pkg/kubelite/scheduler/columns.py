@@ -25,6 +25,15 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 
+def default_normalize_batch(max_priority: int, reverse: bool, scores: IntArray) -> IntArray:
+    """``framework.default_normalize_score`` over an array (scores are non-negative: the same integers)."""
+    highest = int(scores.max()) if len(scores) else 0
+    if highest == 0:
+        return np.full(len(scores), max_priority, np.int64) if reverse else scores
+    scaled: IntArray = max_priority * scores // highest
+    return max_priority - scaled if reverse else scaled
+
+
 class Columns:
     __slots__ = (
         "alloc_cpu",

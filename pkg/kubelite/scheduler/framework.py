@@ -204,6 +204,8 @@ class Diagnosis:
     # Set when a PostFilter (preemption) found a node that fits once ``victims`` are gone.
     nominated_node: str = ""
     victims: tuple[PodInfo, ...] = ()
+    # Set when the pod keeps its nomination to this node and waits for earlier victims to go.
+    waiting_on: str = ""
 
 
 class FitError(Exception):

@@ -20,7 +20,8 @@ PENDING_PODS = Gauge(
     "Pods waiting in the scheduling queue, by sub-queue (active, backoff, unschedulable).",
     ["queue"])
 BINDINGS_IN_FLIGHT = Gauge("scheduler_bindings_in_flight", "Bindings sent to the API server and not yet answered.")
-CACHE_SIZE = Gauge("scheduler_cache_size", "Nodes and pods (bound or assumed) the scheduler's cache holds.", ["type"])
+CACHE_SIZE = Gauge("scheduler_cache_size",
+                   "Nodes, pods (bound or assumed) and PodDisruptionBudgets the scheduler's cache holds.", ["type"])
 PREEMPTION_ATTEMPTS = Counter("scheduler_preemption_attempts_total", "Preemptions decided (victims chosen).")
 PREEMPTION_VICTIMS = Histogram("scheduler_preemption_victims", "Victims per preemption.",
                                buckets=(1, 2, 4, 8, 16, 32, 64))

@@ -20,6 +20,8 @@ import numpy as np
 
 from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.api.meta.v1 import generated_pb2 as metav1
+from kubelite.api.policy.v1 import generated_pb2 as policy
+from kubelite.machinery.errors import StatusError
 from kubelite.machinery.quantity import QuantityError, parse_quantity
 from kubelite.machinery.selectors import LabelSelector, from_label_selector_proto
 from kubelite.scheduler.columns import Columns, IntArray
@@ -308,6 +310,12 @@ def normalized_image_name(name: str) -> str:
     return name
 
 
+# The PodSpec fields a PodInfo digests (with labels, priority and preemptionPolicy): when none changed,
+# a newer version of the pod reuses the digest (``PodInfo.refreshed``).
+_DIGESTED_SPEC_FIELDS = ("containers", "init_containers", "overhead", "tolerations", "affinity", "node_selector",
+                         "topology_spread_constraints")
+
+
 class PodInfo:
     """One pod, digested for scheduling. Built once per pod object; read-only afterwards."""
 
@@ -323,10 +331,12 @@ class PodInfo:
         "namespace",
         "node_name",
         "node_selector",
+        "nominated_node",
         "non_zero_cpu",
         "non_zero_memory",
         "num_containers",
         "pod",
+        "preempted",
         "preemption_never",
         "preferred_affinity_terms",
         "preferred_anti_affinity_terms",
@@ -335,6 +345,7 @@ class PodInfo:
         "requests",
         "required_node_terms",
         "spread_constraints",
+        "start_time",
         "terminating",
         "tolerations",
         "uid",
@@ -351,7 +362,7 @@ class PodInfo:
         self.node_name = spec.node_name
         self.priority = spec.priority if spec.HasField("priority") else 0
         self.preemption_never = spec.HasField("preemption_policy") and spec.preemption_policy == "Never"
-        self.terminating = meta.HasField("deletion_timestamp")
+        self._read_volatile(pod)
         self.requests = pod_requests(spec)
         nz = pod_requests(spec, non_zero=True)
         self.non_zero_cpu = nz.milli_cpu
@@ -393,6 +404,39 @@ class PodInfo:
             for w in paa.preferred_during_scheduling_ignored_during_execution)
         self.spread_constraints = tuple(_spread_constraint(c, self.labels) for c in spec.topology_spread_constraints)
 
+    def _read_volatile(self, pod: core.Pod) -> None:
+        """What may change while the rest stays (status, deletion): read from every version of the pod."""
+        self.pod = pod
+        self.node_name = pod.spec.node_name
+        self.terminating = pod.metadata.HasField("deletion_timestamp")
+        # Going because the scheduler preempted it (its DisruptionTarget condition says so): a preemptor
+        # nominated to this node waits for it rather than preempting again.
+        self.preempted = self.terminating and any(
+            c.type == "DisruptionTarget" and c.reason == "PreemptionByScheduler" for c in pod.status.conditions)
+        self.nominated_node = pod.status.nominated_node_name
+        # Seconds; a pod not started yet counts as starting now, i.e. latest (Kubernetes' GetPodStartTime).
+        self.start_time = (pod.status.start_time.seconds + pod.status.start_time.nanos / 1e9
+                           if pod.status.HasField("start_time") else math.inf)
+
+    def refreshed(self, pod: core.Pod) -> PodInfo | None:
+        """A newer version of this pod, reusing the digest when nothing digested changed; None otherwise.
+
+        The watch confirming our own binding and a kubelet's status updates
+        change nothing a plugin reads but the node, status and deletion; a
+        digest costs more than comparing the few spec fields it reads.
+        """
+        old_meta, new_meta = self.pod.metadata, pod.metadata
+        old, new = self.pod.spec, pod.spec
+        if (new_meta.uid != self.uid or new_meta.labels != old_meta.labels or new.priority != old.priority
+                or new.preemption_policy != old.preemption_policy
+                or any(getattr(new, f) != getattr(old, f) for f in _DIGESTED_SPEC_FIELDS)):
+            return None
+        clone = object.__new__(PodInfo)
+        for slot in PodInfo.__slots__:
+            setattr(clone, slot, getattr(self, slot))
+        clone._read_volatile(pod)
+        return clone
+
     @property
     def has_affinity(self) -> bool:
         """Terms that make this pod, once placed, score other pods (InterPodAffinity's PreScore):
@@ -410,6 +454,12 @@ class PodInfo:
         for slot in PodInfo.__slots__:
             setattr(clone, slot, getattr(self, slot))
         clone.node_name = node_name
+        return clone
+
+    def with_nominated(self, node_name: str) -> PodInfo:
+        """The same pod remembered as nominated to ``node_name`` (before the watch shows the status)."""
+        clone = self.with_node(self.node_name)
+        clone.nominated_node = node_name
         return clone
 
     def __repr__(self) -> str:
@@ -528,6 +578,36 @@ class NodeInfo:
         return f"NodeInfo({self.name}, {len(self.pods)} pods)"
 
 
+@dataclass(frozen=True)
+class DisruptionBudget:
+    """A PodDisruptionBudget as preemption reads it: whom it covers, how many may go, who already went."""
+
+    namespace: str
+    name: str
+    # An absent, empty or invalid selector covers no pod (Kubernetes' preemption reads it so).
+    selector: LabelSelector
+    disruptions_allowed: int
+    # Pods the API server already evicted under this budget: counted there, not again.
+    disrupted_pods: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_object(cls, pdb: policy.PodDisruptionBudget) -> DisruptionBudget:
+        selector = LabelSelector.nothing()
+        if pdb.spec.HasField("selector"):
+            try:
+                selector = from_label_selector_proto(pdb.spec.selector)
+            except StatusError:
+                pass
+            if selector.empty:
+                selector = LabelSelector.nothing()
+        return cls(pdb.metadata.namespace, pdb.metadata.name, selector, pdb.status.disruptions_allowed,
+                   frozenset(pdb.status.disrupted_pods))
+
+    def covers(self, pod: PodInfo) -> bool:
+        return (pod.namespace == self.namespace and pod.name not in self.disrupted_pods
+                and self.selector.matches(pod.labels))
+
+
 class Snapshot:
     """The cluster as one scheduling cycle sees it: read-only NodeInfos in a stable order.
 
@@ -555,6 +635,8 @@ class Snapshot:
         # requirement can match, without visiting every pod.
         self.pods_by_label: dict[tuple[str, str], dict[str, tuple[PodInfo, str]]] = {}
         self._label_codes: dict[str, tuple[IntArray, dict[str, int]]] = {}
+        # PodDisruptionBudgets, which only preemption reads (refreshed with the snapshot when they change).
+        self.pdbs: tuple[DisruptionBudget, ...] = ()
         for n in nodes:
             self.node_infos[n.name] = n
         self.rebuild_lists()
@@ -716,7 +798,8 @@ class Snapshot:
         return result
 
     @classmethod
-    def from_objects(cls, nodes: Iterable[core.Node], pods: Iterable[core.Pod] = ()) -> Snapshot:
+    def from_objects(cls, nodes: Iterable[core.Node], pods: Iterable[core.Pod] = (),
+                     pdbs: Iterable[policy.PodDisruptionBudget] = ()) -> Snapshot:
         """A snapshot from API objects: for tests and tools."""
         infos: dict[str, NodeInfo] = {}
         for node in nodes:
@@ -727,4 +810,6 @@ class Snapshot:
             target = infos.get(pod.spec.node_name)
             if target is not None:
                 target.add_pod(PodInfo(pod))
-        return cls(infos.values())
+        snapshot = cls(infos.values())
+        snapshot.pdbs = tuple(DisruptionBudget.from_object(p) for p in pdbs)
+        return snapshot

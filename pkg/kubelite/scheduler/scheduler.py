@@ -9,8 +9,16 @@ previous pod; only bindings and status writes are awaited, each in its own
 owned task, with many bindings in flight so that the API server can commit
 them together. A failed binding forgets the assumption and requeues the pod.
 
-Side effects sit behind two Protocols, ``Binder`` and ``ConditionWriter``,
-so that unit tests drive the loop with fakes.
+Side effects sit behind Protocols (``Binder``, ``ConditionWriter``,
+``VictimDeleter``, the event recorder), so that unit tests drive the loop
+with fakes.
+
+Preemption follows Kubernetes: the victims are deleted (gracefully, each
+with its own grace period; preemption does not go through the eviction API,
+PodDisruptionBudgets are weighed in the choice instead), the preemptor is
+nominated to the node (``status.nominatedNodeName``) and the room is held for
+it; while its victims are still terminating it waits instead of preempting
+again, and it is retried when their deletions arrive.
 """
 
 from __future__ import annotations
@@ -23,12 +31,13 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
 from kubelite.api.core.v1 import generated_pb2 as core
+from kubelite.api.policy.v1 import generated_pb2 as policy
 from kubelite.client.informer import deleted_object
 from kubelite.machinery.errors import StatusError
 from kubelite.scheduler import metrics
 from kubelite.scheduler.algorithm import schedule
 from kubelite.scheduler.cache import Cache
-from kubelite.scheduler.events import EventRecorder, NullRecorder
+from kubelite.scheduler.events import FAILED_SCHEDULING, PREEMPTED, SCHEDULED, EventRecorder, NullRecorder
 from kubelite.scheduler.framework import ClusterEvent, FitError
 from kubelite.scheduler.nodeinfo import PodInfo, Snapshot
 from kubelite.scheduler.profile import Profile
@@ -48,10 +57,11 @@ class ConditionWriter(Protocol):
     async def set_unschedulable(self, pod: core.Pod, message: str, nominated_node: str = "") -> None: ...
 
 
-class Evictor(Protocol):
-    """Deletes a preemption victim (gracefully, as its own grace period says)."""
+class VictimDeleter(Protocol):
+    """Marks a preemption victim (condition DisruptionTarget, reason PreemptionByScheduler, ``message``)
+    and deletes it gracefully, as its own grace period says."""
 
-    async def evict(self, victim: core.Pod) -> None: ...
+    async def delete_victim(self, victim: core.Pod, message: str) -> None: ...
 
 
 class Scheduler:
@@ -59,7 +69,7 @@ class Scheduler:
                  queue: SchedulingQueue | None = None, cache: Cache | None = None,
                  max_in_flight_bindings: int = DEFAULT_MAX_IN_FLIGHT_BINDINGS, rng: random.Random | None = None,
                  clock: Callable[[], float] = time.monotonic, events: EventRecorder | None = None,
-                 evictor: Evictor | None = None) -> None:
+                 victims: VictimDeleter | None = None) -> None:
         if not profiles:
             raise ValueError("at least one profile is needed")
         self.profiles = dict(profiles)
@@ -72,7 +82,7 @@ class Scheduler:
         self._binder = binder
         self._conditions = conditions
         self._events: EventRecorder = events or NullRecorder()
-        self._evictor = evictor
+        self._victims = victims
         # pod key -> the last FailedScheduling message sent: the same refusal is reported once.
         self._reported: dict[str, str] = {}
         # pod key -> its reservation on the node preemption nominated, so that other pods do not take
@@ -98,6 +108,7 @@ class Scheduler:
         metrics.BINDINGS_IN_FLIGHT.set_function(lambda: float(self._in_flight))
         metrics.CACHE_SIZE.labels("nodes").set_function(lambda: float(self.cache.node_count))
         metrics.CACHE_SIZE.labels("pods").set_function(lambda: float(self.cache.pod_count))
+        metrics.CACHE_SIZE.labels("pdbs").set_function(lambda: float(self.cache.pdb_count))
 
     def responsible_for(self, pod: core.Pod) -> bool:
         return (pod.spec.scheduler_name or "default-scheduler") in self.profiles
@@ -118,7 +129,21 @@ class Scheduler:
         node = deleted_object(obj)  # a relist's tombstone carries the last state seen
         self.cache.remove_node(node.metadata.name)
 
-    # -- informer handlers: pods (one handler set for both informers) ---------------------------------------
+    # -- informer handlers: PodDisruptionBudgets (only preemption reads them; no pod moves) ------------------
+
+    def on_pdb_add(self, pdb: policy.PodDisruptionBudget) -> None:
+        self.cache.set_pdb(pdb)
+
+    def on_pdb_update(self, old: policy.PodDisruptionBudget, new: policy.PodDisruptionBudget) -> None:
+        self.cache.set_pdb(new)
+
+    def on_pdb_delete(self, obj: Any) -> None:
+        self.cache.remove_pdb(deleted_object(obj))
+
+    # -- informer handlers: pods ----------------------------------------------------------------------------
+    # One informer of every pod not finished, as kube-scheduler has: a binding arrives as one update
+    # (pending -> assigned) rather than a deletion from one watch and an addition to another, which is
+    # one watch event per pod fewer for the API server to send and for us to decode.
 
     def on_pod_add(self, pod: core.Pod) -> None:
         if pod.spec.node_name:
@@ -130,6 +155,11 @@ class Scheduler:
             self.queue.add(pod)
 
     def on_pod_update(self, old: core.Pod, new: core.Pod) -> None:
+        if new.spec.node_name and not old.spec.node_name:
+            # Bound (our binding confirmed, or another scheduler's): out of the queue, into the cache.
+            self._forget_pending(old)
+            self.on_pod_add(new)
+            return
         if new.spec.node_name:
             if new.status.phase in _TERMINAL:
                 # A finished pod frees its resources, like a deleted one.
@@ -151,14 +181,18 @@ class Scheduler:
             self.cache.remove_pod(pod)
             self.queue.move_all(ClusterEvent.POD_DELETE)
         else:
-            # Left the unscheduled selector (bound: the other informer confirms it) or deleted.
-            self.queue.delete(pod)
-            self._reported.pop(pod_key(pod), None)
-            if pod_key(pod) not in self.queue:
-                self.last_error.pop(pod_key(pod), None)
-                self.node_reasons.pop(pod_key(pod), None)
-            if pod.metadata.HasField("deletion_timestamp") or pod_key(pod) not in self.queue:
-                self._release_nomination(pod_key(pod))
+            self._forget_pending(pod)
+
+    def _forget_pending(self, pod: core.Pod) -> None:
+        """A pending pod went (deleted, or bound): drop what the queue and the explanations keep of it."""
+        key = pod_key(pod)
+        self.queue.delete(pod)
+        self._reported.pop(key, None)
+        if key not in self.queue:
+            self.last_error.pop(key, None)
+            self.node_reasons.pop(key, None)
+        if pod.metadata.HasField("deletion_timestamp") or key not in self.queue:
+            self._release_nomination(key)
 
     def _pending(self, pod: core.Pod) -> bool:
         """A pod this scheduler should place (ignoring whether a binding of ours is in flight)."""
@@ -201,6 +235,10 @@ class Scheduler:
         if profile is None:
             self.queue.done(qpi)
             return False
+        nominated = self._nominated.get(qpi.key)
+        if nominated is not None and pod_info.nominated_node != nominated.node_name:
+            # Our own status write may not have come back through the watch yet.
+            pod_info = pod_info.with_nominated(nominated.node_name)
         self._release_nomination(qpi.key)
         self.cache.update_snapshot(self.snapshot)
         try:
@@ -221,10 +259,14 @@ class Scheduler:
             if err.diagnosis.nominated_node:
                 self._preempt(qpi, err.diagnosis.nominated_node, err.diagnosis.victims, message)
                 return False
+            waiting_on = err.diagnosis.waiting_on
+            if waiting_on:
+                # Its victims are still terminating: keep holding their room for it.
+                self._reserve(qpi, waiting_on)
             if self._reported.get(qpi.key) != message:
                 self._reported[qpi.key] = message
-                self._events.record(qpi.pod, "Warning", "FailedScheduling", message)
-                self._spawn(self._write_unschedulable(qpi.pod, message), f"condition-{qpi.key}")
+                self._events.event(qpi.pod, "Warning", FAILED_SCHEDULING, message)
+                self._spawn(self._write_unschedulable(qpi.pod, message, waiting_on), f"condition-{qpi.key}")
             return False
         except Exception:
             log.exception("scheduling pod %s failed", qpi.key)
@@ -261,8 +303,7 @@ class Scheduler:
         else:
             self.bound += 1
             self._reported.pop(qpi.key, None)
-            self._events.record(qpi.pod, "Normal", "Scheduled",
-                                f"Successfully assigned {qpi.key} to {node}")
+            self._events.event(qpi.pod, "Normal", SCHEDULED, f"Successfully assigned {qpi.key} to {node}")
             metrics.SCHEDULE_ATTEMPTS.labels("scheduled", profile).inc()
             metrics.ATTEMPT_DURATION.labels("scheduled", profile).observe(self._clock() - start)
             log.debug("bound %s to %s", qpi.key, node)
@@ -271,34 +312,41 @@ class Scheduler:
             self._slots.release()
 
     def _preempt(self, qpi: QueuedPodInfo, node: str, victims: tuple[PodInfo, ...], message: str) -> None:
-        """Evicts the victims and nominates the node; the pod comes back when the deletions arrive."""
+        """Deletes the victims and nominates the node; the pod comes back when the deletions arrive."""
         metrics.PREEMPTION_ATTEMPTS.inc()
         metrics.PREEMPTION_VICTIMS.observe(len(victims))
         log.info("preempting %d pod(s) on %s for %s: %s", len(victims), node, qpi.key,
                  ", ".join(v.key for v in victims))
+        self._reserve(qpi, node)
+        profile = qpi.pod.spec.scheduler_name or "default-scheduler"
+        for victim in victims:
+            self._events.event(victim.pod, "Normal", PREEMPTED, f"Preempted by pod {qpi.info.uid} on node {node}")
+            if self._victims is not None:
+                self._spawn(self._delete_victim(victim.pod, f"{profile}: preempting to accommodate a higher "
+                                                            "priority pod"), f"preempt-{victim.key}")
+        self._reported[qpi.key] = message
+        self._events.event(qpi.pod, "Warning", FAILED_SCHEDULING, message)
+        self._spawn(self._write_unschedulable(qpi.pod, message, node), f"nominate-{qpi.key}")
+
+    def _reserve(self, qpi: QueuedPodInfo, node: str) -> None:
+        """Holds room on ``node`` for a nominated pod until it is tried again."""
         reservation = qpi.info.with_node(node)
         self.cache.assume_pod(reservation)
         self._nominated[qpi.key] = reservation
-        for victim in victims:
-            self._events.record(victim.pod, "Normal", "Preempted", f"Preempted by pod {qpi.info.uid} on node {node}")
-            if self._evictor is not None:
-                self._spawn(self._evict(victim.pod), f"evict-{victim.key}")
-        self._reported[qpi.key] = message
-        self._events.record(qpi.pod, "Warning", "FailedScheduling", message)
-        self._spawn(self._write_unschedulable(qpi.pod, message, node), f"nominate-{qpi.key}")
 
     def _release_nomination(self, key: str) -> None:
         reservation = self._nominated.pop(key, None)
         if reservation is not None:
             self.cache.forget_pod(reservation)
 
-    async def _evict(self, victim: core.Pod) -> None:
-        assert self._evictor is not None
+    async def _delete_victim(self, victim: core.Pod, message: str) -> None:
+        assert self._victims is not None
         try:
-            await self._evictor.evict(victim)
+            await self._victims.delete_victim(victim, message)
         except StatusError as exc:
             if exc.reason != "NotFound":
-                log.warning("evicting %s failed: %s: %s", pod_key(victim), exc.reason, exc.message)
+                log.warning("deleting preemption victim %s failed: %s: %s", pod_key(victim), exc.reason,
+                            exc.message)
 
     async def _write_unschedulable(self, pod: core.Pod, message: str, nominated_node: str = "") -> None:
         try:

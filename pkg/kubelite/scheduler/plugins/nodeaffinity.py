@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kubelite.scheduler.columns import BoolArray, IntArray
+from kubelite.scheduler.columns import BoolArray, IntArray, default_normalize_batch
 from kubelite.scheduler.framework import (
     ALL_NODE_EVENTS,
     MAX_NODE_SCORE,
@@ -123,6 +123,9 @@ class TaintToleration:
                         scores: list[int]) -> None:
         # Fewer intolerable taints is better.
         default_normalize_score(MAX_NODE_SCORE, True, scores)
+
+    def normalize_batch(self, state: CycleState, pod: PodInfo, scores: IntArray) -> IntArray:
+        return default_normalize_batch(MAX_NODE_SCORE, True, scores)
 
     def events_to_register(self) -> frozenset[ClusterEvent]:
         return ALL_NODE_EVENTS

@@ -186,6 +186,18 @@ class BindRequest(_message.Message):
     uid: str
     def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., node_name: _Optional[str] = ..., uid: _Optional[str] = ...) -> None: ...
 
+class BindManyRequest(_message.Message):
+    __slots__ = ("bindings",)
+    BINDINGS_FIELD_NUMBER: _ClassVar[int]
+    bindings: _containers.RepeatedCompositeFieldContainer[BindRequest]
+    def __init__(self, bindings: _Optional[_Iterable[_Union[BindRequest, _Mapping]]] = ...) -> None: ...
+
+class BindManyResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[_generated_pb2.Status]
+    def __init__(self, results: _Optional[_Iterable[_Union[_generated_pb2.Status, _Mapping]]] = ...) -> None: ...
+
 class ServerResourcesRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
