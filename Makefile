@@ -59,7 +59,7 @@ bench: deps
 	$(PY) -m bench.scheduler
 	$(PY) -m bench.kubelet
 	$(PY) -m bench.controllers --quick
-	$(PY) -m bench.proxy --quick
+	$(PY) -m bench.proxy
 	$(PY) -m bench.cluster
 
 bench-scheduler: deps

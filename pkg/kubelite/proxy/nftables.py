@@ -372,13 +372,9 @@ class NftablesProxier:
                 else applied.skeleton)
         if skel != applied.skeleton:
             return None
-        owner = dict(applied.owner)
-        refs = {name: Counter(c) for name, c in applied.refs.items()} if len(changed) > 50 else None
-        if refs is None:
-            # Few changes (the usual sync): copy only the counters the changes touch.
-            touched = {m[0] for name in changed for side in (applied.ports.get(name), ports.get(name))
-                       if side is not None for m in side[1].members}
-            refs = {name: (Counter(c) if name in touched else c) for name, c in applied.refs.items()}
+        # Changed in place: whatever happens next replaces `applied` (a fallback to the whole diff
+        # builds a fresh one, a failed apply forgets it), so nothing reads these counts half-done.
+        owner, refs = applied.owner, applied.refs
         deletes: dict[str, list[str]] = {}
         adds: dict[str, list[str]] = {}
         elements = applied.elements
