@@ -109,9 +109,9 @@ def part(sp: ServicePort, node: NodeConfig) -> Part:
             balances.append(_Balance(bucket_map, key, f"goto {_affinity_objects(sp, eps, affinity)}", ep_map, ()))
             return
         most = max(most, len(eps))
-        balances.append(_Balance(bucket_map, key, f"goto {prefix}{len(eps)}", ep_map,
-                                 tuple((f"{key} . {bucket}", f"{ep.ip} . {ep.port}")
-                                       for bucket, ep in enumerate(eps))))
+        # A list comprehension, not a generator: this line runs for every endpoint of every Service.
+        entries = [(f"{key} . {bucket}", f"{ep.ip} . {ep.port}") for bucket, ep in enumerate(eps)]
+        balances.append(_Balance(bucket_map, key, f"goto {prefix}{len(eps)}", ep_map, tuple(entries)))
 
     local = sp.local_endpoints(node.node_name)
     internal = local if sp.internal_policy_local else sp.endpoints
