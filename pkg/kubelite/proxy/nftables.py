@@ -28,7 +28,11 @@ Cluster IPs, external IPs and load-balancer IPs all share the key space of
 A sync after the first writes only element deletions and additions in one
 ``nft -f`` transaction; the table is rebuilt (atomically: ``add table``,
 ``delete table``, define it again, in one transaction) only when its
-skeleton changed, or on a full resync.
+skeleton changed, or on a full resync. The elements are computed per
+service port (``part``) and kept per port, so such a sync costs what the
+changed ports cost, not what the table holds: regenerating and diffing
+all 10,000 Services' ~130,000 elements to change one endpoint took most of
+a second here, the changed port's own elements a few milliseconds.
 
 sessionAffinity ClientIP is the exception: per-endpoint dynamic sets and
 chains for those Services only (see ``_affinity_objects``; a single dynamic
