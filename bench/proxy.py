@@ -115,8 +115,8 @@ class TimedNft:
     async def list_ruleset(self) -> str:
         return await self.inner.list_ruleset()
 
-    async def has_chain(self, table: str, chain: str) -> bool:
-        return await self.inner.has_chain(table, chain)
+    async def has_set(self, table: str, name: str) -> bool:
+        return await self.inner.has_set(table, name)
 
 
 def pod_ip(i: int) -> str:

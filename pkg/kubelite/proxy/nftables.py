@@ -59,6 +59,9 @@ PRESET_BUCKETS = 32
 CHUNK = 2000
 
 MAPS = ("service_buckets", "endpoints", "nodeport_buckets", "nodeport_endpoints")
+# An empty set whose presence says the table is still there (someone's `nft flush ruleset` removes it),
+# probed on every periodic resync: listing it costs nothing, unlike listing any chain (runner.has_set).
+CANARY = "canary"
 SETS = ("cluster_masq", "external_masq", "nodeport_masq", "hairpin", "no_endpoints", "no_local_endpoints",
         "no_endpoint_nodeports", "no_local_nodeports")
 
@@ -240,6 +243,7 @@ def skeleton(node: NodeConfig, buckets: int, extras: list[str] | None = None) ->
         "  set no_local_endpoints { type ipv4_addr . inet_proto . inet_service; }",
         "  set no_endpoint_nodeports { type inet_proto . inet_service; }",
         "  set no_local_nodeports { type inet_proto . inet_service; }",
+        f"  set {CANARY} {{ type ipv4_addr; }}",
         "  chain services {",
         f"    {vip} @cluster_masq{masq_off_cluster} meta mark set meta mark | {mark}",
         f"    {vip} @external_masq meta mark set meta mark | {mark}",
@@ -344,7 +348,7 @@ class NftablesProxier:
         self._conntrack = conntrack
         self._applied: _Applied | None = None
         self._snapshot: Snapshot | None = None
-        self._policy = FullSyncPolicy(lambda: runner.has_chain(TABLE, "services"))
+        self._policy = FullSyncPolicy(lambda: runner.has_set(TABLE, CANARY))
 
     def _parts(self, snapshot: Snapshot) -> tuple[dict[str, tuple[ServicePort, Part]], list[str]]:
         """Every port's part, reusing the applied one for a port that did not change (the snapshot
