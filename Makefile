@@ -45,7 +45,7 @@ e2e: deps
 	@bash hack/docker.sh
 	$(VENV)/bin/pytest -q tests/e2e
 
-# kubelite/node and kubelite/pause for this tree (cached by content: a no-op when up to date).
+# kubelite/node, kubelite/dns and kubelite/pause for this tree (cached by content: a no-op when up to date).
 images: deps
 	@bash hack/docker.sh
 	$(VENV)/bin/kubelite cluster build-image
