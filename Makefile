@@ -45,7 +45,7 @@ e2e: deps
 	@bash hack/docker.sh
 	$(VENV)/bin/pytest -q tests/e2e
 
-# kubelite/node and kubelite/pause for this tree (cached by content: a no-op when up to date).
+# kubelite/node, kubelite/dns and kubelite/pause for this tree (cached by content: a no-op when up to date).
 images: deps
 	@bash hack/docker.sh
 	$(VENV)/bin/kubelite cluster build-image
@@ -60,7 +60,7 @@ bench: deps
 	$(PY) -m bench.scheduler
 	$(PY) -m bench.kubelet
 	$(PY) -m bench.controllers --quick
-	$(PY) -m bench.proxy --quick
+	$(PY) -m bench.proxy
 	$(PY) -m bench.cluster
 
 bench-scheduler: deps

@@ -7,9 +7,14 @@
 #   install.sh packages                 distro packages: Docker engine, etcd, iptables, python3
 #   install.sh kubelite --wheels DIR    kubelite from wheels into /opt/kubelite (no network: --no-index)
 #   install.sh units [--from DIR]       the systemd units of deploy/systemd
-#   install.sh control-plane|worker --wheels DIR [--node-ip IP] [--server URL] ...
-#                                       all three, then `kubelite cluster configure-node` for the role
-#                                       (env files in /etc/kubelite, the installed components' units)
+#   install.sh images --from DIR        `docker load` every *.tar in DIR (kubelite/dns, built where the
+#                                       tree is: kubelite cluster build-image, then docker save)
+#   install.sh addons [--from DIR]      applies the cluster add-ons of deploy/addons (the cluster DNS)
+#                                       through the node's kubeconfig; the control plane's last step
+#   install.sh control-plane|worker --wheels DIR [--images DIR] [--node-ip IP] [--server URL] ...
+#                                       packages, kubelite, units (and images), then `kubelite cluster
+#                                       configure-node` for the role (env files in /etc/kubelite, the
+#                                       installed components' units); a control plane then applies the add-ons
 #   install.sh --reset                  stops and removes every kubelite unit, file, state and pod container
 #
 # Idempotent: every phase can run again.
@@ -99,16 +104,57 @@ phase_units() {
   if booted; then systemctl daemon-reload; fi
 }
 
+phase_images() {
+  local from=""
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --from) from=$2; shift 2 ;;
+      --from=*) from=${1#*=}; shift ;;
+      *) die "images: unknown argument $1" ;;
+    esac
+  done
+  [ -n "$from" ] || die "images: --from DIR is required (image archives made by docker save)"
+  local f
+  for f in "$from"/*.tar; do
+    [ -e "$f" ] || continue
+    docker load -q -i "$f" >/dev/null || die "images: docker load -i $f failed"
+    log "image loaded from $f"
+  done
+}
+
+# The add-ons every cluster runs (the cluster DNS), applied through the API like any manifest.
+# Their images are the project's own and never pulled: load them on every node (images phase).
+phase_addons() {
+  local from="$HERE/addons"
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --from) from=$2; shift 2 ;;
+      --from=*) from=${1#*=}; shift ;;
+      *) die "addons: unknown argument $1" ;;
+    esac
+  done
+  [ -d "$from" ] || { log "addons: no $from, nothing to apply"; return 0; }
+  local f
+  for f in "$from"/*.yaml; do
+    [ -e "$f" ] || continue
+    /usr/local/bin/kubelite --kubeconfig "$CONF_DIR/kubeconfig" apply -f "$f" >/dev/null \
+      || die "addons: applying $f failed"
+    log "add-on applied: $(basename "$f")"
+  done
+}
+
 # A VM in one role: everything above, then the role's configuration through the
 # same `kubelite cluster configure-node` that `kubelite cluster up` runs in its containers.
 phase_role() {
   local role=$1; shift
-  local wheels="" node_name node_ip="" args=()
+  local wheels="" images="" node_name node_ip="" args=()
   node_name=$(hostname)
   while [ $# -gt 0 ]; do
     case "$1" in
       --wheels) wheels=$2; shift 2 ;;
       --wheels=*) wheels=${1#*=}; shift ;;
+      --images) images=$2; shift 2 ;;
+      --images=*) images=${1#*=}; shift ;;
       --node-name) node_name=$2; shift 2 ;;
       --node-name=*) node_name=${1#*=}; shift ;;
       --node-ip) node_ip=$2; shift 2 ;;
@@ -123,10 +169,13 @@ phase_role() {
   phase_packages
   phase_kubelite --wheels "$wheels"
   phase_units
-  if [ "$role" != etcd ]; then systemctl enable --now docker.service >/dev/null; fi
+  if [ "$role" != etcd ]; then
+    systemctl enable --now docker.service >/dev/null
+    if [ -n "$images" ]; then phase_images --from "$images"; fi
+  fi
   /usr/local/bin/kubelite cluster configure-node --role "$role" --node-name "$node_name" --node-ip "$node_ip" \
     ${args[@]+"${args[@]}"}
-  if [ "$role" = control-plane ]; then wait_ready; fi
+  if [ "$role" = control-plane ]; then wait_ready; phase_addons; fi
 }
 
 # Until the API server's /readyz answers ok (it checks etcd), or 120 s.
@@ -166,9 +215,12 @@ case "${1:-}" in
   packages) shift; phase_packages "$@" ;;
   kubelite) shift; phase_kubelite "$@" ;;
   units) shift; phase_units "$@" ;;
+  images) shift; phase_images "$@" ;;
+  addons) shift; phase_addons "$@" ;;
   control-plane|worker|etcd) role=$1; shift; phase_role "$role" "$@" ;;
   --reset|reset) phase_reset ;;
   *) die "usage: install.sh packages | kubelite --wheels DIR | units [--from DIR]
-       | control-plane|worker|etcd --wheels DIR [--node-name N] [--node-ip IP] [configure-node flags: --server URL ...]
+       | images --from DIR | addons [--from DIR]
+       | control-plane|worker|etcd --wheels DIR [--images DIR] [--node-name N] [--node-ip IP] [configure-node flags: --server URL ...]
        | --reset" ;;
 esac

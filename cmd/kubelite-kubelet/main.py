@@ -25,6 +25,8 @@ from kubelite.machinery.process import configure_logging, until_signalled
 @click.option("--pod-manifest-path", default="", help="Directory of static pod manifests.")
 @click.option("--cluster-dns", default="", help="Comma-separated DNS server IPs for ClusterFirst pods.")
 @click.option("--cluster-domain", default="cluster.local")
+@click.option("--resolv-conf", default="/etc/resolv.conf",
+              help="The node's resolver configuration, given to pods with dnsPolicy Default.")
 @click.option("--max-pods", default=110, type=int)
 @click.option("--node-labels", default="", help="key=value,... added to the Node's labels.")
 @click.option("--register-with-taints", default="", help="key=value:Effect,... put on the Node at registration.")
@@ -39,7 +41,8 @@ from kubelite.machinery.process import configure_logging, until_signalled
 @click.option("-v", "--v", "verbosity", default=0, type=int, help="Log verbosity (0: info, 4+: debug).")
 def main(kubeconfig: str, server: str, hostname_override: str, node_ip: str, pod_cidr: str, runtime: str,
          container_runtime_endpoint: str, root_dir: str, pod_manifest_path: str, cluster_dns: str,
-         cluster_domain: str, max_pods: int, node_labels: str, register_with_taints: str, system_reserved: str,
+         cluster_domain: str, resolv_conf: str, max_pods: int, node_labels: str, register_with_taints: str,
+         system_reserved: str,
          address: str, port: int, healthz_bind_address: str, healthz_port: int, pod_network_name: str,
          node_status_update_frequency: float, sync_frequency: float, verbosity: int) -> None:
     """The kubelite node agent: registers the node and runs its pods on Docker."""
@@ -51,7 +54,7 @@ def main(kubeconfig: str, server: str, hostname_override: str, node_ip: str, pod
             container_runtime_endpoint=container_runtime_endpoint, root_dir=root_dir,
             pod_manifest_path=pod_manifest_path,
             cluster_dns=tuple(s.strip() for s in cluster_dns.split(",") if s.strip()),
-            cluster_domain=cluster_domain, max_pods=max_pods,
+            cluster_domain=cluster_domain, resolv_conf=resolv_conf, max_pods=max_pods,
             node_labels=parse_key_values("--node-labels", node_labels),
             register_with_taints=parse_taints(register_with_taints),
             system_reserved=parse_key_values("--system-reserved", system_reserved),

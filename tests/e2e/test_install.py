@@ -128,6 +128,11 @@ def test_a_control_plane_vm_installs_and_serves_the_api(hosts: Hosts) -> None:
         pytest.fail(f"get ns: exit {r.returncode} {r.stderr}; restarts (apiserver, etcd): {restarts}\n{logs}")
     assert "kube-system" in r.stdout
     assert run("docker", "exec", hosts.cp.name, "systemctl", "is-system-running").stdout.strip() == "running"
+    # The install's last step applied the cluster add-ons: the cluster DNS behind the kubelets' --cluster-dns.
+    ip = run(KUBELITE, "--server", f"http://{hosts.cp.ip}:6443", "get", "svc", "kube-dns", "-n", "kube-system",
+             "-o", "jsonpath={.spec.clusterIP}").stdout.strip()
+    assert ip == "10.96.0.10"
+    run(KUBELITE, "--server", f"http://{hosts.cp.ip}:6443", "get", "deploy", "coredns", "-n", "kube-system")
 
 
 def test_a_worker_vm_joins_the_control_planes_api(hosts: Hosts) -> None:

@@ -113,6 +113,18 @@ async def test_containers_of_a_sandbox_share_localhost_and_hostname(runtime: Doc
     assert status.network.ip.encode() in ip_out.stdout
 
 
+async def test_every_container_of_a_pod_reads_the_resolv_conf_the_kubelet_asked_for(runtime: DockerRuntime) -> None:
+    sc = sandbox_config("dns")
+    sc.dns_config.CopyFrom(rt.DNSConfig(servers=["10.96.0.10"], options=["ndots:5"],
+                                        searches=["default.svc.cluster.local", "svc.cluster.local", "cluster.local"]))
+    sid = await runtime.run_pod_sandbox(sc)
+    cid = await start(runtime, sid, sc, container_config("app", "exec sleep 300"))
+    # Docker's own would name its embedded resolver (127.0.0.11) on a user-defined network.
+    assert (await runtime.exec_sync(cid, ["cat", "/etc/resolv.conf"])).stdout.decode().splitlines() == [
+        "search default.svc.cluster.local svc.cluster.local cluster.local", "nameserver 10.96.0.10",
+        "options ndots:5"]
+
+
 async def test_labels_and_names_read_like_dockershim(runtime: DockerRuntime, engine: docker.APIClient) -> None:
     sc = sandbox_config("labelled", namespace="team-a")
     uid = sc.metadata.uid

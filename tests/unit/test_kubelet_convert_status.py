@@ -93,6 +93,23 @@ def test_sandbox_and_container_configs_carry_labels_ports_and_dns() -> None:
     assert not convert.sandbox_config(p, 0, cluster_dns=("10.96.0.10",)).HasField("dns_config")
 
 
+def test_default_dns_policy_gives_the_nodes_resolv_conf(tmp_path: Path) -> None:
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("# the node's\nnameserver 172.30.1.21\nnameserver 172.30.1.1\ndomain a.example\n"
+                    "search corp.example lab.example\noptions ndots:1 timeout:2\n")
+    host = convert.read_resolv_conf(str(conf))
+    assert host is not None and list(host.servers) == ["172.30.1.21", "172.30.1.1"]
+    assert list(host.searches) == ["corp.example", "lab.example"] and list(host.options) == ["ndots:1", "timeout:2"]
+    p = pod(core.Container(name="app", image="img:1"))
+    p.spec.dns_policy = "Default"
+    sb = convert.sandbox_config(p, 0, cluster_dns=("10.96.0.10",), host_dns=host)
+    assert list(sb.dns_config.servers) == ["172.30.1.21", "172.30.1.1"]
+    # ClusterFirst on a node without --cluster-dns falls back to the node's, as in Kubernetes.
+    p.spec.dns_policy = "ClusterFirst"
+    assert list(convert.sandbox_config(p, 0, host_dns=host).dns_config.servers) == ["172.30.1.21", "172.30.1.1"]
+    assert convert.read_resolv_conf(str(tmp_path / "missing")) is None
+
+
 def _now() -> Timestamp:
     t = Timestamp()
     t.seconds = 1_000

@@ -203,14 +203,17 @@ def logs_cmd(directory: str, name: str) -> None:
 @cluster_cmd.command("build-image")
 @click.option("--rebuild", is_flag=True, help="Build even when the image matches the source tree.")
 def build_image_cmd(rebuild: bool) -> None:
-    """Build kubelite/node and kubelite/pause for this version from the source tree (cached by content)."""
+    """Build kubelite/node, kubelite/dns and kubelite/pause for this version from the source tree (cached by
+    content)."""
 
     async def body() -> int:
         report = RichReporter()
         docker = DockerCLI()
-        async with report.step(f"image {images.node_image()}"):
-            r = await images.ensure_node_image(docker, report.info, force=rebuild)
-            report.info("built" if r.built else "up to date")
+        async with report.step(f"images {images.node_image()}, {images.dns_image()}"):
+            built = await images.ensure_source_images(
+                docker, report.info, {"node": images.node_image(), "dns": images.dns_image()}, force=rebuild)
+            for r in built:
+                report.info(f"{r.image}: {'built' if r.built else 'up to date'}")
         async with report.step(f"image {images.pause_image()}"):
             await images.ensure_pause_image(docker, report.info)
         return 0

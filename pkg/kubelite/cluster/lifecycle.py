@@ -3,7 +3,9 @@
 ``up`` carries out ``spec.plan`` in steps, each reported with its elapsed
 time: images, the network, all containers at once (systemd boots in about a
 second), then etcd, the control plane and the nodes' agents through their
-systemd units, exactly as on a VM. A step that fails names itself, shows the
+systemd units, exactly as on a VM, and last the cluster add-ons (the cluster
+DNS, deploy/addons) applied by the control plane's ``install.sh addons`` as a
+VM's install does, waited for until their Deployment is Available. A step that fails names itself, shows the
 last journal lines of the unit it was starting, and (unless ``retain``) the
 cluster is removed again, so a failed ``up`` leaves nothing behind.
 
@@ -31,6 +33,7 @@ from typing import Any, Protocol, TypeVar
 import aiohttp
 import yaml
 
+from kubelite.api.apps.v1 import generated_pb2 as apps
 from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.client.client import Client
 from kubelite.client.kubeconfig import kubeconfig_document, write_kubeconfig_document
@@ -288,13 +291,16 @@ async def _up(cfg: ClusterConfig, docker: Docker, report: Reporter) -> UpResult:
     step = _Steps(docker, report)
     image = cfg.image or images.node_image()
     pause = cfg.pause_image or images.pause_image()
+    dns = images.dns_image()
 
-    async with step(f"images {image}, {pause}"):
+    async with step(f"images {image}, {dns}, {pause}"):
         if cfg.image:
             if await inspect(docker, "image", image) is None:
                 raise ClusterError(f"--image {image} does not exist locally (images are never pulled)")
+            await images.ensure_source_images(docker, report.info, {"dns": dns})
         else:
-            await images.ensure_node_image(docker, report.info, tag=image)
+            # One wheel build for both when the source changed.
+            await images.ensure_source_images(docker, report.info, {"node": image, "dns": dns})
         if cfg.pause_image:
             if await inspect(docker, "image", pause) is None:
                 raise ClusterError(f"--pause-image {pause} does not exist locally")
@@ -326,40 +332,90 @@ async def _up(cfg: ClusterConfig, docker: Docker, report: Reporter) -> UpResult:
         enabled[m.name] = list(done["enabled"])
         skipped.update(done["skipped"])
 
-    async def load_pause(m: Member) -> None:
-        await docker.pipe(["save", pause], ["exec", "-i", m.name, "docker", "load", "-q"])
+    async def load(m: Member, image: str) -> None:
+        await docker.pipe(["save", image], ["exec", "-i", m.name, "docker", "load", "-q"])
 
     async with step("etcd quorum and the pause image on every node"):
         step.unit = (etcd[0].name, unit("etcd"))
-        await _gather(*(configure(m) for m in etcd), *(load_pause(m) for m in nodes))
+        await _gather(*(configure(m) for m in etcd), *(load(m, pause) for m in nodes))
         await _wait_etcd(docker, etcd[0].name, spec.etcd_servers(members))
 
-    async with step("control plane: kubelite-apiserver (and the scheduler and controller manager if installed)"):
-        step.unit = (cp.name, unit("apiserver"))
-        await configure(cp)
-        if "apiserver" not in enabled[cp.name]:
-            raise ClusterError(f"{image} has no kubelite-apiserver binary")
-        api_port = await _published_port(docker, cp.name, spec.API_PORT)
-        http_port = await _published_port(docker, cp.name, spec.HTTP_PORT)
-        health = f"http://127.0.0.1:{http_port}"
-        await wait_ready(health, cfg.ready_timeout)
+    # The DNS image (~170 MB) loads into the nodes in the background while the control plane and the
+    # nodes' agents start (most of that is waiting); the add-ons step waits for it.
+    async with _background(_gather(*(load(m, dns) for m in nodes)), "cluster-load-dns-image") as dns_loaded:
+        async with step("control plane: kubelite-apiserver (and the scheduler and controller manager if installed)"):
+            step.unit = (cp.name, unit("apiserver"))
+            await configure(cp)
+            if "apiserver" not in enabled[cp.name]:
+                raise ClusterError(f"{image} has no kubelite-apiserver binary")
+            api_port = await _published_port(docker, cp.name, spec.API_PORT)
+            http_port = await _published_port(docker, cp.name, spec.HTTP_PORT)
+            health = f"http://127.0.0.1:{http_port}"
+            await wait_ready(health, cfg.ready_timeout)
 
-    workers = [m for m in nodes if m.role == spec.ROLE_WORKER]
-    async with step(f"workers: {len(workers)} (kubelet and proxy if installed)"):
-        await _gather(*(configure(m) for m in workers))
-    if skipped:
-        report.info(f"not in the image yet, units left disabled: {', '.join(sorted(skipped))}")
+        workers = [m for m in nodes if m.role == spec.ROLE_WORKER]
+        async with step(f"workers: {len(workers)} (kubelet and proxy if installed)"):
+            await _gather(*(configure(m) for m in workers))
+        if skipped:
+            report.info(f"not in the image yet, units left disabled: {', '.join(sorted(skipped))}")
 
-    server = f"http://127.0.0.1:{api_port}"
-    with_kubelet = sorted(n for n, comps in enabled.items() if "kubelet" in comps)
-    if with_kubelet:
-        async with step(f"nodes Ready: {len(with_kubelet)}"):
-            step.unit = (with_kubelet[-1], unit("kubelet"))
-            await wait_nodes_ready(server, with_kubelet, cfg.ready_timeout)
+        server = f"http://127.0.0.1:{api_port}"
+        with_kubelet = sorted(n for n, comps in enabled.items() if "kubelet" in comps)
+        if with_kubelet:
+            async with step(f"nodes Ready: {len(with_kubelet)}"):
+                step.unit = (with_kubelet[-1], unit("kubelet"))
+                await wait_nodes_ready(server, with_kubelet, cfg.ready_timeout)
+            async with step(f"cluster DNS: {DNS_DEPLOYMENT} in {DNS_NAMESPACE} (deploy/addons), until available"):
+                # What a VM's install.sh control-plane does last, run inside the control plane.
+                await dns_loaded
+                await node_exec(docker, cp.name, "bash", f"{INSTALL_DIR}/install.sh", "addons")
+                await wait_deployment_available(server, DNS_NAMESPACE, DNS_DEPLOYMENT, cfg.ready_timeout)
 
-    async with step("kubeconfig"):
-        path = write_host_kubeconfig(cfg.name, server, health, cfg.kubeconfig)
+        async with step("kubeconfig"):
+            path = write_host_kubeconfig(cfg.name, server, health, cfg.kubeconfig)
     return UpResult(cfg.name, str(subnet), server, health, path, members, enabled, sorted(skipped))
+
+
+@contextlib.asynccontextmanager
+async def _background(aw: Awaitable[T], name: str) -> AsyncIterator[asyncio.Task[T]]:
+    """A named task for the block's duration: awaited by the block, or cancelled and awaited on its way out."""
+    task = asyncio.create_task(_as_coro(aw), name=name)
+    try:
+        yield task
+    finally:
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+# Where the node image keeps install.sh and the add-ons (kubelite.cluster.images' node Dockerfile).
+INSTALL_DIR = "/opt/kubelite-install"
+DNS_NAMESPACE = "kube-system"
+DNS_DEPLOYMENT = "coredns"
+
+
+async def wait_deployment_available(server: str, namespace: str, name: str, timeout: float) -> None:
+    """Until the Deployment's controller has seen its latest spec and reports Available=True (its
+    minimum of ready replicas), as `kubectl wait --for=condition=Available` does. Polled once a second
+    for the same reason as wait_nodes_ready."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with Client(server, timeout=5) as client:
+        while True:
+            try:
+                d = await client.get(apps.Deployment, name, namespace)
+            except StatusError as exc:
+                last = str(exc)
+            else:
+                available = any(c.type == "Available" and c.status == "True" for c in d.status.conditions)
+                if available and d.status.observed_generation >= d.metadata.generation:
+                    return
+                last = (f"{d.status.available_replicas or 0}/{d.spec.replicas} available, "
+                        f"observed generation {d.status.observed_generation}/{d.metadata.generation}")
+            if loop.time() > deadline:
+                raise ClusterError(f"deployment {namespace}/{name} not available within {timeout:g}s ({last})")
+            await asyncio.sleep(1.0)
 
 
 async def _wait_etcd(docker: Docker, node: str, endpoints: str, timeout: float = 60.0) -> None:

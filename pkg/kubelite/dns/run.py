@@ -38,10 +38,16 @@ class DNSConfig:
     upstreams: tuple[tuple[str, int], ...] = field(default_factory=tuple)
     health_address: str = "0.0.0.0"
     health_port: int = 8080
+    # CoreDNS' layout when set: readiness (/ready) and metrics on ports of their own (8181, 9153);
+    # every port serves every route, so a probe pointed at either works.
+    ready_port: int | None = None
+    metrics_port: int | None = None
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535 or not 0 <= self.health_port <= 65535:
-            raise ValueError("ports must be between 0 and 65535")
+        for flag, value in (("--port", self.port), ("--health-port", self.health_port),
+                            ("--ready-port", self.ready_port), ("--metrics-port", self.metrics_port)):
+            if value is not None and not 0 <= value <= 65535:
+                raise ValueError(f"{flag} {value}: must be between 0 and 65535")
         labels = self.cluster_domain.strip(".").split(".")
         if not all(labels) or any(len(label) > 63 for label in labels):
             raise ValueError(f"--cluster-domain {self.cluster_domain!r} is not a DNS domain")
@@ -70,6 +76,22 @@ class RecordsController:
         return self.services.has_synced and self.endpoints.has_synced
 
 
+def dns_health_app(synced: Callable[[], bool]) -> web.Application:
+    """The common health app plus CoreDNS' paths: /health (liveness: the process answers) and /ready
+    (readiness: both caches synced), so manifests written for CoreDNS probe it unchanged."""
+    app = health_app({"caches-synced": synced})
+
+    async def ready(request: web.Request) -> web.Response:
+        return web.Response(text="OK") if synced() else web.Response(text="caches not synced", status=503)
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="OK")
+
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/health", health)
+    return app
+
+
 async def run(config: DNSConfig, on_ready: Callable[[int], None] | None = None) -> None:
     """Serves until cancelled; ``on_ready(port)`` once the caches are synced and the port is bound."""
     records = ClusterRecords(config.cluster_domain)
@@ -78,10 +100,12 @@ async def run(config: DNSConfig, on_ready: Callable[[int], None] | None = None) 
         informers = [asyncio.create_task(controller.services.run(), name="dns-informer-services"),
                      asyncio.create_task(controller.endpoints.run(), name="dns-informer-endpoints")]
         server = DNSServer(Resolver(records, config.upstreams))
-        runner = web.AppRunner(health_app({"caches-synced": lambda: controller.synced}), access_log=None)
+        runner = web.AppRunner(dns_health_app(lambda: controller.synced), access_log=None)
         try:
             await runner.setup()
-            await web.TCPSite(runner, config.health_address, config.health_port).start()
+            for port in sorted({p for p in (config.health_port, config.ready_port, config.metrics_port)
+                                if p is not None}):
+                await web.TCPSite(runner, config.health_address, port).start()
             await controller.services.wait_for_sync()
             await controller.endpoints.wait_for_sync()
             await server.start(config.bind_address, config.port)

@@ -35,6 +35,8 @@ class KubeletConfig:
     pod_manifest_path: str = ""
     cluster_dns: tuple[str, ...] = ()
     cluster_domain: str = "cluster.local"
+    # The node's resolv.conf, what pods with dnsPolicy Default get (Kubernetes' --resolv-conf).
+    resolv_conf: str = "/etc/resolv.conf"
     max_pods: int = 110
     node_labels: dict[str, str] = field(default_factory=dict)
     register_with_taints: tuple[core.Taint, ...] = ()

@@ -38,7 +38,8 @@ def pod_labels(pod: core.Pod) -> dict[str, str]:
 
 
 def sandbox_config(pod: core.Pod, attempt: int, *, cluster_dns: tuple[str, ...] = (),
-                   cluster_domain: str = "cluster.local", log_dir: str = "") -> rt.PodSandboxConfig:
+                   cluster_domain: str = "cluster.local", log_dir: str = "",
+                   host_dns: rt.DNSConfig | None = None) -> rt.PodSandboxConfig:
     spec = pod.spec
     md = pod.metadata
     hostname = spec.hostname or md.name
@@ -52,26 +53,56 @@ def sandbox_config(pod: core.Pod, attempt: int, *, cluster_dns: tuple[str, ...] 
             config.port_mappings.append(rt.PortMapping(protocol=_PROTOCOLS.get(p.protocol, rt.TCP),
                                                        container_port=p.container_port, host_port=p.host_port,
                                                        host_ip=p.host_ip))
-    dns = dns_config(pod, cluster_dns, cluster_domain)
+    dns = dns_config(pod, cluster_dns, cluster_domain, host_dns)
     if dns is not None:
         config.dns_config.CopyFrom(dns)
     return config
 
 
-def dns_config(pod: core.Pod, cluster_dns: tuple[str, ...], cluster_domain: str) -> rt.DNSConfig | None:
-    """resolv.conf as the pod's dnsPolicy asks; None keeps the node's (Docker copies the host's)."""
+def read_resolv_conf(path: str) -> rt.DNSConfig | None:
+    """The node's resolver settings (nameserver, search/domain, options lines); None when unreadable."""
+    if not path:
+        return None
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None
+    cfg = rt.DNSConfig()
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split()
+        if len(words) < 2:
+            continue
+        if words[0] == "nameserver":
+            cfg.servers.append(words[1])
+        elif words[0] in ("search", "domain"):
+            cfg.searches[:] = words[1:]  # the last of them wins, as in the resolver
+        elif words[0] == "options":
+            cfg.options.extend(words[1:])
+    return cfg
+
+
+def dns_config(pod: core.Pod, cluster_dns: tuple[str, ...], cluster_domain: str,
+               host_dns: rt.DNSConfig | None = None) -> rt.DNSConfig | None:
+    """resolv.conf as the pod's dnsPolicy asks; None keeps what the runtime gives (Docker's own).
+
+    Default (and ClusterFirst on the host's network, or without --cluster-dns) is the node's
+    resolv.conf (``host_dns``), as in Kubernetes: on a user-defined Docker network the runtime's
+    own would be Docker's embedded resolver, which is not the node's."""
     spec = pod.spec
     policy = spec.dns_policy or "ClusterFirst"
     cfg = rt.DNSConfig()
-    if policy == "ClusterFirstWithHostNet" or (policy == "ClusterFirst" and not spec.host_network):
-        if cluster_dns:
-            ns = pod.metadata.namespace
-            cfg.servers.extend(cluster_dns)
-            cfg.searches.extend([f"{ns}.svc.{cluster_domain}", f"svc.{cluster_domain}", cluster_domain])
-            cfg.options.append("ndots:5")
+    if cluster_dns and (policy == "ClusterFirstWithHostNet" or (policy == "ClusterFirst" and not spec.host_network)):
+        ns = pod.metadata.namespace
+        cfg.servers.extend(cluster_dns)
+        cfg.searches.extend([f"{ns}.svc.{cluster_domain}", f"svc.{cluster_domain}", cluster_domain])
+        cfg.options.append("ndots:5")
     elif policy == "None":
         pass
-    elif policy not in ("Default", "ClusterFirst"):
+    elif policy in ("Default", "ClusterFirst", "ClusterFirstWithHostNet"):
+        if host_dns is not None:
+            cfg.CopyFrom(host_dns)
+    else:
         return None
     if spec.HasField("dns_config"):
         cfg.servers.extend(spec.dns_config.nameservers)

@@ -86,6 +86,7 @@ class Kubelet:
         self.syncer = PodSyncer(
             SyncContext(node_name=cfg.node_name, root_dir=self.root_dir, host_ip=self.node_ip,
                         cluster_dns=cfg.cluster_dns, cluster_domain=cfg.cluster_domain, runtime_name="docker",
+                        resolv_conf=cfg.resolv_conf,
                         pod_cidr=lambda: self._pod_cidr),
             runtime, client, self.recorder, self.probe_results, on_started=self._observe_started)
         self.queue: RateLimitingQueue[str] = RateLimitingQueue(

@@ -92,6 +92,7 @@ class SyncContext:
     cluster_domain: str
     runtime_name: str
     pod_cidr: Callable[[], str]
+    resolv_conf: str = ""
 
 
 def _now_ts() -> Timestamp:
@@ -232,7 +233,8 @@ class PodSyncer:
                     await self.runtime.stop_pod_sandbox(sb.id)
             attempt = state.sandboxes[0].metadata.attempt + 1 if state.sandboxes else 0
             cfg = convert.sandbox_config(pod, attempt, cluster_dns=self.ctx.cluster_dns,
-                                         cluster_domain=self.ctx.cluster_domain)
+                                         cluster_domain=self.ctx.cluster_domain,
+                                         host_dns=convert.read_resolv_conf(self.ctx.resolv_conf))
             try:
                 sid = await self.runtime.run_pod_sandbox(cfg)
             except RuntimeError_ as exc:

@@ -63,8 +63,10 @@ class NftRunner(Protocol):
 
     async def list_ruleset(self) -> str: ...
 
-    async def has_chain(self, table: str, chain: str) -> bool:
-        """Whether ``chain`` exists in ``table`` (family ip)."""
+    async def has_set(self, table: str, name: str) -> bool:
+        """Whether set ``name`` exists in ``table`` (family ip). A set, not a chain: nft lists one
+        set without the rest of the table, but a chain only after fetching every set's elements
+        (10 s for a 10,000-Service table on a loaded machine here, 0.01 s for the set)."""
 
 
 class Conntrack(Protocol):
@@ -106,9 +108,9 @@ class ExecNftRunner:
     async def list_ruleset(self) -> str:
         return await run_command([*self.prefix, self.binary, "list", "ruleset"])
 
-    async def has_chain(self, table: str, chain: str) -> bool:
+    async def has_set(self, table: str, name: str) -> bool:
         try:
-            await run_command([*self.prefix, self.binary, "list", "chain", "ip", table, chain])
+            await run_command([*self.prefix, self.binary, "list", "set", "ip", table, name])
         except CommandError:
             return False
         return True
@@ -167,7 +169,7 @@ class FakeNftRunner:
     async def list_ruleset(self) -> str:
         return self.ruleset
 
-    async def has_chain(self, table: str, chain: str) -> bool:
+    async def has_set(self, table: str, name: str) -> bool:
         return self.canary
 
 

@@ -297,13 +297,35 @@ class DockerRuntime:
         cid = self._create_replacing_stale(name, kwargs)
         try:
             self._api.start(cid)
-        except docker.errors.APIError:
+            if not host_network and (dns.servers or dns.searches or dns.options):
+                self._write_resolv_conf(cid, dns)
+        except (docker.errors.APIError, OSError):
             with contextlib.suppress(docker.errors.APIError):
                 self._api.remove_container(cid, force=True)
             raise
         if not host_network:
             self._enable_hairpin()
         return cid
+
+    def _write_resolv_conf(self, cid: str, dns: rt.DNSConfig) -> None:
+        """Writes the pod's resolv.conf as the kubelet asked, over the one Docker generated (as dockershim did).
+
+        On a user-defined network Docker points every container at its embedded resolver
+        (127.0.0.11) and only forwards to the servers it was given; a pod must see the cluster
+        DNS itself (`nameserver 10.96.0.10`, what Kubernetes users read and tools such as
+        nslookup report), with no extra hop that answers container names first. The app
+        containers joined to the sandbox's network share this file.
+        """
+        path = self._api.inspect_container(cid).get("ResolvConfPath") or ""
+        if not path:
+            return
+        lines = []
+        if dns.searches:
+            lines.append("search " + " ".join(dns.searches))
+        lines += [f"nameserver {server}" for server in dns.servers]
+        if dns.options:
+            lines.append("options " + " ".join(dns.options))
+        Path(path).write_text("\n".join(lines) + "\n")
 
     def _enable_hairpin(self) -> None:
         """Lets a pod reach itself through its Service (kubenet's hairpin-veth).
