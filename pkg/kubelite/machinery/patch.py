@@ -48,8 +48,7 @@ STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 # Server-side apply (kubelite.machinery.fieldmanager): not a patch of the live object but the manager's intent.
 APPLY_PATCH = "application/apply-patch+yaml"
 # kubectl's short names (``kubelite patch --type``) -> content type.
-PATCH_TYPES: dict[str, str] = {"json": JSON_PATCH, "merge": MERGE_PATCH, "strategic": STRATEGIC_MERGE_PATCH,
-                               "apply": APPLY_PATCH}
+PATCH_TYPES: dict[str, str] = {"json": JSON_PATCH, "merge": MERGE_PATCH, "strategic": STRATEGIC_MERGE_PATCH}
 PATCH_CONTENT_TYPES = (MERGE_PATCH, STRATEGIC_MERGE_PATCH, JSON_PATCH)
 
 _DIRECTIVE = "$patch"
