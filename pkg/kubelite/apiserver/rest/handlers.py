@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import yaml
 from aiohttp import web
 from google.protobuf.message import Message
@@ -114,7 +115,7 @@ def status_body(exc: errors.StatusError) -> dict[str, Any]:
 def json_response(data: Any, status: int = 200, content_type: str = "application/json",
                   warnings: list[str] | None = None) -> web.Response:
     headers = {"Content-Type": content_type}
-    resp = web.Response(body=json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(), status=status,
+    resp = web.Response(body=orjson.dumps(data), status=status,
                         headers=headers)
     for w in warnings or ():
         resp.headers.add("Warning", '299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"')
@@ -158,7 +159,7 @@ class JSONCache:
         hit = self._entries.get(wire)
         if hit is not None:
             return hit
-        data = json.dumps(codec.encode(store.decode(wire)), separators=(",", ":"), ensure_ascii=False).encode()
+        data = orjson.dumps(codec.encode(store.decode(wire)))
         self._entries[wire] = data
         self._size += len(wire) + len(data)
         while self._size > self._max and self._entries:
@@ -417,7 +418,7 @@ class RestAPI:
         return json_response(data, status, warnings=warnings)
 
     def _encode_wire(self, store: ResourceStore, wire: bytes) -> dict[str, Any]:
-        return dict(json.loads(self.json_cache.get(store, wire)))
+        return dict(orjson.loads(self.json_cache.get(store, wire)))
 
     # --- verbs ---------------------------------------------------------------------------------------
 
@@ -444,8 +445,7 @@ class RestAPI:
             objs = [self._encode_wire(store, wire) for wire in items]
             return json_response(tables.table(store.rt.group, store.rt.kind, objs, meta, query.include_object))
         # The body is assembled from each object's cached JSON, not serialized again as one document.
-        head = json.dumps({"kind": f"{store.rt.kind}List", "apiVersion": store.rt.api_version, "metadata": meta},
-                          separators=(",", ":"), ensure_ascii=False).encode()
+        head = orjson.dumps({"kind": f"{store.rt.kind}List", "apiVersion": store.rt.api_version, "metadata": meta})
         body = b"".join((head[:-1], b',"items":[', b",".join(self.json_cache.get(store, w) for w in items), b"]}"))
         return web.Response(body=body, headers={"Content-Type": "application/json"})
 
@@ -657,8 +657,7 @@ class RestAPI:
                 obj = tables.table(store.rt.group, store.rt.kind, [obj], meta, query.include_object,
                                    with_columns=first_table[0])
                 first_table[0] = False
-            return json.dumps({"type": event_type, "object": obj}, separators=(",", ":"),
-                              ensure_ascii=False).encode() + b"\n"
+            return orjson.dumps({"type": event_type, "object": obj}) + b"\n"
 
         def bookmark(revision: int, initial_end: bool = False) -> bytes:
             meta: dict[str, Any] = {"resourceVersion": str(revision)}
