@@ -325,3 +325,15 @@ def test_server_side_apply_with_kubectl_and_kubelite_conflicts_and_force(kubectl
     assert "labels" not in json.loads(kubectl("get", "cm", "fresh", "-n", ns, "-o", "json").stdout)["metadata"]
     r = kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=manifest + "bogus: 1\n", code=1)
     assert 'unknown field "bogus"' in r.stderr
+
+
+def test_apply_switches_a_deployments_strategy_through_retain_keys(kubectl: Kubectl, ns: str) -> None:
+    doc = yaml.safe_load(deployment("strat", "nowhere"))
+    doc["spec"]["strategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 2}}
+    kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(doc))
+    # kubectl sends $retainKeys for the strategy union: rollingUpdate must go with the switch.
+    doc["spec"]["strategy"] = {"type": "Recreate"}
+    r = kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(doc))
+    assert r.stdout.strip() == "deployment.apps/strat configured"
+    got = json.loads(kubectl("get", "deploy", "strat", "-n", ns, "-o", "json").stdout)
+    assert got["spec"]["strategy"] == {"type": "Recreate"}

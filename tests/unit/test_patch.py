@@ -183,11 +183,12 @@ def test_smp_merges_set_lists() -> None:
     assert out["spec"]["podCIDRs"] == ["fd00::/64"]
 
 
-def test_smp_ignores_retain_keys_and_set_element_order() -> None:
+def test_smp_applies_retain_keys_and_set_element_order() -> None:
     p = {"spec": {"$setElementOrder/containers": [{"name": "sidecar"}, {"name": "app"}],
                   "containers": [{"name": "app", "image": "app:2"}]}}
     out = smp(pod(), p)
-    assert out["spec"]["containers"][0]["image"] == "app:2"
+    app = next(c for c in out["spec"]["containers"] if c["name"] == "app")
+    assert app["image"] == "app:2"
     dep = codec.load_documents("""
 apiVersion: apps/v1
 kind: Deployment
@@ -196,7 +197,7 @@ spec:
   strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1}}
 """)[0]
     out = smp(dep, {"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}, apps_v1.Deployment)
-    assert out["spec"]["strategy"]["type"] == "Recreate"
+    assert out["spec"]["strategy"] == {"type": "Recreate"}
 
 
 def test_smp_deployment_template_recurses_with_the_right_types() -> None:
@@ -388,3 +389,28 @@ def test_two_way_set_list_uses_delete_from_primitive_list() -> None:
     p = patch.create_two_way_merge_patch(a, b, core_v1.Node)
     assert p == {"spec": {"podCIDRs": ["c"], "$deleteFromPrimitiveList/podCIDRs": ["a"]}}
     assert patch.strategic_merge_patch(a, p, core_v1.Node)["spec"]["podCIDRs"] == ["b", "c"]
+
+
+# ---- directives kubectl apply sends ----------------------------------------------------------
+
+
+def test_retain_keys_clears_the_union_members_the_patch_drops() -> None:
+    live = {"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}}
+    out = patch.strategic_merge_patch(live, {"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}},
+                                      apps_v1.Deployment)
+    assert out["spec"]["strategy"] == {"type": "Recreate"}
+    with pytest.raises(StatusError) as err:
+        patch.strategic_merge_patch(live, {"spec": {"strategy": {"$retainKeys": ["type"], "rollingUpdate": {}}}},
+                                    apps_v1.Deployment)
+    assert '"rollingUpdate" is not present in the $retainKeys list' in err.value.message
+
+
+def test_set_element_order_orders_merged_lists() -> None:
+    live = {"spec": {"containers": [{"name": "a", "image": "1"}, {"name": "b", "image": "2"}],
+                     "finalizers": ["x", "y"]}, "metadata": {"finalizers": ["x", "y"]}}
+    out = patch.strategic_merge_patch(live, {"spec": {
+        "$setElementOrder/containers": [{"name": "c"}, {"name": "b"}, {"name": "a"}],
+        "containers": [{"name": "c", "image": "3"}]},
+        "metadata": {"$setElementOrder/finalizers": ["y", "x"]}}, core_v1.Pod)
+    assert [c["name"] for c in out["spec"]["containers"]] == ["c", "b", "a"]
+    assert out["metadata"]["finalizers"] == ["y", "x"]

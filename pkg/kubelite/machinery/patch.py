@@ -53,6 +53,8 @@ PATCH_CONTENT_TYPES = (MERGE_PATCH, STRATEGIC_MERGE_PATCH, JSON_PATCH)
 
 _DIRECTIVE = "$patch"
 _DELETE_FROM_PRIMITIVE_LIST = "$deleteFromPrimitiveList/"
+_SET_ELEMENT_ORDER = "$setElementOrder/"
+_RETAIN_KEYS = "$retainKeys"
 
 MessageType = type[Message] | Descriptor
 
@@ -209,9 +211,16 @@ def _smp_object(target: dict[str, Any], patch: Mapping[str, Any], schema: _Schem
         return dict(_strip_directives(patch))
     if directive not in (None, "merge"):
         raise bad_request(f'unknown patch directive "$patch: {directive}" at {path or "the top level"}')
+    retain = patch.get(_RETAIN_KEYS)
+    if retain is not None:
+        if not isinstance(retain, list) or not all(isinstance(k, str) for k in retain):
+            raise bad_request(f"{path or 'the top level'}: $retainKeys must be a list of field names")
+        stray = [k for k in patch if not k.startswith("$") and k not in retain]
+        if stray:
+            raise bad_request(f'{path or "the top level"}: "{stray[0]}" is not present in the $retainKeys list')
     for key, value in patch.items():
         if key.startswith("$"):
-            continue  # $retainKeys and $setElementOrder/... are accepted and ignored
+            continue  # directives: $retainKeys and $setElementOrder/... are applied after the merge
         kpath = f"{path}.{key}" if path else key
         if value is None:
             target.pop(key, None)
@@ -233,7 +242,31 @@ def _smp_object(target: dict[str, Any], patch: Mapping[str, Any], schema: _Schem
                     target[name] = remaining
                 else:
                     target.pop(name)
+        elif key.startswith(_SET_ELEMENT_ORDER):
+            name = key[len(_SET_ELEMENT_ORDER):]
+            if not isinstance(value, list):
+                raise bad_request(f"{key} must be a list")
+            current = target.get(name)
+            if isinstance(current, list):
+                target[name] = _in_order(current, value, _field(schema, name))
+    if retain is not None:
+        # Fields of a union (a Deployment's strategy, a volume's source) the patch does not keep are cleared.
+        for key in [k for k in target if k not in retain]:
+            del target[key]
     return target
+
+
+def _in_order(current: list[Any], order: list[Any], fi: FieldInfo | None) -> list[Any]:
+    """$setElementOrder: the listed elements in the patch's order, then the others as they were."""
+    key = fi.patch_merge_key if fi is not None else ""
+
+    def ident(e: Any) -> Any:
+        return json.dumps(e.get(key) if key and isinstance(e, dict) else e, sort_keys=True)
+
+    wanted = [ident(o) for o in order]
+    rank = {w: i for i, w in enumerate(wanted)}
+    listed = sorted((e for e in current if ident(e) in rank), key=lambda e: rank[ident(e)])
+    return listed + [e for e in current if ident(e) not in rank]
 
 
 def _smp_value(current: Any, value: Any, fi: FieldInfo | None, path: str) -> Any:
