@@ -59,7 +59,9 @@ def _deployment(cluster: Cluster) -> dict[str, Any]:
 def _counts(cluster: Cluster, pod: str) -> tuple[int, int]:
     """(served, failed) so far; (0, 0) while the pod is not running yet."""
     r = k(cluster, "exec", pod, "--", "sh", "-c", "cat /tmp/count 2>/dev/null || echo 0 0", code=None)
-    out = r.stdout.split() if r.returncode == 0 else ["0", "0"]
+    out = r.stdout.split()
+    if r.returncode != 0 or len(out) != 2:  # not started yet, or the file is being rewritten
+        return 0, 0
     return int(out[0]), int(out[1])
 
 
