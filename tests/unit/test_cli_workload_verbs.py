@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
@@ -9,9 +11,12 @@ import pytest
 from kubelite.api.apps.v1 import generated_pb2 as apps
 from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.cli import generate, rollout, setcmd
+from kubelite.cli.clientset import Connection, ConnectionOptions, Session, Streams
 from kubelite.cli.errors import CliError
 from kubelite.cli.workloads import Selection
+from kubelite.client.client import ObjectList, WatchEvent
 from kubelite.controllers import deploymentutil as du
+from kubelite.machinery.kinds import SCHEME
 
 
 def deployment(replicas: int = 3, image: str = "app:1", generation: int = 1, observed: int = 1) -> apps.Deployment:
@@ -268,3 +273,99 @@ def test_build_service_from_a_deployment() -> None:
     del d.spec.template.spec.containers[0].ports[:]
     with pytest.raises(CliError, match="couldn't find port via --port flag or introspection"):
         generate.build_service(d, generate.ExposeOptions(selection=sel, selector="app=web"), "default")
+
+
+# -- rollout status, driven through its watches -----------------------------------------------------------
+
+
+class _FakeClient:
+    """get/list answer from dicts; watches are queues the test feeds (see _session)."""
+
+    def __init__(self, d: apps.Deployment, pods: list[core.Pod]) -> None:
+        self.d = d
+        self.pods = pods
+
+    async def get(self, kind: type, name: str, namespace: str = "", **_: object) -> apps.Deployment:
+        return self.d
+
+    async def list(self, kind: type, namespace: str = "", **_: object) -> ObjectList[core.Pod]:
+        return ObjectList(items=list(self.pods), resource_version="10")
+
+    async def close(self) -> None:
+        pass
+
+
+def _session(client: _FakeClient, events: dict[str, list[WatchEvent[object]]]) -> tuple[Session, list[str]]:
+    out: list[str] = []
+
+    def watch(c: object, kind: type, namespace: str, label_selector: str, field_selector: str,
+              resource_version: str) -> AsyncIterator[object]:
+        name = "pods" if kind is core.Pod else "deployment"
+
+        async def gen() -> AsyncIterator[object]:
+            for event in events[name]:
+                await asyncio.sleep(0.01 if name == "deployment" else 0)
+                yield event
+            await asyncio.Event().wait()  # a watch stays open
+
+        return gen()
+
+    session = Session(options=ConnectionOptions(), streams=Streams(out=out.append, err=out.append),
+                      watch_factory=watch)
+    session._connection = Connection(client=client)  # type: ignore[arg-type]
+    return session, out
+
+
+def _progressed(d: apps.Deployment, updated: int, replicas: int, available: int) -> apps.Deployment:
+    nxt = apps.Deployment()
+    nxt.CopyFrom(d)
+    nxt.status.updated_replicas, nxt.status.replicas, nxt.status.available_replicas = updated, replicas, available
+    return nxt
+
+
+async def test_status_prints_each_change_once_until_done() -> None:
+    d = _progressed(deployment(), 1, 4, 3)
+    events = {"deployment": [WatchEvent("MODIFIED", d), WatchEvent("MODIFIED", d),
+                             WatchEvent("MODIFIED", _progressed(d, 3, 4, 3)),
+                             WatchEvent("BOOKMARK", apps.Deployment()),
+                             WatchEvent("MODIFIED", _progressed(d, 3, 3, 3))],
+              "pods": []}
+    session, out = _session(_FakeClient(d, []), events)
+    opts = rollout.StatusOptions(selection=Selection(args=("deployment/web",)))
+    assert await rollout.run_status(session, opts, SCHEME) == 0
+    assert out == ['Waiting for deployment "web" rollout to finish: 1 out of 3 new replicas have been updated...',
+                   'Waiting for deployment "web" rollout to finish: 1 old replicas are pending termination...',
+                   'deployment "web" successfully rolled out']
+
+
+async def test_status_gives_up_on_a_new_pod_that_cannot_pull_and_ignores_old_ones() -> None:
+    d = _progressed(deployment(), 1, 4, 3)
+    new_hash = rollout.new_template_hash(d)
+
+    def pod(name: str, template_hash: str) -> core.Pod:
+        p = core.Pod()
+        p.metadata.name, p.metadata.uid = name, name
+        p.metadata.labels[du.POD_TEMPLATE_HASH] = template_hash
+        p.status.container_statuses.add(name="app").state.waiting.reason = "ImagePullBackOff"
+        return p
+
+    old = pod("web-old", "oldhash")
+    events = {"deployment": [], "pods": [WatchEvent("ADDED", pod("web-new", new_hash))]}
+    session, _ = _session(_FakeClient(d, [old]), events)
+    opts = rollout.StatusOptions(selection=Selection(args=("deployment/web",)))
+    with pytest.raises(rollout.RolloutFailed, match='rollout failed: pod "web-new" container "app": ImagePullBackOff'):
+        await rollout.run_status(session, opts, SCHEME)
+
+
+async def test_status_times_out_and_reports_a_deleted_deployment() -> None:
+    d = _progressed(deployment(), 1, 4, 3)
+    session, _ = _session(_FakeClient(d, []), {"deployment": [], "pods": []})
+    opts = rollout.StatusOptions(selection=Selection(args=("deployment/web",)), timeout=0.05)
+    with pytest.raises(CliError, match="timed out waiting for the condition"):
+        await rollout.run_status(session, opts, SCHEME)
+    session, _ = _session(_FakeClient(d, []), {"deployment": [WatchEvent("DELETED", d)], "pods": []})
+    with pytest.raises(CliError, match="object has been deleted"):
+        await rollout.run_status(session, rollout.StatusOptions(selection=Selection(args=("deploy", "web"))), SCHEME)
+    session, out = _session(_FakeClient(d, []), {"deployment": [], "pods": []})
+    opts = rollout.StatusOptions(selection=Selection(args=("deployment/web",)), watch=False)
+    assert await rollout.run_status(session, opts, SCHEME) == 0 and len(out) == 1
