@@ -20,7 +20,12 @@ import subprocess
 import time
 from typing import Any
 
+import pytest
+
 from tests.support.e2e import DEMO, KUBELITE, Cluster, kl, run
+
+# The first test of a run also waits for the session's cluster and demo (minutes on a busy machine).
+pytestmark = pytest.mark.timeout(900)
 
 V2 = "kubelite/busybox:v2"
 
