@@ -31,14 +31,18 @@ from kubelite.cli import delete as delete_mod
 from kubelite.cli import describe as describe_mod
 from kubelite.cli import discovery, nodecmds, patchcmd, podcmds
 from kubelite.cli import edit as edit_mod
+from kubelite.cli import generate as generate_mod
 from kubelite.cli import get as get_mod
 from kubelite.cli import label as label_mod
+from kubelite.cli import rollout as rollout_mod
+from kubelite.cli import setcmd as set_mod
 from kubelite.cli.clientset import ConnectionOptions, Session, Streams, WatchFactory, default_watch_factory
 from kubelite.cli.cluster import cluster_cmd
 from kubelite.cli.errors import CliError
 from kubelite.cli.printers import to_json, to_yaml
 from kubelite.cli.resources import default_scheme
 from kubelite.cli.runner import run_command
+from kubelite.cli.workloads import Selection
 from kubelite.machinery import codec, duration
 from kubelite.machinery.scheme import Scheme
 
@@ -66,6 +70,7 @@ BOOL_FLAGS: dict[str, str] = {
     "--namespaced": "--namespaced",
     "--client": "--client",
     "--allow-missing-template-keys": "--allow-missing-template-keys",
+    "--list": "--list",
 }
 # Value flags whose bare form means a default value, as in kubectl.
 OPTIONAL_VALUES: dict[str, str] = {
@@ -399,6 +404,29 @@ def create_namespace_cmd(ctx: click.Context, name: str) -> None:
 create_cmd.add_command(create_namespace_cmd, "ns")
 
 
+@create_cmd.command("deployment")
+@click.argument("name")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option("--image", "images", multiple=True, help="The image of a container; repeat for several containers.")
+@click.option("--replicas", "-r", type=int, default=1, help="How many pods.")
+@click.option("--port", type=int, default=-1, help="The port the (first) container exposes.")
+@dry_run_option()
+@output_option("Output format: name, yaml or json.")
+@global_options(hidden=True)
+@click.pass_context
+def create_deployment_cmd(ctx: click.Context, name: str, command: tuple[str, ...], images: tuple[str, ...],
+                          replicas: int, port: int, dry_run: str, output: str) -> None:
+    """Create a Deployment: kubelite create deployment NAME --image=IMAGE [--replicas=N] [--port=P] [-- CMD...]."""
+    group_dry_run, group_output = ctx.meta.get("create", ("none", ""))
+    opts = generate_mod.CreateDeploymentOptions(name=name, images=images, replicas=replicas, port=port,
+                                                command=command, dry_run=dry_run if dry_run != "none" else
+                                                group_dry_run, output=output or group_output)
+    execute(lambda s, st: generate_mod.run_create_deployment(s, opts))
+
+
+create_cmd.add_command(create_deployment_cmd, "deploy")
+
+
 @cli.command("replace")
 @filename_options()
 @dry_run_option()
@@ -677,6 +705,212 @@ def version_cmd(client: bool, output: str) -> None:
     """Print the client and server versions."""
     opts = discovery.VersionOptions(client_only=client, output=output)
     execute(lambda s, st: discovery.run_version(s, opts))
+
+
+# --- rollout ---------------------------------------------------------------------------------------------
+
+
+def selection_options(selector: bool = True, all_flag: bool = False) -> Callable[[Callable[..., Any]], Any]:
+    """TYPE NAME... / TYPE/NAME... arguments, -f (and -R), and optionally -l and --all (see cli.workloads)."""
+    def decorate(f: Callable[..., Any]) -> Any:
+        f = click.argument("args", nargs=-1)(f)
+        f = filename_options()(f)
+        if selector:
+            f = click.option("--selector", "-l", default="", help="Label selector (e.g. app=web).")(f)
+        if all_flag:
+            f = bool_option("--all", help="Every object of the given type in the namespace.")(f)
+        return f
+
+    return decorate
+
+
+def _selection(args: tuple[str, ...], filenames: tuple[str, ...], recursive: bool, selector: str = "",
+               all: bool = False) -> Selection:
+    return Selection(args=args, filenames=filenames, recursive=recursive, label_selector=selector,
+                                 all=all)
+
+
+@cli.group("rollout")
+def rollout_cmd() -> None:
+    """Manage the rollout of Deployments: status, history, undo, restart, pause, resume."""
+
+
+@rollout_cmd.command("status")
+@selection_options()
+@bool_option("-w", "--watch", default=True, help="Keep watching until the rollout is done.")
+@click.option("--timeout", default="0s", help="Give up after this long (0: wait forever), e.g. 5m.")
+@click.option("--revision", type=int, default=0, help="Wait for this revision (fail if another is running).")
+@global_options(hidden=True)
+def rollout_status_cmd(args: tuple[str, ...], filenames: tuple[str, ...], recursive: bool, selector: str,
+                       watch: bool, timeout: str, revision: int) -> None:
+    """Show the status of a rollout; with --watch (the default) until it finishes or fails."""
+    def body(s: Session, st: CliState) -> Any:
+        opts = rollout_mod.StatusOptions(selection=_selection(args, filenames, recursive, selector), watch=watch,
+                                         timeout=parse_duration(timeout, "--timeout"), revision=revision)
+        return rollout_mod.run_status(s, opts, st.scheme, st.deps.stdin)
+
+    execute(body)
+
+
+@rollout_cmd.command("history")
+@selection_options()
+@click.option("--revision", type=int, default=0, help="Show the pod template of this revision.")
+@output_option("Output format: yaml or json (the ReplicaSets of the revisions).")
+@global_options(hidden=True)
+def rollout_history_cmd(args: tuple[str, ...], filenames: tuple[str, ...], recursive: bool, selector: str,
+                        revision: int, output: str) -> None:
+    """List the revisions of a Deployment, or show one with --revision."""
+    opts = rollout_mod.HistoryOptions(selection=_selection(args, filenames, recursive, selector),
+                                      revision=revision, output=output)
+    execute(lambda s, st: rollout_mod.run_history(s, opts, st.scheme, st.deps.stdin))
+
+
+@rollout_cmd.command("undo")
+@selection_options()
+@click.option("--to-revision", type=int, default=0, help="The revision to go back to (0: the previous one).")
+@dry_run_option()
+@global_options(hidden=True)
+def rollout_undo_cmd(args: tuple[str, ...], filenames: tuple[str, ...], recursive: bool, selector: str,
+                     to_revision: int, dry_run: str) -> None:
+    """Roll back to a previous revision (its pod template becomes the Deployment's again)."""
+    opts = rollout_mod.UndoOptions(selection=_selection(args, filenames, recursive, selector),
+                                   to_revision=to_revision, dry_run=dry_run)
+    execute(lambda s, st: rollout_mod.run_undo(s, opts, st.scheme, st.deps.stdin))
+
+
+@rollout_cmd.command("restart")
+@selection_options()
+@global_options(hidden=True)
+def rollout_restart_cmd(args: tuple[str, ...], filenames: tuple[str, ...], recursive: bool, selector: str) -> None:
+    """Replace every pod of a Deployment through a rolling update."""
+    opts = rollout_mod.MarkOptions(selection=_selection(args, filenames, recursive, selector))
+    execute(lambda s, st: rollout_mod.run_restart(s, opts, st.scheme, st.deps.stdin))
+
+
+def _pause_command(paused: bool) -> click.Command:
+    @selection_options()
+    @global_options(hidden=True)
+    def command(args: tuple[str, ...], filenames: tuple[str, ...], recursive: bool, selector: str) -> None:
+        opts = rollout_mod.MarkOptions(selection=_selection(args, filenames, recursive, selector))
+        execute(lambda s, st: rollout_mod.run_pause(s, opts, st.scheme, paused, st.deps.stdin))
+
+    command.__doc__ = ("Pause a Deployment: template changes wait until it is resumed." if paused else
+                       "Resume a paused Deployment.")
+    return click.command("pause" if paused else "resume")(command)
+
+
+rollout_cmd.add_command(_pause_command(True))
+rollout_cmd.add_command(_pause_command(False))
+
+
+# --- set, expose -----------------------------------------------------------------------------------------
+
+
+def _set_command(name: str, doc: str, extra: list[Callable[[Callable[..., Any]], Any]],
+                 body: Callable[..., Any]) -> click.Command:
+    def command(args: tuple[str, ...], filenames: tuple[str, ...], recursive: bool, selector: str, all: bool,
+                dry_run: str, output: str, **rest: Any) -> None:
+        body(args, Selection(filenames=filenames, recursive=recursive, label_selector=selector, all=all),
+             dry_run, output, **rest)
+
+    command.__doc__ = doc
+    f: Any = command
+    for deco in [*extra, global_options(hidden=True), output_option("Output format: name, yaml or json."),
+                 dry_run_option(), selection_options(all_flag=True)]:
+        f = deco(f)
+    return click.command(name)(f)
+
+
+def _set_image(args: tuple[str, ...], sel: Selection, dry_run: str, output: str) -> None:
+    def body(s: Session, st: CliState) -> Any:
+        resources, pairs = set_mod.split_resources(args, lambda a: "=" in a, "image")
+        images = set_mod.parse_images(pairs)
+        sel.args = tuple(resources)
+        return set_mod.run_edit(s, set_mod.SetOptions(sel, dry_run, output), st.scheme, set_mod.edit_images(images),
+                                "image updated", "set image", st.deps.stdin)
+
+    execute(body)
+
+
+def _set_env(args: tuple[str, ...], sel: Selection, dry_run: str, output: str, containers: str, env: tuple[str, ...],
+             list_: bool, overwrite: bool) -> None:
+    def body(s: Session, st: CliState) -> Any:
+        resources, specs = set_mod.split_resources(args, set_mod.is_env_change, "environment")
+        sel.args = tuple(resources)
+        opts = set_mod.SetOptions(sel, dry_run, output)
+        if list_:
+            if specs or env:
+                raise CliError("--list cannot be combined with environment changes")
+            return set_mod.run_env_list(s, opts, st.scheme, containers, st.deps.stdin)
+        changes = set_mod.parse_env([*env, *specs])
+        if not changes.set and not changes.remove:
+            raise CliError("at least one environment variable must be provided (KEY=VALUE or KEY-)")
+        return set_mod.run_edit(s, opts, st.scheme, set_mod.edit_env(changes, containers, overwrite), "env updated",
+                                "set env", st.deps.stdin)
+
+    execute(body)
+
+
+def _set_resources(args: tuple[str, ...], sel: Selection, dry_run: str, output: str, containers: str, limits: str,
+                   requests: str) -> None:
+    def body(s: Session, st: CliState) -> Any:
+        parsed_limits = set_mod.parse_resource_list(limits, "--limits")
+        parsed_requests = set_mod.parse_resource_list(requests, "--requests")
+        if not parsed_limits and not parsed_requests:
+            raise CliError("you must specify an update to requests or limits (in the form of --requests/--limits)")
+        sel.args = args
+        return set_mod.run_edit(s, set_mod.SetOptions(sel, dry_run, output), st.scheme,
+                                set_mod.edit_resources(parsed_limits, parsed_requests, containers),
+                                "resource requirements updated", "set resources", st.deps.stdin)
+
+    execute(body)
+
+
+@cli.group("set")
+def set_cmd() -> None:
+    """Change the containers of Deployments, ReplicaSets and Pods: image, env, resources."""
+
+
+set_cmd.add_command(_set_command(
+    "image", "Update container images: kubelite set image deployment/NAME CONTAINER=IMAGE [...] ('*' = all).",
+    [], _set_image))
+set_cmd.add_command(_set_command(
+    "env", "Update environment variables: kubelite set env deployment/NAME KEY=VALUE [KEY2-] [--list].",
+    [click.option("--containers", "-c", default="*", help="The containers to change (wildcards allowed)."),
+     click.option("--env", "-e", multiple=True, help="KEY=VALUE; repeatable."),
+     bool_option("--list", "list_", help="Print the environment instead of changing it."),
+     bool_option("--overwrite", default=True, help="Allow replacing existing values.")],
+    _set_env))
+set_cmd.add_command(_set_command(
+    "resources", "Update resource requests and limits: kubelite set resources deployment/NAME --limits=cpu=200m.",
+    [click.option("--containers", "-c", default="*", help="The containers to change (wildcards allowed)."),
+     click.option("--limits", default="", help="Resource limits, e.g. cpu=200m,memory=512Mi."),
+     click.option("--requests", default="", help="Resource requests, e.g. cpu=100m,memory=256Mi.")],
+    _set_resources))
+
+
+@cli.command("expose")
+@selection_options(selector=False)
+@click.option("--port", default="", help="The port the Service serves on (default: the container ports).")
+@click.option("--target-port", default="", help="The container port (number or name) traffic goes to.")
+@click.option("--protocol", default="", help="TCP (default), UDP or SCTP.")
+@click.option("--type", "service_type", default="", help="ClusterIP (default), NodePort or LoadBalancer.")
+@click.option("--name", default="", help="The Service's name (default: the object's).")
+@click.option("--selector", "-l", default="", help="The Service's selector (default: the object's).")
+@click.option("--labels", default="", help="The Service's labels (default: the object's).")
+@click.option("--cluster-ip", default="", help="The ClusterIP to ask for (None: headless).")
+@dry_run_option()
+@output_option("Output format: name, yaml or json.")
+@global_options(hidden=True)
+def expose_cmd(args: tuple[str, ...], filenames: tuple[str, ...], recursive: bool, port: str, target_port: str,
+               protocol: str, service_type: str, name: str, selector: str, labels: str, cluster_ip: str,
+               dry_run: str, output: str) -> None:
+    """Expose a Deployment, ReplicaSet, Pod or Service as a new Service."""
+    opts = generate_mod.ExposeOptions(selection=Selection(args=args, filenames=filenames, recursive=recursive),
+                                      port=port, target_port=target_port, protocol=protocol, type=service_type,
+                                      name=name, selector=selector, labels=labels, cluster_ip=cluster_ip,
+                                      dry_run=dry_run, output=output)
+    execute(lambda s, st: generate_mod.run_expose(s, opts, st.scheme, st.deps.stdin))
 
 
 cli.add_command(cluster_cmd)

@@ -268,9 +268,13 @@ def _table(rows: list[list[str]]) -> str:
     return "\n  ".join(lines)
 
 
-def _template(w: DescribeWriter, template: Obj) -> None:
+def pod_template_section(w: DescribeWriter, template: Obj) -> None:
+    """The ``Pod Template:`` block of describe deployment/rs, also ``rollout history --revision``."""
     w.section("Pod Template")
     w.multi("Labels", [f"{k}={v}" for k, v in sorted((dig(template, "metadata", "labels", default={})).items())], 1)
+    annotations = dig(template, "metadata", "annotations", default={})
+    if annotations:  # kubectl shows the line only when there are some (restartedAt, say)
+        w.multi("Annotations", [f"{k}: {v}" for k, v in sorted(annotations.items())], 1)
     spec = template.get("spec") or {}
     w.section("Containers", 1)
     for c in spec.get("containers") or []:
@@ -295,7 +299,7 @@ def describe_deployment(w: DescribeWriter, d: Obj, now: datetime) -> None:
         ru = strategy.get("rollingUpdate") or {}
         w.field("RollingUpdateStrategy", f"{ru.get('maxUnavailable', '25%')} max unavailable, "
                                          f"{ru.get('maxSurge', '25%')} max surge")
-    _template(w, spec.get("template") or {})
+    pod_template_section(w, spec.get("template") or {})
     _conditions(w, status)
 
 
@@ -308,7 +312,7 @@ def describe_replicaset(w: DescribeWriter, rs: Obj, now: datetime) -> None:
         w.field("Controlled By", _controller(rs))
     w.field("Replicas", f"{status.get('replicas', 0)} current / {spec.get('replicas', 0)} desired")
     w.field("Pods Status", f"{status.get('readyReplicas', 0)} Running / 0 Waiting / 0 Succeeded / 0 Failed")
-    _template(w, spec.get("template") or {})
+    pod_template_section(w, spec.get("template") or {})
     _conditions(w, status)
 
 
