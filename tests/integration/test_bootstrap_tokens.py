@@ -4,6 +4,7 @@ CLI, and `kubelite join` refusing a bad token before it writes anything."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -20,6 +21,7 @@ from kubelite.api.core.v1 import generated_pb2 as core_v1
 from kubelite.client.client import Client
 from kubelite.machinery import bootstraptoken as bt
 from kubelite.machinery.errors import StatusError
+from tests.support.controller_manager import ControllerManagerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -151,3 +153,28 @@ def test_join_with_a_bad_token_fails_fast_and_writes_nothing(kl: Run, apiserver:
     # Nobody listening: a clear sentence naming the address, not a hang.
     r = kl("join", "127.0.0.1:1", "--token", "zzzzzz.0123456789abcdef", "--node-ip", "127.0.0.1")
     assert r.returncode == 1 and "127.0.0.1:1" in r.stderr, r.stderr
+
+
+async def test_the_token_cleaner_deletes_expired_tokens(apiserver: Any, client: Client, tmp_path: Path) -> None:
+    # A token that expires in 2 s (a real wait for the controller's timer), one that has expired, one that lives.
+    soon, gone, live = (bt.Token(i, "0123456789abcdef") for i in ("soonxx", "gonexx", "livexx"))
+    now = datetime.now(UTC)
+    await client.create(bt.build_secret(soon, ttl=timedelta(seconds=2), now=now))
+    await client.create(bt.build_secret(gone, ttl=timedelta(seconds=1), now=now - timedelta(hours=1)))
+    await client.create(bt.build_secret(live, ttl=timedelta(hours=1), now=now))
+    names = {t.secret_name for t in (soon, gone, live)}
+
+    async def tokens() -> set[str]:
+        return {s.metadata.name for s in (await client.list(core_v1.Secret, "kube-system")).items} & names
+
+    try:
+        with ControllerManagerProcess(apiserver.server, tmp_path / "cm.log", extra_args=["--controllers=tokencleaner",
+                                                                                      "--no-leader-elect"]):
+            deadline = time.monotonic() + 30
+            while await tokens() != {live.secret_name}:
+                assert time.monotonic() < deadline, f"left: {await tokens()}\n{(tmp_path / 'cm.log').read_text()}"
+                await asyncio.sleep(0.2)
+        assert "deleted expired bootstrap token kube-system/bootstrap-token-gonexx" in (tmp_path / "cm.log").read_text()
+    finally:
+        for name in await tokens():
+            await client.delete(core_v1.Secret, name, "kube-system")

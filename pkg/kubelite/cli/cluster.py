@@ -274,6 +274,10 @@ def configure_node_cmd(no_start: bool, output: str, extra_args: tuple[str, ...],
 @cluster_cmd.command("reset-node")
 def reset_node_cmd() -> None:
     """Undo configure-node on THIS host: stop and disable the units, remove /etc/kubelite, state, pod containers."""
-    removed = node.reset(node.LocalHost())
+    try:
+        removed = node.reset(node.LocalHost())
+    except node.ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        click.get_current_context().exit(1)
     click.echo(f"kubelite units stopped and disabled; /etc/kubelite and state removed; "
                f"{removed} pod containers removed")

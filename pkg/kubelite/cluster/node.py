@@ -210,7 +210,9 @@ def component_env(node: NodeConfig, component: str) -> str:
         # Bare: the components' boolean flags take --leader-elect / --no-leader-elect (not =true).
         flags = [kubeconfig, "--leader-elect"]
     elif component == "controller-manager":
-        flags = [kubeconfig, f"--cluster-cidr={node.cluster_cidr}", "--node-cidr-mask-size=24", "--leader-elect"]
+        # kubeadm's choice: the token cleaner on, beside the defaults (Kubernetes leaves it out of "*").
+        flags = [kubeconfig, "--controllers=*,tokencleaner", f"--cluster-cidr={node.cluster_cidr}",
+                 "--node-cidr-mask-size=24", "--leader-elect"]
     elif component == "kubelet":
         flags = [kubeconfig, f"--hostname-override={node.node_name}", f"--node-ip={node.node_ip}",
                  "--runtime=docker", f"--cluster-dns={node.cluster_dns}", f"--cluster-domain={node.cluster_domain}"]
