@@ -1,9 +1,11 @@
 """The request pipeline's security stages: authentication, authorization, admission.
 
 Every request passes them in this order before validation and storage, as in
-Kubernetes. Today authentication and authorization allow everyone; they are
-real stages behind small Protocols so that client certificates, tokens and
-RBAC can be switched on later without touching the handlers. Admission
+Kubernetes. Authentication recognises bootstrap tokens (kubelite.apiserver.authn)
+and lets requests without credentials through as before; authorization allows
+everyone. They are real stages behind small Protocols so that client
+certificates, ServiceAccount tokens and RBAC can be switched on later without
+touching the handlers. Admission
 plugins run inside the store (after defaulting, mutating first, then
 validating) because they need the decoded object and the stored one.
 """
