@@ -96,6 +96,7 @@ async def test_wrong_expired_and_deleted_tokens_are_401_and_no_token_stays_allow
     _unauthorized(kl("get", "ns", token=wrong))
     _unauthorized(kl("get", "ns", token="zzzzzz.0123456789abcdef"))  # no such Secret
     _unauthorized(kl("get", "ns", token="not-even-a-bootstrap-token"))
+    _unauthorized(kl("api-resources", token=wrong))  # discovery too, as in Kubernetes
     async with Client(apiserver.address, token=wrong) as bad:
         with pytest.raises(StatusError) as exc:
             await bad.get(core_v1.Namespace, "default")

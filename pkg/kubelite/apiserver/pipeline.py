@@ -127,10 +127,15 @@ class Pipeline:
     authorizer: Authorizer = field(default_factory=AllowAll)
     admission: Admission = field(default_factory=Admission)
 
-    async def check(self, request: RequestInfo, make: Callable[[UserInfo], Attributes]) -> Attributes:
+    async def authenticate(self, request: RequestInfo) -> UserInfo:
+        """The caller, or Unauthorized (401) when it presented credentials nobody accepts."""
         user = await self.authenticator.authenticate(request)
         if user is None:
             raise errors.StatusError("Unauthorized", "Unauthorized")
+        return user
+
+    async def check(self, request: RequestInfo, make: Callable[[UserInfo], Attributes]) -> Attributes:
+        user = await self.authenticate(request)
         attrs = make(user)
         allowed, reason = self.authorizer.authorize(attrs)
         if not allowed:

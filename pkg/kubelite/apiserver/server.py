@@ -173,7 +173,7 @@ async def start(config: APIServerConfig, storage_factory: Callable[[APIServerCon
     server = grpc.aio.server(options=list(options.items()))
     pipeline = Pipeline(authenticator=authenticator(registry), admission=registry.admission)
     pb_grpc.add_ResourceServiceServicer_to_server(ResourceServicer(registry, pipeline), server)
-    pb_grpc.add_DiscoveryServiceServicer_to_server(DiscoveryServicer(registry), server)
+    pb_grpc.add_DiscoveryServiceServicer_to_server(DiscoveryServicer(registry, pipeline), server)
     kubelets = KubeletDialer()
     streaming_grpc.add_PodStreamServiceServicer_to_server(PodStreamServicer(registry, pipeline, kubelets), server)
     grpc_port = server.add_insecure_port(f"{_host(config.bind_address)}:{config.secure_port}")
