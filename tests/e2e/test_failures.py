@@ -237,7 +237,12 @@ def test_components_and_watchers_carry_on_across_an_api_server_restart(healthy: 
         k(cluster, "scale", "deploy/web", "--replicas=4")
         until("web 4/4 available", lambda: available(cluster) == 4 and len(running_web(cluster)) == 4)
         until("4 web endpoints", lambda: len(k(cluster, "get", "endpoints", "web", "-o",
-                                               "jsonpath={.subsets[*].addresses[*].ip}").stdout.split()) == 4)
+                                               "jsonpath={.subsets[*].addresses[*].ip}",
+                                               code=None).stdout.split()) == 4)
+    except BaseException:
+        print(run("docker", "exec", cluster.control_plane, "journalctl", "--no-pager", "-n", "150", "-u",
+                  "kubelite-apiserver", code=None).stdout)
+        raise
     finally:
         watcher.terminate()  # by its own PID
         watcher.wait(10)
