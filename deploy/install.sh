@@ -15,7 +15,11 @@
 #                                       packages, kubelite, units (and images), then `kubelite cluster
 #                                       configure-node` for the role (env files in /etc/kubelite, the
 #                                       installed components' units); a control plane then applies the add-ons
-#   install.sh --reset                  stops and removes every kubelite unit, file, state and pod container
+#   install.sh join HOST:PORT --token T [--wheels DIR] [--node-name N] [--node-ip IP]
+#                                       a worker joins a running cluster (the command that
+#                                       `kubelite token create --print-join-command` prints)
+#   install.sh --reset                  stops and removes every kubelite unit, file, state, pod container,
+#                                       the proxy's rules and the pod bridge
 #
 # Idempotent: every phase can run again.
 set -euo pipefail
@@ -65,6 +69,8 @@ phase_kubelite() {
       *) die "kubelite: unknown argument $1" ;;
     esac
   done
+  # Default: wheels copied next to deploy/ (what `bash install.sh join ...` finds when run as printed).
+  [ -n "$wheels" ] || [ ! -d "$HERE/../wheels" ] || wheels=$HERE/../wheels
   [ -n "$wheels" ] || die "kubelite: --wheels DIR is required (built on a machine with the tree: pip wheel . -w DIR)"
   compgen -G "$wheels/kubelite-*.whl" >/dev/null || die "kubelite: no kubelite-*.whl in $wheels"
   [ -x "$PREFIX/bin/python" ] || python3 -m venv "$PREFIX"
@@ -197,9 +203,46 @@ PY
   log "control plane ready"
 }
 
+# A worker joins: the token's form and the API server's port are checked before anything is
+# installed (seconds, not the minutes packages take), the token itself by `kubelite join` before
+# anything is configured; either failure exits non-zero and says what to do.
+phase_join() {
+  local endpoint="" token="" wheels="" args=()
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --token) token=$2; shift 2 ;;
+      --token=*) token=${1#*=}; shift ;;
+      --wheels) wheels=$2; shift 2 ;;
+      --wheels=*) wheels=${1#*=}; shift ;;
+      --node-name|--node-ip|--cluster-cidr|--cluster-dns|--cluster-domain) args+=("$1" "$2"); shift 2 ;;
+      --node-name=*|--node-ip=*|--cluster-cidr=*|--cluster-dns=*|--cluster-domain=*) args+=("$1"); shift ;;
+      -*) die "join: unknown flag $1" ;;
+      *) [ -z "$endpoint" ] || die "join: one API server endpoint HOST:PORT, got $endpoint and $1"
+         endpoint=$1; shift ;;
+    esac
+  done
+  [ -n "$endpoint" ] || die "join: the API server endpoint HOST:PORT is required"
+  [ -n "$token" ] || die "join: --token is required (on the control plane: kubelite token create --print-join-command)"
+  [[ "$token" =~ ^[a-z0-9]{6}\.[a-z0-9]{16}$ ]] || \
+    die "join: --token ${token%%.*}.<redacted> is not a bootstrap token ([a-z0-9]{6}.[a-z0-9]{16})"
+  local host=${endpoint%:*} port=${endpoint##*:}
+  [ "$host" != "$endpoint" ] || port=6443
+  [[ "$port" =~ ^[0-9]+$ ]] || die "join: invalid endpoint $endpoint: must be HOST:PORT"
+  timeout 5 bash -c "exec 3<>/dev/tcp/$host/$port" 2>/dev/null || \
+    die "join: cannot reach the API server at $host:$port (is the address right, and the control plane up?)"
+  booted || die "join: systemd is not running on this host"
+  phase_packages
+  phase_kubelite ${wheels:+--wheels "$wheels"}
+  phase_units
+  systemctl enable --now docker.service >/dev/null
+  /usr/local/bin/kubelite join "$host:$port" --token "$token" ${args[@]+"${args[@]}"} || \
+    die "join: kubelite join failed (nothing was configured; the message above says why)"
+}
+
 phase_reset() {
   if [ -x /usr/local/bin/kubelite ]; then
-    /usr/local/bin/kubelite cluster reset-node
+    # Carry on when a step fails (the files below still go); the message says what was left.
+    /usr/local/bin/kubelite cluster reset-node || log "reset: warning: kubelite cluster reset-node failed (see above)"
   fi
   for u in "${UNITS[@]}"; do
     if booted; then systemctl disable --now "$u.service" >/dev/null 2>&1 || true; fi
@@ -218,9 +261,11 @@ case "${1:-}" in
   images) shift; phase_images "$@" ;;
   addons) shift; phase_addons "$@" ;;
   control-plane|worker|etcd) role=$1; shift; phase_role "$role" "$@" ;;
+  join) shift; phase_join "$@" ;;
   --reset|reset) phase_reset ;;
   *) die "usage: install.sh packages | kubelite --wheels DIR | units [--from DIR]
        | images --from DIR | addons [--from DIR]
        | control-plane|worker|etcd --wheels DIR [--images DIR] [--node-name N] [--node-ip IP] [configure-node flags: --server URL ...]
+       | join HOST:PORT --token TOKEN [--wheels DIR] [--node-name N] [--node-ip IP]
        | --reset" ;;
 esac

@@ -6,19 +6,26 @@ installs them for real without the network). Nothing of kubelite is in the
 image: the test copies in deploy/ and wheels built from this tree, as an
 operator would scp them, and runs the script as root. One control plane
 (with its own etcd member) and one worker on a network of the test's own.
+
+The worker joins the way an operator's VM does: `kubelite token create
+--print-join-command` against the control plane prints one command, which
+runs as printed in the worker's copy of deploy/. It then becomes a Ready
+node and runs a pod, and finally leaves (`install.sh --reset`, then
+`kubelite delete node`, kubeadm's order) without a trace.
 """
 
 from __future__ import annotations
 
 import asyncio
 import pathlib
+import re
 import secrets
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -48,6 +55,26 @@ class Hosts:
     cp: spec.Member
     worker: spec.Member
     installed: dict[str, str] = field(default_factory=dict)  # role -> install.sh's stdout
+    join_command: str = ""
+
+    @property
+    def server(self) -> str:
+        return f"http://{self.cp.ip}:6443"
+
+
+def kl(hosts: Hosts, *args: str, code: int | None = 0) -> subprocess.CompletedProcess[str]:
+    """The host's kubelite against the control plane VM."""
+    return run(KUBELITE, "--server", hosts.server, "--request-timeout", "20s", *args, code=code)
+
+
+def on(host: spec.Member, *args: str, code: int | None = 0, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return run("docker", "exec", host.name, *args, code=code, timeout=timeout)
+
+
+def join(hosts: Hosts, command: str, code: int | None = 0) -> subprocess.CompletedProcess[str]:
+    """Runs a printed join command as is, in the worker's copy of deploy/ (where an operator put it)."""
+    return run("docker", "exec", "-w", f"{SRC}/deploy", hosts.worker.name, "sh", "-c", command, code=code,
+               timeout=1000)
 
 
 def install(host: spec.Member, *args: str) -> subprocess.Popen[str]:
@@ -80,15 +107,14 @@ def hosts() -> Iterator[Hosts]:
         for m in (cp, worker):
             asyncio.run(lifecycle.wait_booted(docker, m.name))
         hosts = Hosts(name, cp, worker)
-        # Both hosts install at once, as two VMs would (the worker needs the API only once it runs).
         procs["control-plane"] = install(hosts.cp, "control-plane", "--node-ip", cp.ip)
-        procs["worker"] = install(hosts.worker, "worker", "--node-ip", worker.ip, f"--server=http://{cp.ip}:6443")
-        outputs = {}
-        for role, proc in procs.items():
-            out, err = proc.communicate(timeout=1000)
-            assert proc.returncode == 0, f"install.sh {role}: exit {proc.returncode}\n{out}\n{err}"
-            outputs[role] = out
-        yield Hosts(name, cp, worker, outputs)
+        out, err = procs["control-plane"].communicate(timeout=1000)
+        assert procs["control-plane"].returncode == 0, f"install.sh control-plane: exit\n{out}\n{err}"
+        wait_ready(cp.ip)
+        # On the control plane, as an operator would after installing it.
+        command = on(cp, "kubelite", "--kubeconfig", "/etc/kubelite/kubeconfig", "token", "create",
+                     "--print-join-command", "--description", "e2e worker").stdout.strip()
+        yield Hosts(name, cp, worker, {"control-plane": out}, command)
     finally:
         for proc in procs.values():  # our `docker exec` children, by PID
             if proc.poll() is None:
@@ -135,30 +161,102 @@ def test_a_control_plane_vm_installs_and_serves_the_api(hosts: Hosts) -> None:
     run(KUBELITE, "--server", f"http://{hosts.cp.ip}:6443", "get", "deploy", "coredns", "-n", "kube-system")
 
 
-def test_a_worker_vm_joins_the_control_planes_api(hosts: Hosts) -> None:
-    server = f"http://{hosts.cp.ip}:6443"
-    assert f"{hosts.worker.name} configured as worker" in hosts.installed["worker"]
-    kubeconfig = run("docker", "exec", hosts.worker.name, "cat", "/etc/kubelite/kubeconfig").stdout
-    assert f"server: {server}" in kubeconfig
-    kubelet_env = run("docker", "exec", hosts.worker.name, "cat", "/etc/kubelite/kubelet.env").stdout
+def until(what: str, check: Callable[[], bool], timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(1)
+
+
+def node_ready(hosts: Hosts, node: str) -> bool:
+    r = kl(hosts, "get", "node", node, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}", code=None)
+    return r.returncode == 0 and r.stdout.strip() == "True"
+
+
+def test_a_join_command_with_a_bad_token_fails_fast_on_a_bare_vm(hosts: Hosts) -> None:
+    endpoint = hosts.join_command.split()[3]
+    # A token of the wrong form: refused before anything is installed.
+    r = join(hosts, f"bash install.sh join {endpoint} --token abcdef.not-a-token", code=1)
+    assert "is not a bootstrap token" in r.stderr and "not-a-token" not in r.stderr
+    assert on(hosts.worker, "sh", "-c", "command -v kubelite dockerd", code=None).stdout.strip() == ""
+    # An address where no API server answers: refused before anything is installed, too.
+    r = join(hosts, f"bash install.sh join {hosts.worker.ip}:6443 --token abcdef.0123456789abcdef", code=1)
+    assert f"cannot reach the API server at {hosts.worker.ip}:6443" in r.stderr
+
+
+def test_a_worker_vm_joins_with_the_printed_join_command(hosts: Hosts) -> None:
+    m = re.fullmatch(rf"bash install\.sh join {re.escape(hosts.cp.ip)}:6443 --token ([a-z0-9]{{6}})\.[a-z0-9]{{16}}",
+                     hosts.join_command)
+    assert m, hosts.join_command
+    r = join(hosts, hosts.join_command)
+    assert f"This node has joined the cluster as {hosts.worker.name}" in r.stdout, r.stdout + r.stderr
+    assert f"accepted bootstrap token {m.group(1)}" in r.stderr
+    # The token is the join credential only (kubeadm's bootstrap-kubelet.conf), not the components'.
+    bootstrap = on(hosts.worker, "cat", "/etc/kubelite/bootstrap-kubeconfig").stdout
+    assert f"token: {hosts.join_command.split()[-1]}" in bootstrap
+    kubeconfig = on(hosts.worker, "cat", "/etc/kubelite/kubeconfig").stdout
+    assert f"server: {hosts.server}" in kubeconfig and "token" not in kubeconfig
+    kubelet_env = on(hosts.worker, "cat", "/etc/kubelite/kubelet.env").stdout
     assert f"--hostname-override={hosts.worker.name}" in kubelet_env and f"--node-ip={hosts.worker.ip}" in kubelet_env
-    assert run("docker", "exec", hosts.worker.name, "systemctl", "is-active", "docker").stdout.strip() == "active"
-    # The worker's own kubelite, with the kubeconfig its components use, reaches the API server.
-    out = run("docker", "exec", hosts.worker.name, "kubelite", "--kubeconfig", "/etc/kubelite/kubeconfig",
-              "get", "ns").stdout
-    assert "default" in out
-    assert run("docker", "exec", hosts.worker.name, "systemctl", "is-system-running").stdout.strip() == "running"
-    # Idempotent: a second run changes nothing and succeeds.
-    run("docker", "exec", hosts.worker.name, "bash", f"{SRC}/deploy/install.sh", "worker",
-        "--wheels", f"{SRC}/wheels", "--node-ip", hosts.worker.ip, f"--server={server}")
+    for unit in ("docker", "kubelite-kubelet", "kubelite-proxy"):
+        assert on(hosts.worker, "systemctl", "is-active", unit).stdout.strip() == "active"
+    until(f"node {hosts.worker.name} Ready", lambda: node_ready(hosts, hosts.worker.name))
+    row = kl(hosts, "token", "list").stdout
+    assert m.group(1) in row and "e2e worker" in row
+
+    # A well-formed token the cluster does not know: the (installed) worker is refused, and keeps its config.
+    r = join(hosts, f"bash install.sh join {hosts.cp.ip}:6443 --token zzzzzz.0123456789abcdef", code=1)
+    assert 'refused the bootstrap token "zzzzzz.<redacted>"' in r.stderr, r.stderr
+    assert on(hosts.worker, "cat", "/etc/kubelite/kubeconfig").stdout == kubeconfig
+    assert on(hosts.worker, "systemctl", "is-active", "kubelite-kubelet").stdout.strip() == "active"
 
 
-def test_reset_leaves_no_kubelite_state(hosts: Hosts) -> None:
-    run("docker", "exec", hosts.worker.name, "bash", f"{SRC}/deploy/install.sh", "--reset")
-    left = run("docker", "exec", hosts.worker.name, "sh", "-c",
-               "ls -d /etc/kubelite /opt/kubelite /var/lib/kubelite /usr/local/lib/systemd/system/kubelite* "
-               "/usr/local/bin/kubelite* 2>/dev/null", code=None).stdout.split()
+def test_the_joined_worker_runs_a_pod(hosts: Hosts) -> None:
+    assert node_ready(hosts, hosts.worker.name)
+    # Images without a registry: the host's pause and busybox images into the VM's own Docker engine.
+    busybox = run(sys.executable, "-c", "import docker\nfrom kubelite.runtime.images import ensure_busybox_image\n"
+                                        "print(ensure_busybox_image(docker.APIClient()))").stdout.strip()
+    for image in (images.pause_image(), busybox):
+        save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
+        load = subprocess.run(["docker", "exec", "-i", hosts.worker.name, "docker", "load", "-q"], stdin=save.stdout,
+                              capture_output=True, timeout=300)
+        save.wait()
+        assert load.returncode == 0 and save.returncode == 0, load.stderr
+    kl(hosts, "run", "joined", f"--image={busybox}", "--restart=Never", "--image-pull-policy=Never", "--",
+       "sh", "-c", "echo hello from $(hostname); sleep 3600")
+    try:
+        until("pod joined Running", lambda: kl(hosts, "get", "pod", "joined", "-o", "jsonpath={.status.phase}",
+                                               code=None).stdout.strip() == "Running")
+        assert kl(hosts, "get", "pod", "joined", "-o", "jsonpath={.spec.nodeName}").stdout.strip() == hosts.worker.name
+        until("the pod's log", lambda: "hello from joined" in kl(hosts, "logs", "joined", code=None).stdout, 60)
+    finally:
+        kl(hosts, "delete", "pod", "joined", "--grace-period=0", "--wait=false", code=None)
+
+
+def test_reset_then_delete_node_leaves_no_kubelite_state(hosts: Hosts) -> None:
+    # A pod of the worker's own, so that reset has a sandbox, an app container and the pod bridge to remove.
+    # (the control plane's kubelet is tainted NoSchedule: the worker is the only place it can go).
+    kl(hosts, "run", "doomed", f"--image=kubelite/busybox:{images.version()}", "--restart=Never",
+       "--image-pull-policy=Never", "--", "sleep", "3600")
+    until("pod doomed Running", lambda: kl(hosts, "get", "pod", "doomed", "-o", "jsonpath={.status.phase}",
+                                           code=None).stdout.strip() == "Running")
+    before = on(hosts.worker, "sh", "-c", "iptables-save | grep -c -E 'KUBE-|KUBELITE-'", code=None).stdout.strip()
+    assert before not in ("", "0"), "the proxy had installed no rules to remove"
+    on(hosts.worker, "bash", f"{SRC}/deploy/install.sh", "--reset")
+    left = on(hosts.worker, "sh", "-c",
+              "ls -d /etc/kubelite /opt/kubelite /var/lib/kubelite /usr/local/lib/systemd/system/kubelite* "
+              "/usr/local/bin/kubelite* 2>/dev/null", code=None).stdout.split()
     assert left == []
+    assert on(hosts.worker, "sh", "-c", "iptables-save | grep -E 'KUBE-|KUBELITE-'", code=None).stdout == ""
+    assert on(hosts.worker, "ip", "route", "show", "proto", "211").stdout == ""
+    assert on(hosts.worker, "docker", "ps", "-aq", "--filter", "label=io.kubernetes.pod.uid").stdout == ""
+    assert on(hosts.worker, "docker", "network", "ls", "-q", "--filter", "label=io.kubelite.network").stdout == ""
+    # Then the node object: gone for good, since no kubelet is left to register it again.
+    assert kl(hosts, "delete", "node", hosts.worker.name).stdout.strip() == f'node "{hosts.worker.name}" deleted'
+    kl(hosts, "delete", "pod", "doomed", "--grace-period=0", "--force", "--wait=false", code=None)
+    r = kl(hosts, "get", "node", hosts.worker.name, code=1)
+    assert "(NotFound)" in r.stderr
     # (exit 1: no unit file matches)
     units = run("docker", "exec", hosts.worker.name, "systemctl", "list-unit-files", "--no-legend",
                 "kubelite*", code=None).stdout

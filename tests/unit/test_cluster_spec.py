@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -78,10 +79,13 @@ def test_node_config_round_trips_through_configure_node_flags() -> None:
     cfg, members = _nodes()
     for m in members:
         nc = spec.node_config(cfg, m, members)
-        flags = {}
+        flags: dict[str, Any] = {"extra_args": ()}
         for arg in nc.to_args():
             key, _, value = arg.removeprefix("--").partition("=")
-            flags[key.replace("-", "_")] = value
+            if key == "extra-arg":
+                flags["extra_args"] += (value,)
+            else:
+                flags[key.replace("-", "_")] = value
         assert node.NodeConfig(**flags) == nc
 
 
@@ -100,11 +104,41 @@ def test_a_vm_control_plane_without_etcd_servers_runs_its_own_member() -> None:
     ({"etcd_servers": "http://a:2379,b:2379"}, "--etcd-servers"),
     ({"initial_cluster": "=http://x:2380"}, "--initial-cluster"),
     ({"cluster_dns": "ten"}, "--cluster-dns"),
+    ({"extra_args": ("scheduler--v=4",)}, "--extra-arg"),
+    ({"extra_args": ("etcd:--x=1",)}, "--extra-arg"),
+    ({"extra_args": ("kubelet:v=4",)}, "--extra-arg"),
 ])
 def test_bad_node_config_names_the_flag(kwargs: dict[str, str], field: str) -> None:
     args = {"role": "control-plane", "node_name": "n", "node_ip": "10.0.0.5", **kwargs}
     with pytest.raises(ConfigError, match=field):
         node.NodeConfig(**args)
+
+
+def test_extra_args_reach_their_component_only_and_come_last() -> None:
+    cfg = spec.ClusterConfig(name="c", workers=1, extra_args=(
+        "controller-manager:--node-monitor-grace-period=10s", "apiserver:--default-unreachable-toleration-seconds=20"))
+    members = spec.plan(cfg, spec.parse_subnet("172.30.7.0/24"))
+    cp = spec.node_config(cfg, spec.control_plane(members), members)
+    cm = node.component_env(cp, "controller-manager")
+    assert cm.rstrip().endswith('--node-monitor-grace-period=10s"')
+    assert "--default-unreachable-toleration-seconds=20" in node.component_env(cp, "apiserver")
+    assert "toleration" not in cm and "monitor" not in node.component_env(cp, "scheduler")
+    # A cluster without extras keeps Kubernetes' defaults: the flags are not even mentioned.
+    plain = spec.node_config(spec.ClusterConfig(name="c"), spec.control_plane(members), members)
+    assert "monitor" not in node.component_env(plain, "controller-manager")
+    with pytest.raises(ConfigError, match="--extra-arg"):
+        spec.ClusterConfig(extra_args=("dns:--x",))
+
+
+def test_a_joining_worker_keeps_its_token_in_the_bootstrap_kubeconfig_only() -> None:
+    nc = node.NodeConfig(role="worker", node_name="w", node_ip="10.0.0.7", server="http://10.0.0.5:6443",
+                         bootstrap_token="abcdef.0123456789abcdef")
+    out = node.files(nc)
+    assert "token: abcdef.0123456789abcdef" in out[node.BOOTSTRAP_KUBECONFIG][0]
+    assert out[node.BOOTSTRAP_KUBECONFIG][1] == 0o600
+    assert "token" not in out[node.NODE_KUBECONFIG][0]
+    assert "bootstrap-kubeconfig" not in node.files(node.NodeConfig(role="worker", node_name="w", node_ip="10.0.0.7",
+                                                                      server="http://10.0.0.5:6443"))
 
 
 class FakeHost:
@@ -127,7 +161,15 @@ class FakeHost:
         self.removed.append(path)
 
     def remove_pod_containers(self) -> int:
+        self.calls.append(("remove-pod-containers",))
         return 2
+
+    def remove_pod_networks(self) -> int:
+        self.calls.append(("remove-pod-networks",))
+        return 1
+
+    def cleanup_proxy_rules(self) -> None:
+        self.calls.append(("proxy-cleanup",))
 
 
 def test_configure_enables_only_installed_components_and_reset_undoes_it() -> None:
@@ -146,6 +188,8 @@ def test_configure_enables_only_installed_components_and_reset_undoes_it() -> No
     host = FakeHost(set())
     assert node.reset(host) == 2
     assert host.calls[0][:2] == ("disable", "--now") and "kubelite-kubelet.service" in host.calls[0]
+    # Rules go after the proxy stopped (it would restore them), then pod containers, then their bridge.
+    assert host.calls[1:] == [("proxy-cleanup",), ("remove-pod-containers",), ("remove-pod-networks",)]
     assert host.removed == ["/etc/kubelite", "/var/lib/kubelite", "/var/lib/etcd/kubelite"]
 
 

@@ -11,7 +11,10 @@ from kubelite.machinery.duration import parse_duration
 
 
 def test_select_controllers_like_kube_controller_manager() -> None:
-    assert select_controllers(("*",)) == tuple(KNOWN_CONTROLLERS)
+    # As in Kubernetes, the token cleaner is off in "*" and on by name (kubeadm: --controllers=*,tokencleaner).
+    assert select_controllers(("*",)) == tuple(c for c in KNOWN_CONTROLLERS if c != "tokencleaner")
+    assert select_controllers(("*", "tokencleaner")) == tuple(KNOWN_CONTROLLERS)
+    assert ControllerManagerConfig(server="x").controllers == select_controllers(("*",))
     assert "replicaset" not in select_controllers(("*", "-replicaset"))
     assert select_controllers(("replicaset-controller",)) == ("replicaset",)
     assert select_controllers(("",)) == ()

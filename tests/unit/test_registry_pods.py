@@ -58,9 +58,8 @@ def test_pod_defaults() -> None:
     assert c.termination_message_path == "/dev/termination-log"
     assert c.termination_message_policy == "File"
     assert c.ports[0].protocol == "TCP"
-    tol = {(t.key, t.operator, t.effect, t.toleration_seconds) for t in s.tolerations}
-    assert tol == {("node.kubernetes.io/not-ready", "Exists", "NoExecute", 300),
-                   ("node.kubernetes.io/unreachable", "Exists", "NoExecute", 300)}
+    # Tolerations are admission's (DefaultTolerationSeconds, with the server's flags), not defaulting's.
+    assert list(s.tolerations) == []
     assert p.status.phase == "Pending"
     assert p.status.qos_class == "BestEffort"
 

@@ -1,9 +1,11 @@
 """The request pipeline's security stages: authentication, authorization, admission.
 
 Every request passes them in this order before validation and storage, as in
-Kubernetes. Today authentication and authorization allow everyone; they are
-real stages behind small Protocols so that client certificates, tokens and
-RBAC can be switched on later without touching the handlers. Admission
+Kubernetes. Authentication recognises bootstrap tokens (kubelite.apiserver.authn)
+and lets requests without credentials through as before; authorization allows
+everyone. They are real stages behind small Protocols so that client
+certificates, ServiceAccount tokens and RBAC can be switched on later without
+touching the handlers. Admission
 plugins run inside the store (after defaulting, mutating first, then
 validating) because they need the decoded object and the stored one.
 """
@@ -125,10 +127,15 @@ class Pipeline:
     authorizer: Authorizer = field(default_factory=AllowAll)
     admission: Admission = field(default_factory=Admission)
 
-    async def check(self, request: RequestInfo, make: Callable[[UserInfo], Attributes]) -> Attributes:
+    async def authenticate(self, request: RequestInfo) -> UserInfo:
+        """The caller, or Unauthorized (401) when it presented credentials nobody accepts."""
         user = await self.authenticator.authenticate(request)
         if user is None:
             raise errors.StatusError("Unauthorized", "Unauthorized")
+        return user
+
+    async def check(self, request: RequestInfo, make: Callable[[UserInfo], Attributes]) -> Attributes:
+        user = await self.authenticate(request)
         attrs = make(user)
         allowed, reason = self.authorizer.authorize(attrs)
         if not allowed:

@@ -19,9 +19,11 @@ import grpc
 from aiohttp import web
 from google.protobuf.message import Message
 
+from kubelite.api.core.v1 import generated_pb2 as core_v1
 from kubelite.api.service.v1 import service_pb2_grpc as pb_grpc
 from kubelite.api.service.v1 import streaming_pb2_grpc as streaming_grpc
 from kubelite.apiserver import endpoints
+from kubelite.apiserver.authn import BearerTokenAuthentication, BootstrapTokenAuthenticator
 from kubelite.apiserver.config import APIServerConfig
 from kubelite.apiserver.health import StorageHealth
 from kubelite.apiserver.pipeline import (
@@ -135,6 +137,29 @@ async def bootstrap(registry: Registry) -> None:
     await bootstrap_priority_classes(registry.stores[("scheduling.k8s.io", "priorityclasses")])
 
 
+def authenticator(registry: Registry) -> BearerTokenAuthentication:
+    """Bearer tokens: bootstrap tokens, read from the Secrets' watch cache (etcd when the cache has no
+    such Secret, so that a token works the moment `token create` returns)."""
+    secrets = registry.stores[("", "secrets")]
+
+    async def lookup(namespace: str, name: str) -> core_v1.Secret | None:
+        cached = secrets.cache.get(secrets.key(namespace, name))
+        obj: Message
+        if cached is not None:
+            obj = cached.obj
+        else:
+            try:
+                obj = await secrets.get(namespace, name)
+            except errors.StatusError as exc:
+                if exc.reason == "NotFound":
+                    return None
+                raise
+        assert isinstance(obj, core_v1.Secret)
+        return obj
+
+    return BearerTokenAuthentication([BootstrapTokenAuthenticator(lookup)])
+
+
 async def start(config: APIServerConfig, storage_factory: Callable[[APIServerConfig], Storage] | None = None,
                 ) -> APIServer:
     """Starts everything and returns once the server answers requests."""
@@ -149,9 +174,9 @@ async def start(config: APIServerConfig, storage_factory: Callable[[APIServerCon
     options = dict(SERVER_KEEPALIVE_OPTIONS)
     options["grpc.max_receive_message_length"] = config.max_request_bytes
     server = grpc.aio.server(options=list(options.items()))
-    pipeline = Pipeline(admission=registry.admission)
+    pipeline = Pipeline(authenticator=authenticator(registry), admission=registry.admission)
     pb_grpc.add_ResourceServiceServicer_to_server(ResourceServicer(registry, pipeline), server)
-    pb_grpc.add_DiscoveryServiceServicer_to_server(DiscoveryServicer(registry), server)
+    pb_grpc.add_DiscoveryServiceServicer_to_server(DiscoveryServicer(registry, pipeline), server)
     kubelets = KubeletDialer()
     streams = PodStreamServicer(registry, pipeline, kubelets)
     streaming_grpc.add_PodStreamServiceServicer_to_server(streams, server)

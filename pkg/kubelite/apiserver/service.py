@@ -303,11 +303,22 @@ class ResourceServicer(pb_grpc.ResourceServiceServicer):
 
 
 class DiscoveryServicer(pb_grpc.DiscoveryServiceServicer):
-    def __init__(self, registry: Registry) -> None:
+    """Discovery and version: open to anyone who can reach the server, but, as in Kubernetes, a request
+    with a credential the server does not accept is refused (401), here as on every other call."""
+
+    def __init__(self, registry: Registry, pipeline: Pipeline | None = None) -> None:
         self.registry = registry
+        self.pipeline = pipeline or Pipeline()
+
+    async def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        try:
+            await self.pipeline.authenticate(request_info(context))
+        except errors.StatusError as exc:
+            await _abort(context, exc)
 
     async def ServerResources(self, request: pb.ServerResourcesRequest,
                               context: grpc.aio.ServicerContext[Any, Any]) -> pb.APIResourceList:
+        await self._authenticate(context)
         out = pb.APIResourceList()
         for store in self.registry.stores.values():
             rt = store.rt
@@ -324,6 +335,7 @@ class DiscoveryServicer(pb_grpc.DiscoveryServiceServicer):
 
     async def Version(self, request: pb.VersionRequest,
                       context: grpc.aio.ServicerContext[Any, Any]) -> pb.VersionInfo:
+        await self._authenticate(context)
         return pb.VersionInfo(git_version=VERSION, platform=f"{sys.platform}/{platform.machine()}",
                               python_version=platform.python_version())
 

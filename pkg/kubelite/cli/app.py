@@ -33,9 +33,11 @@ from kubelite.cli import discovery, nodecmds, patchcmd, podcmds
 from kubelite.cli import edit as edit_mod
 from kubelite.cli import generate as generate_mod
 from kubelite.cli import get as get_mod
+from kubelite.cli import join as join_mod
 from kubelite.cli import label as label_mod
 from kubelite.cli import rollout as rollout_mod
 from kubelite.cli import setcmd as set_mod
+from kubelite.cli import token as token_mod
 from kubelite.cli.clientset import ConnectionOptions, Session, Streams, WatchFactory, default_watch_factory
 from kubelite.cli.cluster import cluster_cmd
 from kubelite.cli.errors import CliError
@@ -43,7 +45,8 @@ from kubelite.cli.printers import to_json, to_yaml
 from kubelite.cli.resources import default_scheme
 from kubelite.cli.runner import run_command
 from kubelite.cli.workloads import Selection
-from kubelite.machinery import codec, duration
+from kubelite.cluster import node
+from kubelite.machinery import bootstraptoken, codec, duration
 from kubelite.machinery.scheme import Scheme
 
 # Bare boolean flags (and short aliases) → explicit form, so ``--flag=false`` can share one option.
@@ -198,6 +201,8 @@ def global_options(hidden: bool) -> Callable[[Callable[..., Any]], Callable[...,
                      callback=_set_option("server"), help="The address of the API server (host:port)."),
         click.option("--context", default=None, hidden=hidden, expose_value=False,
                      callback=_set_option("context"), help="The kubeconfig context to use."),
+        click.option("--token", default=None, hidden=hidden, expose_value=False,
+                     callback=_set_option("token"), help="Bearer token for authentication to the API server."),
         click.option("--namespace", "-n", default=None, hidden=hidden, expose_value=False,
                      callback=_set_option("namespace"), help="The namespace scope for this request."),
         click.option("--request-timeout", default=None, hidden=hidden, expose_value=False,
@@ -748,6 +753,29 @@ def rollout_status_cmd(args: tuple[str, ...], filenames: tuple[str, ...], recurs
         opts = rollout_mod.StatusOptions(selection=_selection(args, filenames, recursive, selector), watch=watch,
                                          timeout=parse_duration(timeout, "--timeout"), revision=revision)
         return rollout_mod.run_status(s, opts, st.scheme, st.deps.stdin)
+@cli.group("token")
+def token_cmd() -> None:
+    """Bootstrap tokens for joining nodes (Secrets bootstrap-token-ID in kube-system)."""
+
+
+@token_cmd.command("create")
+@click.argument("token_value", metavar="[TOKEN]", required=False, default="")
+@click.option("--ttl", default="24h", show_default=True,
+              help="How long the token is valid (e.g. 2h, 30m); 0 means it never expires.")
+@click.option("--description", default="", help="A human-friendly description of what the token is for.")
+@click.option("--usages", default=",".join(bootstraptoken.USAGES), show_default=True,
+              help="What the token may be used for: authentication, signing.")
+@click.option("--groups", default="", help="Extra groups (system:bootstrappers:...) the token authenticates as.")
+@flag_option("--print-join-command", help="Print the command a new worker runs to join, instead of the token.")
+@global_options(hidden=True)
+def token_create_cmd(token_value: str, ttl: str, description: str, usages: str, groups: str,
+                     print_join_command: bool) -> None:
+    """Create a bootstrap token (random unless TOKEN is given) and print it."""
+    def body(s: Session, st: CliState) -> Any:
+        opts = token_mod.CreateOptions(token=token_value, ttl_seconds=parse_duration(ttl, "--ttl"),
+                                       description=description, usages=split_columns((usages,)),
+                                       groups=split_columns((groups,)), print_join_command=print_join_command)
+        return token_mod.run_create(s, opts)
 
     execute(body)
 
@@ -911,6 +939,37 @@ def expose_cmd(args: tuple[str, ...], filenames: tuple[str, ...], recursive: boo
                                       name=name, selector=selector, labels=labels, cluster_ip=cluster_ip,
                                       dry_run=dry_run, output=output)
     execute(lambda s, st: generate_mod.run_expose(s, opts, st.scheme, st.deps.stdin))
+@token_cmd.command("list")
+@global_options(hidden=True)
+def token_list_cmd() -> None:
+    """List the bootstrap tokens."""
+    execute(lambda s, st: token_mod.run_list(s))
+
+
+@token_cmd.command("delete")
+@click.argument("ids", metavar="TOKEN_ID|TOKEN...", nargs=-1)
+@global_options(hidden=True)
+def token_delete_cmd(ids: tuple[str, ...]) -> None:
+    """Delete bootstrap tokens, by id or by whole token."""
+    execute(lambda s, st: token_mod.run_delete(s, ids))
+
+
+@cli.command("join")
+@click.argument("endpoint", metavar="HOST:PORT")
+@click.option("--token", "join_token", required=True, help="The bootstrap token (kubelite token create).")
+@click.option("--node-name", default="", help="This node's name (default: the hostname).")
+@click.option("--node-ip", default="", help="This host's address (default: the one it reaches the API server from).")
+@click.option("--cluster-cidr", default="10.244.0.0/16", show_default=True)
+@click.option("--cluster-dns", default="10.96.0.10", show_default=True)
+@click.option("--cluster-domain", default="cluster.local", show_default=True)
+@flag_option("--no-start", help="Enable the units without starting them.")
+def join_cmd(endpoint: str, join_token: str, node_name: str, node_ip: str, cluster_cidr: str, cluster_dns: str,
+             cluster_domain: str, no_start: bool) -> None:
+    """Join THIS host to a cluster as a worker: check the token, write /etc/kubelite, start the units."""
+    opts = join_mod.JoinOptions(endpoint=endpoint, token=join_token, node_name=node_name, node_ip=node_ip,
+                                cluster_cidr=cluster_cidr, cluster_dns=cluster_dns, cluster_domain=cluster_domain,
+                                start=not no_start)
+    execute(lambda s, st: join_mod.run_join(opts, s.streams, node.LocalHost()))
 
 
 cli.add_command(cluster_cmd)

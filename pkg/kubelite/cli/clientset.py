@@ -16,7 +16,7 @@ server restarts (retry_watch); tests use it to end an otherwise endless
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from google.protobuf.message import Message
@@ -33,6 +33,8 @@ class ConnectionOptions:
     server: str = ""
     context: str = ""
     namespace: str = ""
+    # --token: a bearer token that replaces the kubeconfig user's.
+    token: str = ""
     # Seconds; 0 = the client's default deadline.
     request_timeout: float = 0.0
 
@@ -57,6 +59,8 @@ def connect(options: ConnectionOptions) -> Connection:
 
     try:
         cfg = load_kubeconfig(options.kubeconfig or None, options.server or None, options.context or None)
+        if options.token:
+            cfg = replace(cfg, token=options.token)
         if options.request_timeout > 0:
             client = Client.from_kubeconfig(cfg, timeout=options.request_timeout)
         else:

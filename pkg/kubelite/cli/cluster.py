@@ -95,11 +95,24 @@ def cluster_cmd() -> None:
 @click.option("--retain", is_flag=True, help="Keep the containers of a failed up, for debugging.")
 @click.option("--timeout", "ready_timeout", default=180.0, show_default=True, type=float,
               help="Seconds to wait for the API server to be ready.")
+@click.option("--apiserver-arg", multiple=True, help="An extra flag for every API server (repeatable).")
+@click.option("--controller-manager-arg", multiple=True, help="An extra flag for the controller managers.")
+@click.option("--scheduler-arg", multiple=True, help="An extra flag for the schedulers.")
+@click.option("--kubelet-arg", multiple=True, help="An extra flag for every kubelet.")
+@click.option("--proxy-arg", multiple=True, help="An extra flag for every kubelite-proxy.")
 def up_cmd(name: str, workers: int, image: str, pause_image: str, subnet: str, kubeconfig: str, retain: bool,
-           ready_timeout: float) -> None:
-    """Create a cluster: network, etcd members, control plane and workers, all under systemd."""
+           ready_timeout: float, apiserver_arg: tuple[str, ...], controller_manager_arg: tuple[str, ...],
+           scheduler_arg: tuple[str, ...], kubelet_arg: tuple[str, ...], proxy_arg: tuple[str, ...]) -> None:
+    """Create a cluster: network, etcd members, control plane and workers, all under systemd.
+
+    Components run with Kubernetes' defaults; the --*-arg flags change them for this cluster only
+    (as k3s' --kube-apiserver-arg), for instance --controller-manager-arg=--node-monitor-grace-period=10s.
+    """
+    extra = tuple(f"{component}:{flag}" for component, flags in (
+        ("apiserver", apiserver_arg), ("controller-manager", controller_manager_arg), ("scheduler", scheduler_arg),
+        ("kubelet", kubelet_arg), ("proxy", proxy_arg)) for flag in flags)
     cfg = _config(name=name, workers=workers, image=image, pause_image=pause_image, subnet=subnet,
-                  kubeconfig=kubeconfig, retain=retain, ready_timeout=ready_timeout)
+                  kubeconfig=kubeconfig, retain=retain, ready_timeout=ready_timeout, extra_args=extra)
 
     async def body() -> int:
         report = RichReporter()
@@ -235,15 +248,18 @@ def build_image_cmd(rebuild: bool) -> None:
 @click.option("--cluster-cidr", default="10.244.0.0/16", show_default=True)
 @click.option("--cluster-dns", default="10.96.0.10", show_default=True)
 @click.option("--cluster-domain", default="cluster.local", show_default=True)
+@click.option("--bootstrap-token", default="", help="A joining worker's bootstrap token (kubelite join).")
+@click.option("--extra-arg", "extra_args", multiple=True,
+              help="COMPONENT:--flag=value for one component (repeatable).")
 @click.option("--no-start", is_flag=True, help="Enable the units without starting them.")
 @click.option("-o", "--output", default="", type=click.Choice(["", "json"]), help="json: what was enabled.")
-def configure_node_cmd(no_start: bool, output: str, **flags: str) -> None:
+def configure_node_cmd(no_start: bool, output: str, extra_args: tuple[str, ...], **flags: str) -> None:
     """Configure THIS host as a node: /etc/kubelite env files, kubeconfig, and the installed components' units.
 
     Run by deploy/install.sh on a VM and by `cluster up` inside each node container.
     """
     try:
-        cfg = node.NodeConfig(**flags)
+        cfg = node.NodeConfig(**flags, extra_args=extra_args)
     except node.ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     try:
@@ -261,6 +277,10 @@ def configure_node_cmd(no_start: bool, output: str, **flags: str) -> None:
 @cluster_cmd.command("reset-node")
 def reset_node_cmd() -> None:
     """Undo configure-node on THIS host: stop and disable the units, remove /etc/kubelite, state, pod containers."""
-    removed = node.reset(node.LocalHost())
+    try:
+        removed = node.reset(node.LocalHost())
+    except node.ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        click.get_current_context().exit(1)
     click.echo(f"kubelite units stopped and disabled; /etc/kubelite and state removed; "
                f"{removed} pod containers removed")

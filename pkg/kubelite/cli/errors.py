@@ -40,6 +40,9 @@ def format_status_error(exc: StatusError, context: str = "", server: str = "") -
     """``Error from server (Reason): [context: ]message``, or kubectl's connection sentence as is."""
     if exc.reason in ("ServiceUnavailable", "Timeout") and exc.message.startswith(_TRANSPORT_PREFIXES):
         return exc.message
+    if exc.reason == "Unauthorized":
+        # kubectl's words for a credential the server did not accept (the server says no more, on purpose).
+        return "error: You must be logged in to the server (Unauthorized)"
     message = f"{context}: {exc.message}" if context else exc.message
     return f"Error from server ({exc.reason}): {message}"
 

@@ -41,12 +41,13 @@ from kubelite.cli.apply import check_dry_run, dry_run_suffix
 from kubelite.cli.clientset import Session, close_iterator
 from kubelite.cli.describe import DescribeWriter, pod_template_section
 from kubelite.cli.errors import CliError, format_cli_error, format_status_error
-from kubelite.cli.printers import NONE, as_list, to_json, to_yaml
+from kubelite.cli.printers import as_list, to_json, to_yaml
 from kubelite.cli.resources import object_ref, to_dict
 from kubelite.cli.workloads import ObjectRef, Selection, resolve_objects
 from kubelite.controllers import deploymentutil as du
 from kubelite.machinery.errors import StatusError
 from kubelite.machinery.scheme import Scheme
+from kubelite.machinery.tables import NONE
 
 CHANGE_CAUSE = "kubernetes.io/change-cause"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"

@@ -41,12 +41,19 @@ ETCD_PEER_PORT = 2380
 
 CONF_DIR = "/etc/kubelite"
 NODE_KUBECONFIG = f"{CONF_DIR}/kubeconfig"
+# The credential a joining node presented (kubeadm's bootstrap-kubelet.conf). Kept apart from the
+# components' kubeconfig on purpose: a bootstrap token expires (24 h by default) and is deleted by the
+# token cleaner, and a node must not drop out of the cluster when that happens. Once the security
+# work lands, the kubelet trades this file for a node certificate (TLS bootstrap).
+BOOTSTRAP_KUBECONFIG = f"{CONF_DIR}/bootstrap-kubeconfig"
 # State a node's components keep; removed by reset.
 STATE_DIRS = ("/var/lib/kubelite", "/var/lib/etcd/kubelite")
 
 CONTROL_PLANE_COMPONENTS = ("apiserver", "scheduler", "controller-manager", "kubelet", "proxy")
 WORKER_COMPONENTS = ("kubelet", "proxy")
 ALL_COMPONENTS = ("etcd", *CONTROL_PLANE_COMPONENTS)
+# The label the Docker runtime puts on the pod bridge network it creates (kubelite.runtime.docker).
+POD_NETWORK_LABEL = "io.kubelite.network"
 
 
 def unit(component: str) -> str:
@@ -92,6 +99,11 @@ class NodeConfig:
     cluster_cidr: str = "10.244.0.0/16"
     cluster_dns: str = "10.96.0.10"
     cluster_domain: str = "cluster.local"
+    # A joining worker's bootstrap token (``kubelite join``), written to BOOTSTRAP_KUBECONFIG.
+    bootstrap_token: str = ""
+    # More flags for one component, COMPONENT:--flag=value (k3s' --kube-controller-manager-arg): the
+    # local cluster's e2e tier shortens node monitoring this way; production keeps Kubernetes' defaults.
+    extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -117,6 +129,11 @@ class NodeConfig:
             except ValueError as exc:
                 raise ConfigError(f"invalid {flag} {value!r}: {exc}") from exc
         _check_ip("--cluster-dns", self.cluster_dns)
+        for arg in self.extra_args:
+            component, sep, flag = arg.partition(":")
+            if not sep or component not in CONTROL_PLANE_COMPONENTS or not flag.startswith("--"):
+                raise ConfigError(f"invalid --extra-arg {arg!r}: must be COMPONENT:--flag[=value] with COMPONENT "
+                                  f"one of {', '.join(CONTROL_PLANE_COMPONENTS)}")
 
     @property
     def local_etcd(self) -> bool:
@@ -141,7 +158,9 @@ class NodeConfig:
         out = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("role", "node_name", "node_ip") or value != defaults[f.name].default:
+            if f.name == "extra_args":
+                out += [f"--extra-arg={a}" for a in value]
+            elif f.name in ("role", "node_name", "node_ip") or value != defaults[f.name].default:
                 out.append(f"--{f.name.replace('_', '-')}={value}")
         return out
 
@@ -191,7 +210,9 @@ def component_env(node: NodeConfig, component: str) -> str:
         # Bare: the components' boolean flags take --leader-elect / --no-leader-elect (not =true).
         flags = [kubeconfig, "--leader-elect"]
     elif component == "controller-manager":
-        flags = [kubeconfig, f"--cluster-cidr={node.cluster_cidr}", "--node-cidr-mask-size=24", "--leader-elect"]
+        # kubeadm's choice: the token cleaner on, beside the defaults (Kubernetes leaves it out of "*").
+        flags = [kubeconfig, "--controllers=*,tokencleaner", f"--cluster-cidr={node.cluster_cidr}",
+                 "--node-cidr-mask-size=24", "--leader-elect"]
     elif component == "kubelet":
         flags = [kubeconfig, f"--hostname-override={node.node_name}", f"--node-ip={node.node_ip}",
                  "--runtime=docker", f"--cluster-dns={node.cluster_dns}", f"--cluster-domain={node.cluster_domain}"]
@@ -205,17 +226,20 @@ def component_env(node: NodeConfig, component: str) -> str:
                  f"--cluster-cidr={node.cluster_cidr}", "--pod-network=host-gw"]
     else:
         raise ConfigError(f"unknown component {component!r}")
+    # Later flags win in every component's parser (click keeps the last value): extras override the above.
+    flags += [a.partition(":")[2] for a in node.extra_args if a.partition(":")[0] == component]
     var = "KUBELITE_" + component.upper().replace("-", "_") + "_ARGS"
     return f"# kubelite-{component} on {node.node_name}, written by kubelite cluster configure-node.\n" + _env_line(
         var, flags)
 
 
-def node_kubeconfig(server: str) -> str:
+def node_kubeconfig(server: str, token: str = "") -> str:
     """The kubeconfig every component on the node uses (credentials join it once security lands)."""
+    user = f"\n    token: {token}\n" if token else " {}\n"
     return (
         "apiVersion: v1\nkind: Config\n"
         f"clusters:\n- name: kubelite\n  cluster:\n    server: {server}\n"
-        "users:\n- name: kubelite\n  user: {}\n"
+        f"users:\n- name: kubelite\n  user:{user}"
         "contexts:\n- name: kubelite\n  context:\n    cluster: kubelite\n    user: kubelite\n"
         "current-context: kubelite\n"
     )
@@ -226,6 +250,8 @@ def files(node: NodeConfig) -> dict[str, tuple[str, int]]:
     out = {env_path(c): (component_env(node, c), 0o644) for c in node.components}
     if node.role != ROLE_ETCD:
         out[NODE_KUBECONFIG] = (node_kubeconfig(node.api_server), 0o600)
+    if node.bootstrap_token:
+        out[BOOTSTRAP_KUBECONFIG] = (node_kubeconfig(node.api_server, node.bootstrap_token), 0o600)
     return out
 
 
@@ -241,6 +267,10 @@ class Host(Protocol):
     def remove(self, path: str) -> None: ...
 
     def remove_pod_containers(self) -> int: ...
+
+    def remove_pod_networks(self) -> int: ...
+
+    def cleanup_proxy_rules(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -268,10 +298,13 @@ def configure(node: NodeConfig, host: Host, *, start: bool = True) -> Configured
 
 
 def reset(host: Host) -> int:
-    """Stops and disables every kubelite unit, removes its files, state and pod containers; returns
-    the number of pod containers removed."""
+    """Stops and disables every kubelite unit, removes the proxy's rules and routes, the pod containers
+    and their bridge network, its files and state; returns the number of pod containers removed."""
     host.systemctl("disable", "--now", *(unit(c) for c in ALL_COMPONENTS))
+    # After the units stopped: a running proxy would put its rules straight back.
+    host.cleanup_proxy_rules()
     removed = host.remove_pod_containers()
+    host.remove_pod_networks()
     host.remove(CONF_DIR)
     for d in STATE_DIRS:
         host.remove(d)
@@ -319,3 +352,21 @@ class LocalHost:
         if cids:
             subprocess.run(["docker", "rm", "-f", *cids], capture_output=True, check=False)
         return len(cids)
+
+    def remove_pod_networks(self) -> int:
+        if shutil.which("docker") is None:
+            return 0
+        r = subprocess.run(["docker", "network", "ls", "-q", "--filter", f"label={POD_NETWORK_LABEL}"],
+                           capture_output=True, text=True, check=False)
+        ids = r.stdout.split()
+        if ids:
+            subprocess.run(["docker", "network", "rm", *ids], capture_output=True, check=False)
+        return len(ids)
+
+    def cleanup_proxy_rules(self) -> None:
+        # The proxy knows its own chains, nft tables and routes (both modes): ask it, as kube-proxy --cleanup.
+        proxy = shutil.which(binary("proxy"))
+        if proxy is not None:
+            r = subprocess.run([proxy, "--cleanup"], capture_output=True, text=True, check=False)
+            if r.returncode != 0:
+                raise ConfigError(f"kubelite-proxy --cleanup failed: {(r.stderr or r.stdout).strip()[-500:]}")

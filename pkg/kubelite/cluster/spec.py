@@ -19,6 +19,7 @@ import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from kubelite.cluster.node import (
     API_PORT,
@@ -111,6 +112,8 @@ class ClusterConfig:
     cluster_domain: str = "cluster.local"
     service_node_port_range: str = "30000-32767"
     ready_timeout: float = 180.0
+    # COMPONENT:--flag=value, given to that component on every node (see NodeConfig.extra_args).
+    extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         validate_name(self.name)
@@ -126,6 +129,8 @@ class ClusterConfig:
                 raise ConfigError(f"invalid {flag} {value!r}: {exc}") from exc
         if self.ready_timeout <= 0:
             raise ConfigError(f"invalid --timeout {self.ready_timeout}: must be positive")
+        # Checked here, before any container starts, by the same rule configure-node applies.
+        NodeConfig(role=ROLE_CONTROL_PLANE, node_name="check", node_ip="10.0.0.1", extra_args=self.extra_args)
 
 
 @dataclass(frozen=True)
@@ -179,7 +184,7 @@ def etcd_servers(members: Sequence[Member]) -> str:
 
 def node_config(cfg: ClusterConfig, member: Member, members: Sequence[Member]) -> NodeConfig:
     """What ``kubelite cluster configure-node`` is told inside the member's container."""
-    common = {"service_cluster_ip_range": cfg.service_cluster_ip_range,
+    common: dict[str, Any] = {"service_cluster_ip_range": cfg.service_cluster_ip_range,
               "service_node_port_range": cfg.service_node_port_range, "cluster_cidr": cfg.cluster_cidr,
               "cluster_dns": cfg.cluster_dns, "cluster_domain": cfg.cluster_domain}
     if member.role == ROLE_ETCD:
@@ -188,10 +193,10 @@ def node_config(cfg: ClusterConfig, member: Member, members: Sequence[Member]) -
                           initial_cluster_token=f"kubelite-{cfg.name}", **common)
     if member.role == ROLE_CONTROL_PLANE:
         return NodeConfig(role=ROLE_CONTROL_PLANE, node_name=member.name, node_ip=member.ip,
-                          etcd_servers=etcd_servers(members), **common)
+                          etcd_servers=etcd_servers(members), extra_args=cfg.extra_args, **common)
     cp = control_plane(members)
     return NodeConfig(role=ROLE_WORKER, node_name=member.name, node_ip=member.ip,
-                      server=f"http://{cp.ip}:{API_PORT}", **common)
+                      server=f"http://{cp.ip}:{API_PORT}", extra_args=cfg.extra_args, **common)
 
 
 # PLATFORM.md: the flags that let a container run its own dockerd and systemd here

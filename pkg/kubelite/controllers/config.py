@@ -26,10 +26,11 @@ KNOWN_CONTROLLERS: dict[str, tuple[str, ...]] = {
     "serviceaccount": ("serviceaccount", "serviceaccount-controller"),
     "podgc": ("podgc", "pod-garbage-collector-controller"),
     "disruption": ("disruption", "disruption-controller"),
+    "tokencleaner": ("tokencleaner", "token-cleaner-controller"),
 }
 
-# Kubernetes leaves a few controllers out of "*"; none of ours is one of them.
-DISABLED_BY_DEFAULT: frozenset[str] = frozenset()
+# Kubernetes leaves a few controllers out of "*" (kubeadm names them: --controllers=*,tokencleaner).
+DISABLED_BY_DEFAULT: frozenset[str] = frozenset({"tokencleaner"})
 
 
 def _canonical(name: str) -> str | None:
@@ -65,7 +66,7 @@ def select_controllers(spec: tuple[str, ...]) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class ControllerManagerConfig:
     server: str
-    controllers: tuple[str, ...] = tuple(KNOWN_CONTROLLERS)
+    controllers: tuple[str, ...] = tuple(c for c in KNOWN_CONTROLLERS if c not in DISABLED_BY_DEFAULT)
     bind_address: str = "0.0.0.0"
     secure_port: int = 10257
     cluster_cidr: str = "10.244.0.0/16"

@@ -28,6 +28,8 @@ from kubelite.controllers.podcontrol import ClientPodControl
 from kubelite.controllers.podgc import PodGCController
 from kubelite.controllers.replicaset import ReplicaSetController
 from kubelite.controllers.serviceaccount import ServiceAccountsController
+from kubelite.controllers.tokencleaner import TokenCleaner
+from kubelite.machinery import bootstraptoken
 
 Runnable = Callable[[], Coroutine[Any, Any, None]]
 
@@ -179,6 +181,15 @@ def start_podgc(ctx: Any) -> list[tuple[str, Runnable]]:
     return [("podgc", lambda: controller.run(_synced(pod_informer, node_informer)))]
 
 
+def start_tokencleaner(ctx: Any) -> list[tuple[str, Runnable]]:
+    # Only kube-system holds bootstrap tokens: the informer watches nothing else.
+    informer = ctx.factory.informer_for(core.Secret, bootstraptoken.NAMESPACE)
+    controller = TokenCleaner(Lister(informer), ctx.client)
+    controller.attach(informer)
+    runner = ControllerRunner(controller, 1)
+    return [("tokencleaner", lambda: runner.run(_synced(informer)))]
+
+
 START_FUNCS: dict[str, Callable[[Any], list[tuple[str, Runnable]]]] = {
     "replicaset": start_replicaset,
     "deployment": start_deployment,
@@ -190,4 +201,5 @@ START_FUNCS: dict[str, Callable[[Any], list[tuple[str, Runnable]]]] = {
     "serviceaccount": start_serviceaccount,
     "podgc": start_podgc,
     "disruption": start_disruption,
+    "tokencleaner": start_tokencleaner,
 }

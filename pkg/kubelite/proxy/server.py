@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 import socket
 import time
 from collections.abc import Callable
@@ -266,6 +267,10 @@ def make_pod_network(config: ProxyConfig) -> PodNetwork:
 async def cleanup(config: ProxyConfig) -> None:
     """--cleanup: removes what either mode installed (a node may be switching modes), and the pod network's."""
     for mode in ("iptables", "nftables"):
+        if mode == "nftables" and not config.exec_prefix and shutil.which("nft") is None:
+            # Without nft on the host, nftables mode never ran here: there is nothing of it to remove.
+            log.info("nft is not installed: no nftables rules to remove")
+            continue
         await make_proxier(config, mode).cleanup()
         log.info("removed the %s rules", mode)
     await make_pod_network(config).cleanup()

@@ -21,10 +21,6 @@ from kubelite.api.core.v1 import generated_pb2 as core_v1
 
 DEFAULT_TERMINATION_GRACE_PERIOD = 30
 DEFAULT_SCHEDULER_NAME = "default-scheduler"
-# DefaultTolerationSeconds admission: pods stay bound to an unreachable/not-ready node for 5 minutes.
-DEFAULT_NOT_READY_TOLERATION_SECONDS = 300
-NOT_READY_TAINT = "node.kubernetes.io/not-ready"
-UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
 # Files projected from secrets / config maps are rw-r--r-- unless asked otherwise.
 DEFAULT_VOLUME_MODE = 0o644
 DEFAULT_SESSION_AFFINITY_TIMEOUT = 10800
@@ -130,12 +126,6 @@ def default_pod_spec(spec: core_v1.PodSpec) -> None:
         _default_volume(v)
 
 
-def _has_toleration(spec: core_v1.PodSpec, key: str) -> bool:
-    # Any toleration that would already cover the taint's NoExecute effect counts (as in the admission plugin).
-    return any((t.key == key or (not t.key and t.operator == "Exists")) and t.effect in ("", "NoExecute")
-               for t in spec.tolerations)
-
-
 def default_pod(pod: core_v1.Pod) -> None:
     spec = pod.spec
     default_pod_spec(spec)
@@ -150,10 +140,9 @@ def default_pod(pod: core_v1.Pod) -> None:
         for name, value in c.resources.limits.items():
             if name not in c.resources.requests:
                 c.resources.requests[name] = value
-    for key in (NOT_READY_TAINT, UNREACHABLE_TAINT):
-        if not _has_toleration(spec, key):
-            spec.tolerations.add(key=key, operator="Exists", effect="NoExecute",
-                                 toleration_seconds=DEFAULT_NOT_READY_TOLERATION_SECONDS)
+    # The not-ready/unreachable tolerations are not defaulted here: the DefaultTolerationSeconds admission
+    # plugin adds them with the server's --default-*-toleration-seconds. Defaulting runs first, so a fixed
+    # 300 s here would hide the flags from it (pods always got 300 s whatever the operator set).
 
 
 # --------------------------------------------------------------------------------------------
