@@ -206,3 +206,12 @@ async def test_list_pages_and_watch_list(http: aiohttp.ClientSession, ns: str) -
     assert rows[0]["object"]["kind"] == "Table" and "columnDefinitions" in rows[0]["object"]
     assert "columnDefinitions" not in rows[1]["object"]
     assert rows[0]["object"]["rows"][0]["cells"][:2] == ["p0", "1"]
+
+
+async def test_a_credential_nobody_accepts_is_401_everywhere(http: aiohttp.ClientSession, ns: str) -> None:
+    bogus = {"Authorization": "Bearer abcdef.0123456789abcdef"}  # a bootstrap token's shape, with no Secret
+    for path in ("/version", "/api", "/apis", "/api/v1", "/openapi/v3", f"/api/v1/namespaces/{ns}/configmaps"):
+        got, doc, _ = await call(http, "GET", path, **bogus)
+        assert (got, doc["reason"]) == (401, "Unauthorized"), path
+    got, _, _ = await call(http, "GET", f"/api/v1/namespaces/{ns}/configmaps")
+    assert got == 200  # no credential: anonymous requests are still let through

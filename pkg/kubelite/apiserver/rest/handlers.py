@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -202,18 +202,26 @@ class RestAPI:
             self._streams.discard(task)
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_get("/version", self.version)
-        app.router.add_get("/version/", self.version)
-        app.router.add_get("/api", self.api)
-        app.router.add_get("/api/", self.api)
-        app.router.add_get("/apis", self.apis)
-        app.router.add_get("/apis/", self.apis)
-        app.router.add_get("/openapi/v3", self.openapi_index)
-        app.router.add_get("/openapi/v3/{gv:.+}", self.openapi_document)
+        for path, handler in (("/version", self.version), ("/version/", self.version), ("/api", self.api),
+                              ("/api/", self.api), ("/apis", self.apis), ("/apis/", self.apis),
+                              ("/openapi/v3", self.openapi_index), ("/openapi/v3/{gv:.+}", self.openapi_document)):
+            app.router.add_get(path, self._authenticated(handler))
         app.router.add_route("*", "/api/{tail:.+}", self.resource)
         app.router.add_route("*", "/apis/{tail:.+}", self.resource)
 
     # --- discovery -----------------------------------------------------------------------------------
+
+    def _authenticated(self, handler: Callable[[web.Request], Awaitable[web.Response]],
+                       ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """Discovery is open to anyone, but a credential the server does not accept is 401, as everywhere."""
+        async def wrapped(request: web.Request) -> web.Response:
+            try:
+                await self.pipeline.authenticate(request_info(request))
+            except errors.StatusError as exc:
+                return error_response(exc)
+            return await handler(request)
+
+        return wrapped
 
     async def version(self, request: web.Request) -> web.Response:
         return json_response(discovery.version(self.server_version))
@@ -290,6 +298,7 @@ class RestAPI:
 
     async def _group_documents(self, request: web.Request) -> web.Response:
         """/api/v1, /apis/<group> and /apis/<group>/<version>: the documents under the resource paths."""
+        await self.pipeline.authenticate(request_info(request))
         parts = [p for p in request.path.split("/") if p]
         if request.method != "GET":
             raise errors.method_not_supported("", request.path, request.method.lower())
