@@ -27,7 +27,8 @@ if ! command -v dockerd >/dev/null 2>&1; then
 fi
 if ! docker info >/dev/null 2>&1; then
   echo "docker: starting dockerd" >&2
-  nohup dockerd >/var/log/dockerd.log 2>&1 &
+  # A session of its own: the engine must outlive the shell (and the process group) that started it.
+  setsid nohup dockerd >>/var/log/dockerd.log 2>&1 < /dev/null &
   for _ in $(seq 1 100); do
     docker info >/dev/null 2>&1 && break
     sleep 0.2
