@@ -753,29 +753,6 @@ def rollout_status_cmd(args: tuple[str, ...], filenames: tuple[str, ...], recurs
         opts = rollout_mod.StatusOptions(selection=_selection(args, filenames, recursive, selector), watch=watch,
                                          timeout=parse_duration(timeout, "--timeout"), revision=revision)
         return rollout_mod.run_status(s, opts, st.scheme, st.deps.stdin)
-@cli.group("token")
-def token_cmd() -> None:
-    """Bootstrap tokens for joining nodes (Secrets bootstrap-token-ID in kube-system)."""
-
-
-@token_cmd.command("create")
-@click.argument("token_value", metavar="[TOKEN]", required=False, default="")
-@click.option("--ttl", default="24h", show_default=True,
-              help="How long the token is valid (e.g. 2h, 30m); 0 means it never expires.")
-@click.option("--description", default="", help="A human-friendly description of what the token is for.")
-@click.option("--usages", default=",".join(bootstraptoken.USAGES), show_default=True,
-              help="What the token may be used for: authentication, signing.")
-@click.option("--groups", default="", help="Extra groups (system:bootstrappers:...) the token authenticates as.")
-@flag_option("--print-join-command", help="Print the command a new worker runs to join, instead of the token.")
-@global_options(hidden=True)
-def token_create_cmd(token_value: str, ttl: str, description: str, usages: str, groups: str,
-                     print_join_command: bool) -> None:
-    """Create a bootstrap token (random unless TOKEN is given) and print it."""
-    def body(s: Session, st: CliState) -> Any:
-        opts = token_mod.CreateOptions(token=token_value, ttl_seconds=parse_duration(ttl, "--ttl"),
-                                       description=description, usages=split_columns((usages,)),
-                                       groups=split_columns((groups,)), print_join_command=print_join_command)
-        return token_mod.run_create(s, opts)
 
     execute(body)
 
@@ -939,6 +916,35 @@ def expose_cmd(args: tuple[str, ...], filenames: tuple[str, ...], recursive: boo
                                       name=name, selector=selector, labels=labels, cluster_ip=cluster_ip,
                                       dry_run=dry_run, output=output)
     execute(lambda s, st: generate_mod.run_expose(s, opts, st.scheme, st.deps.stdin))
+
+
+@cli.group("token")
+def token_cmd() -> None:
+    """Bootstrap tokens for joining nodes (Secrets bootstrap-token-ID in kube-system)."""
+
+
+@token_cmd.command("create")
+@click.argument("token_value", metavar="[TOKEN]", required=False, default="")
+@click.option("--ttl", default="24h", show_default=True,
+              help="How long the token is valid (e.g. 2h, 30m); 0 means it never expires.")
+@click.option("--description", default="", help="A human-friendly description of what the token is for.")
+@click.option("--usages", default=",".join(bootstraptoken.USAGES), show_default=True,
+              help="What the token may be used for: authentication, signing.")
+@click.option("--groups", default="", help="Extra groups (system:bootstrappers:...) the token authenticates as.")
+@flag_option("--print-join-command", help="Print the command a new worker runs to join, instead of the token.")
+@global_options(hidden=True)
+def token_create_cmd(token_value: str, ttl: str, description: str, usages: str, groups: str,
+                     print_join_command: bool) -> None:
+    """Create a bootstrap token (random unless TOKEN is given) and print it."""
+    def body(s: Session, st: CliState) -> Any:
+        opts = token_mod.CreateOptions(token=token_value, ttl_seconds=parse_duration(ttl, "--ttl"),
+                                       description=description, usages=split_columns((usages,)),
+                                       groups=split_columns((groups,)), print_join_command=print_join_command)
+        return token_mod.run_create(s, opts)
+
+    execute(body)
+
+
 @token_cmd.command("list")
 @global_options(hidden=True)
 def token_list_cmd() -> None:
