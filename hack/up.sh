@@ -58,5 +58,8 @@ Try:
   kubelite exec -it <pod> -- sh
   kubelite scale deploy/web --replicas=5
   kubelite drain $NAME-worker --ignore-daemonsets
+  kubelite rollout restart deploy/web; kubelite rollout status deploy/web
+The same kubeconfig works for kubectl (the test suite installs kubectl 1.37 into $VENV/bin):
+  kubectl get nodes -o wide; kubectl get all; kubectl explain deployment.spec
 Remove everything with: make down
 MSG
