@@ -27,7 +27,7 @@ import aiohttp
 from rich.console import Console
 from rich.table import Table
 
-from bench.run import configmap, pct, pod, rate
+from bench.run import configmap, pct, pod, rate, watcher_proc
 from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.client.client import Client
 from tests.support.apiserver import APIServerProcess
@@ -64,33 +64,6 @@ def _rest_watchers(http: str, ns: str, count: int, expect: int, rv: str, out: mp
     asyncio.run(main())
 
 
-def _grpc_watchers(address: str, ns: str, count: int, expect: int, rv: str, out: mp.Queue) -> None:  # type: ignore[type-arg]
-    async def main() -> None:
-        client = Client(address)
-        received: list[tuple[str, float]] = []
-        opened = asyncio.Semaphore(0)
-
-        async def one() -> None:
-            got = 0
-            stream = client.watch(core.ConfigMap, ns, resource_version=rv)
-            opened.release()
-            async for ev in stream:
-                received.append((ev.object.metadata.name, time.time()))
-                got += 1
-                if got == expect:
-                    return
-
-        tasks = [asyncio.create_task(one()) for _ in range(count)]
-        for _ in range(count):
-            await opened.acquire()
-        out.put(("ready", count))
-        await asyncio.wait_for(asyncio.gather(*tasks), 300)
-        out.put(("done", received))
-        await client.close()
-
-    asyncio.run(main())
-
-
 async def fan_out(client: Client, api: APIServerProcess, rest: bool, watchers: int, writes: int) -> list[float]:
     """Delivery delays (ms after the write's acknowledgement) of every event at every watcher."""
     name = f"bench-watch-{'rest' if rest else 'grpc'}"
@@ -102,7 +75,7 @@ async def fan_out(client: Client, api: APIServerProcess, rest: bool, watchers: i
     q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
     procs_n = 4
     target, where = ((_rest_watchers, f"http://127.0.0.1:{api.http_port}") if rest
-                     else (_grpc_watchers, api.address))
+                     else (watcher_proc, api.address))
     procs = [ctx.Process(target=target, args=(where, name, watchers // procs_n, writes, rv, q))
              for _ in range(procs_n)]
     for p in procs:

@@ -101,7 +101,7 @@ def etcd_client(endpoint: str) -> aetcd.Client:
     return aetcd.Client(host=host, port=int(port), options={"grpc.max_receive_message_length": 256 * 1024 * 1024})
 
 
-def _watcher_proc(address: str, ns: str, count: int, expect: int, rv: str, out: mp.Queue) -> None:  # type: ignore[type-arg]
+def watcher_proc(address: str, ns: str, count: int, expect: int, rv: str, out: mp.Queue) -> None:  # type: ignore[type-arg]
     """A process of `count` watchers; reports (name, receive time) per event and watcher."""
 
     async def main() -> None:
@@ -194,7 +194,7 @@ async def bench(quick: bool, nodes: int, pods_per_node: int) -> None:
             # spawn, not fork: gRPC's state in this process does not survive a fork.
             ctx = mp.get_context("spawn")
             q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
-            procs = [ctx.Process(target=_watcher_proc,
+            procs = [ctx.Process(target=watcher_proc,
                                 args=(api.address, "bench-watch", watchers // procs_n, writes, rv, q))
                      for _ in range(procs_n)]
             for p in procs:

@@ -408,7 +408,8 @@ class ResourceStore:
         if status and not self.rt.has_status:
             raise errors.method_not_supported(self.rt.group, self.rt.resource, "update status")
         if attrs.name and meta.name and meta.name != attrs.name:
-            raise errors.bad_request("the name of the object does not match the name on the URL")
+            raise errors.bad_request(f"the name of the object ({meta.name}) does not match the name on the URL "
+                                     f"({attrs.name})")
         name = meta.name or attrs.name
         precondition = parse_rv(meta.resource_version) if meta.resource_version else 0
 

@@ -195,20 +195,15 @@ def _remove(obj: Any, path: Path) -> None:
 # --- the merge -----------------------------------------------------------------------------------------------
 
 
-def merge(live: Any, applied: Any, fi: codec.FieldInfo | None, fields: Mapping[str, codec.FieldInfo] | None) -> Any:
-    """``applied`` over ``live`` as the schema combines them (see the module docstring)."""
-    if fields is not None:  # an object
-        if not isinstance(live, dict) or not isinstance(applied, Mapping):
-            return copy.deepcopy(applied)
-        out = dict(live)
-        for key, value in applied.items():
-            sub = fields.get(key)
-            if sub is None:
-                out[key] = copy.deepcopy(value)
-                continue
-            out[key] = _merge_field(live.get(key), value, sub) if key in live else copy.deepcopy(value)
-        return out
-    return copy.deepcopy(applied)
+def merge(live: Any, applied: Any, fields: Mapping[str, codec.FieldInfo]) -> Any:
+    """``applied`` over the object ``live`` as the schema combines them (see the module docstring)."""
+    if not isinstance(live, dict) or not isinstance(applied, Mapping):
+        return copy.deepcopy(applied)
+    out = dict(live)
+    for key, value in applied.items():
+        sub = fields.get(key)
+        out[key] = _merge_field(live[key], value, sub) if sub is not None and key in live else copy.deepcopy(value)
+    return out
 
 
 def _merge_field(live: Any, applied: Any, fi: codec.FieldInfo) -> Any:
@@ -219,7 +214,7 @@ def _merge_field(live: Any, applied: Any, fi: codec.FieldInfo) -> Any:
         out = dict(live)
         for k, v in applied.items():
             if vfi is not None and vfi.is_message and not vfi.is_wkt and vfi.message is not None and k in live:
-                out[k] = merge(live[k], v, None, codec.fields_of(vfi.message))
+                out[k] = merge(live[k], v, codec.fields_of(vfi.message))
             else:
                 out[k] = copy.deepcopy(v)
         return out
@@ -237,13 +232,13 @@ def _merge_field(live: Any, applied: Any, fi: codec.FieldInfo) -> Any:
                 if match is None:
                     out_list.append(copy.deepcopy(item))
                 else:
-                    out_list[match] = merge(out_list[match], item, None, fields)
+                    out_list[match] = merge(out_list[match], item, fields)
             return out_list
         if fi.merges_as_set:
             return list(live) + [v for v in applied if v not in live]
         return copy.deepcopy(applied)
     if fi.is_message and not fi.is_wkt and fi.message is not None:
-        return merge(live, applied, None, codec.fields_of(fi.message))
+        return merge(live, applied, codec.fields_of(fi.message))
     return copy.deepcopy(applied)
 
 
@@ -273,7 +268,6 @@ class Conflict:
 @dataclass
 class Applied:
     object: Obj
-    managed_fields: list[Obj]
     conflicts: list[Conflict]
 
 
@@ -299,13 +293,13 @@ def apply(live: Obj | None, intent: Mapping[str, Any], message_type: type[Messag
             if value_at(base, path) != value_at(intent, path):
                 conflicts.append(Conflict(str(entry.get("manager", "")), str(entry.get("apiVersion", "")), path))
     if conflicts and not force:
-        return Applied(base, entries, conflicts)
+        return Applied(base, conflicts)
     for c in conflicts:  # forced: the applier takes these fields over
         for i, entry in enumerate(entries):
             if entry.get("manager") == c.manager:
                 owned[i].discard(c.path)
 
-    merged = merge(base, intent, None, codec.fields_of(message_type))
+    merged = merge(base, intent, codec.fields_of(message_type))
     others = set().union(*(owned[i] for i in owned if i not in mine)) if owned else set()
     # Whole list items first (their own fields then go with them), then single fields; sorted for determinism.
     for path in sorted(previous - applied_set, key=lambda p: (p[-1] != ".", len(p), p)):
@@ -322,7 +316,7 @@ def apply(live: Obj | None, intent: Mapping[str, Any], message_type: type[Messag
     kept.append({"manager": manager, "operation": "Apply", "apiVersion": api_version, "time": now,
                  "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(applied_set)})
     merged.setdefault("metadata", {})["managedFields"] = kept
-    return Applied(merged, kept, [])
+    return Applied(merged, [])
 
 
 def conflict_message(conflicts: list[Conflict]) -> str:

@@ -88,7 +88,7 @@ def api_resource_list(registry: Registry, group: str, ver: str) -> dict[str, Any
             body = sub.body_type(store)
             resources.append({"name": f"{rt.resource}/{name}", "singularName": "", "namespaced": rt.namespaced,
                               "kind": body.DESCRIPTOR.name, "verbs": list(sub.verbs),
-                              **_body_group_version(store, body.DESCRIPTOR.full_name)})
+                              **body_group_version(store, body.DESCRIPTOR.full_name)})
         for name, kind, verbs in STREAM_SUBRESOURCES.get((rt.group, rt.resource), ()):
             resources.append({"name": f"{rt.resource}/{name}", "singularName": "", "namespaced": rt.namespaced,
                               "kind": kind, "verbs": list(verbs)})
@@ -104,7 +104,7 @@ STREAM_SUBRESOURCES: dict[tuple[str, str], tuple[tuple[str, str, tuple[str, ...]
 }
 
 
-def _body_group_version(store: ResourceStore, full_name: str) -> dict[str, str]:
+def body_group_version(store: ResourceStore, full_name: str) -> dict[str, str]:
     """A subresource whose body is another group's kind (autoscaling/v1 Scale, policy/v1 Eviction) says so."""
     package = full_name.rsplit(".", 1)[0]  # kubelite.api.<group>.<version>
     parts = package.split(".")

@@ -463,13 +463,9 @@ class RestAPI:
         body = await self._read_body(request)
         obj, warnings = self._decode_object(request, body, store.rt.message, query, store.rt.api_version,
                                             store.rt.kind)
-        meta: Any = obj.metadata  # type: ignore[attr-defined]
-        if store.rt.namespaced:
-            if meta.namespace and meta.namespace != target.namespace:
-                raise errors.bad_request("the namespace of the provided object does not match the namespace sent "
-                                         "on the request")
-            meta.namespace = target.namespace
-        attrs = await self._attrs(request, "create", store, target, query.dry_run, name=meta.name)
+        # The store checks the object's namespace against the URL's and fills it in, for both APIs.
+        attrs = await self._attrs(request, "create", store, target, query.dry_run,
+                                  name=obj.metadata.name)  # type: ignore[attr-defined]
         created = await store.create(attrs, obj)
         return self._object_response(request, store, created, query, 201, warnings)
 
@@ -478,16 +474,7 @@ class RestAPI:
         body = await self._read_body(request)
         obj, warnings = self._decode_object(request, body, store.rt.message, query, store.rt.api_version,
                                             store.rt.kind)
-        meta: Any = obj.metadata  # type: ignore[attr-defined]
-        if meta.name and meta.name != target.name:
-            raise errors.bad_request(f"the name of the object ({meta.name}) does not match the name on the URL "
-                                     f"({target.name})")
-        meta.name = target.name
-        if store.rt.namespaced:
-            if meta.namespace and meta.namespace != target.namespace:
-                raise errors.bad_request("the namespace of the provided object does not match the namespace sent "
-                                         "on the request")
-            meta.namespace = target.namespace
+        # The store checks the object's name and namespace against the URL's, for both APIs.
         attrs = await self._attrs(request, "update", store, target, query.dry_run)
         updated = await store.update(attrs, obj)
         return self._object_response(request, store, updated, query, 200, warnings)
@@ -658,14 +645,15 @@ class RestAPI:
         await resp.prepare(request)
         gauge = metrics.WATCHERS.labels(store.rt.group, store.rt.resource)
         gauge.inc()
-        first_table = [True]
+        first_table = True
 
         def line(event_type: str, obj: dict[str, Any]) -> bytes:
+            nonlocal first_table
             if as_table and event_type not in ("ERROR", "BOOKMARK"):
                 meta = {"resourceVersion": obj.get("metadata", {}).get("resourceVersion", "")}
                 obj = tables.table(store.rt.group, store.rt.kind, [obj], meta, query.include_object,
-                                   with_columns=first_table[0])
-                first_table[0] = False
+                                   with_columns=first_table)
+                first_table = False
             return orjson.dumps({"type": event_type, "object": obj}) + b"\n"
 
         def bookmark(revision: int, initial_end: bool = False) -> bytes:
@@ -741,7 +729,7 @@ def _group_version_kind(body_type: type[Message], store: ResourceStore) -> tuple
     """apiVersion and kind of a subresource's body (the parent's own, or autoscaling/v1 Scale, policy/v1 ...)."""
     if body_type is store.rt.message:
         return store.rt.api_version, store.rt.kind
-    gv = discovery._body_group_version(store, body_type.DESCRIPTOR.full_name)
+    gv = discovery.body_group_version(store, body_type.DESCRIPTOR.full_name)
     group = gv.get("group", store.rt.group)
     ver = gv.get("version", store.rt.version)
     return (f"{group}/{ver}" if group else ver), body_type.DESCRIPTOR.name
