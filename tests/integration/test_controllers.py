@@ -33,6 +33,9 @@ def controller_manager(apiserver: APIServerProcess, tmp_path: Path) -> Iterator[
     with ControllerManagerProcess(apiserver.server, tmp_path / "controller-manager.log",
                                   extra_args=FAST_ELECTION) as cm:
         yield cm
+    # Shown by pytest only when the test failed: what the controllers did, for a failure seen once in CI.
+    lines = (tmp_path / "controller-manager.log").read_text(errors="replace").splitlines()
+    print("--- controller-manager log (last 60 lines) ---", *lines[-60:], sep="\n")
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from kubelite.api.coordination.v1 import generated_pb2 as coordination
 from kubelite.api.core.v1 import generated_pb2 as core
@@ -105,12 +105,14 @@ class PodStatusWriter:
                     log.info("pod status writer: renewing the lease of %s: %s", name, exc)
 
     async def _run(self) -> None:
-        listed = await self.client.list(core.Pod, self.namespace)
-        for pod in listed.items:
-            self._handle(pod)
-        rv = listed.resource_version
+        rv = ""
         while True:
             try:
+                if not rv:
+                    listed = await self.client.list(core.Pod, self.namespace)
+                    for pod in listed.items:
+                        self._handle(pod)
+                    rv = listed.resource_version
                 async with contextlib.aclosing(self._watch(rv)) as events:
                     async for etype, pod in events:
                         rv = pod.metadata.resource_version or rv
@@ -118,6 +120,8 @@ class PodStatusWriter:
                             self._handle(pod)
             except StatusError as exc:
                 log.info("pod status writer: watch ended (%s); resuming", exc)
+                if exc.reason == "Expired":
+                    rv = ""  # relist: the pods handled already are skipped by uid
                 await asyncio.sleep(0.2)
 
     async def _watch(self, rv: str) -> AsyncIterator[tuple[str, core.Pod]]:
@@ -138,27 +142,47 @@ class PodStatusWriter:
         task.add_done_callback(self._pending.discard)
 
     async def _start(self, pod: core.Pod) -> None:
-        name = pod.metadata.name
-        try:
-            node = pod.spec.node_name
-            if not node:
-                node = self.nodes[next(self._placed) % len(self.nodes)]
-                await self.client.bind(self.namespace, name, node, uid=pod.metadata.uid)
-            if self.ready_delay:
-                await asyncio.sleep(self.ready_delay)
-            current = await self.client.get(core.Pod, name, self.namespace)
-            current.status.phase = "Running"
-            n = next(self._ips)
-            current.status.pod_ip = f"10.250.{n // 250}.{n % 250 + 1}"
-            current.status.host_ip = "127.0.0.1"
-            ready = "False" if current.metadata.labels.get(NOT_READY_LABEL) else "True"
-            for ctype in ("Initialized", "ContainersReady", "Ready"):
-                cond = current.status.conditions.add(type=ctype, status="True" if ctype == "Initialized" else ready)
-                cond.last_transition_time.GetCurrentTime()
-            current.status.start_time.GetCurrentTime()
-            await self.client.update_status(current)
-        except StatusError as exc:
-            log.info("pod status writer: starting %s failed: %s", name, exc)
+        """Binds the pod and reports it running, each step retried until it lands or the pod is
+        gone: a kubelet keeps reconciling too, and one conflict or refused connection on a loaded
+        machine must not leave a pod pending for the rest of the test."""
+        if not await self._retry(pod, self._bind):
+            return
+        if self.ready_delay:
+            await asyncio.sleep(self.ready_delay)
+        await self._retry(pod, self._report_running)
+
+    async def _retry(self, pod: core.Pod, step: Callable[[core.Pod], Awaitable[None]]) -> bool:
+        delay = 0.1
+        while True:
+            try:
+                current = await self.client.get(core.Pod, pod.metadata.name, self.namespace)
+                if current.metadata.uid != pod.metadata.uid or current.metadata.HasField("deletion_timestamp"):
+                    return False
+                await step(current)
+                return True
+            except StatusError as exc:
+                if exc.reason == "NotFound":
+                    return False
+                log.info("pod status writer: %s of %s failed (retrying): %s", step.__name__, pod.metadata.name, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def _bind(self, current: core.Pod) -> None:
+        if not current.spec.node_name:
+            node = self.nodes[next(self._placed) % len(self.nodes)]
+            await self.client.bind(self.namespace, current.metadata.name, node, uid=current.metadata.uid)
+
+    async def _report_running(self, current: core.Pod) -> None:
+        current.status.phase = "Running"
+        n = next(self._ips)
+        current.status.pod_ip = f"10.250.{n // 250}.{n % 250 + 1}"
+        current.status.host_ip = "127.0.0.1"
+        ready = "False" if current.metadata.labels.get(NOT_READY_LABEL) else "True"
+        for ctype in ("Initialized", "ContainersReady", "Ready"):
+            cond = current.status.conditions.add(type=ctype, status="True" if ctype == "Initialized" else ready)
+            cond.last_transition_time.GetCurrentTime()
+        current.status.start_time.GetCurrentTime()
+        await self.client.update_status(current)
 
     async def _confirm_delete(self, pod: core.Pod) -> None:
         try:
