@@ -26,6 +26,7 @@ from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.api.policy.v1 import generated_pb2 as policy
 from kubelite.api.scheduling.v1 import generated_pb2 as scheduling
 from kubelite.client.client import Client
+from kubelite.machinery import schedulingreasons
 from tests.support.apiserver import APIServerProcess
 from tests.support.hollow import delete_all_nodes, hollow_node, register
 from tests.support.objects import make_pod
@@ -428,6 +429,12 @@ async def test_a_refusal_is_an_event_and_a_condition_that_describe_shows(
 
     (event,) = await _until("no FailedScheduling event", failed_scheduling)
     assert (event.type, event.source.component, event.involved_object.kind) == ("Warning", scheduler_name, "Pod")
+
+    async def recorded() -> str:
+        pod = await client.get(core.Pod, "big", ns)
+        return pod.metadata.annotations.get(schedulingreasons.ANNOTATION, "")
+
+    await _until("no node-by-node record on the pod", recorded)
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     env["HOME"] = str(tmp_path)
     kubelite = Path(sys.executable).parent / "kubelite"
@@ -446,6 +453,18 @@ async def test_a_refusal_is_an_event_and_a_condition_that_describe_shows(
     row = lines[at + 3]
     assert row.split()[:2] == ["Warning", "FailedScheduling"]
     assert row.endswith(f"{scheduler_name}  {expected}")
+    # Beyond Kubernetes: which node refused it, in which plugin, and why; the record itself is not listed.
+    at = lines.index("Refusals:")
+    assert [line.split(None, 2) for line in lines[at + 1:at + 7]] == [
+        ["Node", "Plugin", "Reason"], ["----", "------", "------"],
+        ["cp", "TaintToleration", "node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }"],
+        *(["w" + str(i), "NodeResourcesFit", "Insufficient cpu"] for i in range(3))]
+    assert schedulingreasons.ANNOTATION not in out.decode()
+
+    # A node big enough arrives: the pod is bound, and the record goes with the refusal.
+    await register(client, [hollow_node("w-big", cpu="4")])
+    assert await _bound(client, ns, "big") == "w-big"
+    assert not await recorded()
 
 
 async def test_bind_many_binds_each_pod_as_bind_would_and_answers_each(client: Client, ns: str,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from kubelite.api.core.v1 import generated_pb2 as core
+from kubelite.machinery import schedulingreasons
 from kubelite.machinery.errors import StatusError
 from kubelite.scheduler.framework import ClusterEvent
 from kubelite.scheduler.profile import default_profile
@@ -102,10 +104,16 @@ async def test_updates_that_only_touch_status_do_not_requeue() -> None:
     status_only.status.conditions.add(type="PodScheduled", status="False")
     q.update(pod, status_only)
     assert q.pending()["unschedulable"] == 1
+    # Nor does the scheduler's own record of which nodes refused the pod.
+    recorded = core.Pod()
+    recorded.CopyFrom(status_only)
+    recorded.metadata.annotations[schedulingreasons.ANNOTATION] = schedulingreasons.encode([("a", "X", "no")])
+    q.update(status_only, recorded)
+    assert q.pending()["unschedulable"] == 1
     relabelled = core.Pod()
-    relabelled.CopyFrom(status_only)
+    relabelled.CopyFrom(recorded)
     relabelled.metadata.labels["new"] = "label"
-    q.update(status_only, relabelled)
+    q.update(recorded, relabelled)
     assert q.pending()["active"] == 1
 
 
@@ -137,10 +145,13 @@ class FakeConditions:
     def __init__(self) -> None:
         self.messages: dict[str, str] = {}
         self.nominated: dict[str, str] = {}
+        self.node_reasons: dict[str, list[tuple[str, str, str]]] = {}
 
-    async def set_unschedulable(self, pod: core.Pod, message: str, nominated_node: str = "") -> None:
+    async def set_unschedulable(self, pod: core.Pod, message: str, nominated_node: str = "",
+                                node_reasons: Sequence[tuple[str, str, str]] = ()) -> None:
         self.messages[pod.metadata.name] = message
         self.nominated[pod.metadata.name] = nominated_node
+        self.node_reasons[pod.metadata.name] = list(node_reasons)
 
 
 def _scheduler(binder: FakeBinder, conditions: FakeConditions) -> Scheduler:
@@ -160,6 +171,9 @@ async def test_assumed_pods_count_for_the_next_decision() -> None:
     assert sorted(binder.bound.values()) == ["a", "b"]  # never both on one node: the first was assumed
     assert conditions.messages == {"p3": "0/2 nodes are available: 2 Insufficient cpu. preemption: 0/2 nodes are "
                                          "available: 2 No preemption victims found for incoming pod."}
+    # Node by node, for describe: each node refused it in NodeResourcesFit.
+    assert conditions.node_reasons["p3"] == [("a", "NodeResourcesFit", "Insufficient cpu"),
+                                             ("b", "NodeResourcesFit", "Insufficient cpu")]
     assert sched.queue.pending()["unschedulable"] == 1
     await sched.close()
 

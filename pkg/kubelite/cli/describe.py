@@ -19,6 +19,7 @@ from kubelite.cli.clientset import Session
 from kubelite.cli.errors import format_status_error
 from kubelite.cli.get import no_resources_message
 from kubelite.cli.resources import meta, namespace_for, parse_targets, to_dict
+from kubelite.machinery import schedulingreasons
 from kubelite.machinery.errors import StatusError
 from kubelite.machinery.patch import LAST_APPLIED_ANNOTATION as LAST_APPLIED
 from kubelite.machinery.scheme import ResourceType, Scheme
@@ -190,8 +191,9 @@ def describe_pod(w: DescribeWriter, pod: Obj, now: datetime) -> None:
     w.field("Node", f"{node}/{status.get('hostIP', '')}" if node and status.get("hostIP") else node)
     w.field("Start Time", _timestamp(status.get("startTime")))
     w.multi("Labels", [f"{k}={v}" for k, v in sorted((dig(pod, "metadata", "labels", default={})).items())])
-    w.multi("Annotations", [f"{k}: {v}" for k, v in sorted((dig(pod, "metadata", "annotations", default={})).items())
-                            if k != LAST_APPLIED])
+    annotations = dig(pod, "metadata", "annotations", default={})
+    w.multi("Annotations", [f"{k}: {v}" for k, v in sorted(annotations.items())
+                            if k not in (LAST_APPLIED, schedulingreasons.ANNOTATION)])
     if dig(pod, "metadata", "deletionTimestamp"):
         w.field("Status", f"Terminating (lasts {age(dig(pod, 'metadata', 'deletionTimestamp'), now)})")
     else:
@@ -218,6 +220,9 @@ def describe_pod(w: DescribeWriter, pod: Obj, now: datetime) -> None:
     if conditions:
         w.section("Conditions")
         w.text(_conditions_table(conditions), 1)
+    refusals = schedulingreasons.decode(annotations.get(schedulingreasons.ANNOTATION, "")) if not node else None
+    if refusals is not None:
+        _refusals_section(w, refusals)
     volumes = spec.get("volumes") or []
     if volumes:
         w.section("Volumes")
@@ -242,6 +247,15 @@ def describe_pod(w: DescribeWriter, pod: Obj, now: datetime) -> None:
             text = "op=Exists"
         tolerations.append(text)
     w.multi("Tolerations", tolerations)
+
+
+def _refusals_section(w: DescribeWriter, refusals: schedulingreasons.NodeReasons) -> None:
+    """Beyond kubectl: which node refused a Pending pod, in which scheduler plugin, and why."""
+    w.section("Refusals")
+    rows = [["Node", "Plugin", "Reason"], *([n, p, r] for n, p, r in refusals.entries)]
+    w.text(_table(rows), 1)
+    if refusals.omitted:
+        w.text(f"... and {refusals.omitted} more node(s), counted in the PodScheduled message", 1)
 
 
 def _conditions_table(conditions: list[Obj]) -> str:

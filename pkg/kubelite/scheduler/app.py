@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -25,6 +25,7 @@ from kubelite.client.events import EventRecorder
 from kubelite.client.informer import Informer
 from kubelite.client.kubeconfig import load_kubeconfig
 from kubelite.client.leaderelection import ClientLeaseStore, LeaderElectionConfig, LeaderElector
+from kubelite.machinery import schedulingreasons
 from kubelite.machinery.errors import StatusError
 from kubelite.machinery.health import health_app
 from kubelite.machinery.process import freeze_heap_when, pause_gc
@@ -178,29 +179,42 @@ class APIConditionWriter:
         self._client = client
         self._latest = latest
 
-    async def set_unschedulable(self, pod: core.Pod, message: str, nominated_node: str = "") -> None:
+    async def set_unschedulable(self, pod: core.Pod, message: str, nominated_node: str = "",
+                                node_reasons: Sequence[tuple[str, str, str]] = ()) -> None:
         key = f"{pod.metadata.namespace}/{pod.metadata.name}"
         current = self._latest(key) or pod
         for _ in range(3):
             if current.spec.node_name or current.metadata.uid != pod.metadata.uid:
                 return  # bound or replaced meanwhile
-            for cond in current.status.conditions:
-                if (cond.type == "PodScheduled" and cond.status == "False" and cond.reason == "Unschedulable"
-                        and cond.message == message and current.status.nominated_node_name == nominated_node):
-                    return
+            if any(cond.type == "PodScheduled" and cond.status == "False" and cond.reason == "Unschedulable"
+                   and cond.message == message and current.status.nominated_node_name == nominated_node
+                   for cond in current.status.conditions):
+                break
             updated = core.Pod()
             updated.CopyFrom(current)
             _set_pod_scheduled_false(updated.status, message)
             updated.status.nominated_node_name = nominated_node
             try:
-                await self._client.update_status(updated)
-                return
+                current = await self._client.update_status(updated)
+                break
             except StatusError as exc:
                 if exc.reason == "NotFound":
                     return
                 if exc.reason != "Conflict":
                     raise
             current = await self._client.get(core.Pod, pod.metadata.name, pod.metadata.namespace)
+        else:
+            return
+        # The node-by-node list, beyond Kubernetes, for `kubelite describe pod` (the status write
+        # cannot carry metadata, so it is a patch of its own).
+        recorded = schedulingreasons.encode(node_reasons) if node_reasons else None
+        if current.metadata.annotations.get(schedulingreasons.ANNOTATION) != recorded:
+            try:
+                await self._client.patch(core.Pod, pod.metadata.name, pod.metadata.namespace,
+                                         {"metadata": {"annotations": {schedulingreasons.ANNOTATION: recorded}}})
+            except StatusError as exc:
+                if exc.reason != "NotFound":
+                    raise
 
 
 def _set_pod_scheduled_false(status: core.PodStatus, message: str) -> None:

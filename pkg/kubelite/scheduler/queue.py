@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from kubelite.api.core.v1 import generated_pb2 as core
+from kubelite.machinery import schedulingreasons
 from kubelite.scheduler.framework import ClusterEvent
 from kubelite.scheduler.nodeinfo import PodInfo
 
@@ -69,10 +70,15 @@ class QueuedPodInfo:
 
 
 def _scheduling_relevant(old: core.Pod, new: core.Pod) -> bool:
-    """Whether an update could change a decision: not status, resourceVersion or managed fields."""
-    if old.metadata.labels != new.metadata.labels or old.metadata.annotations != new.metadata.annotations:
+    """Whether an update could change a decision: not status, resourceVersion, managed fields or the
+    scheduler's own record of the refusals."""
+    if old.metadata.labels != new.metadata.labels or _annotations(old) != _annotations(new):
         return True
     return old.spec.SerializeToString(deterministic=True) != new.spec.SerializeToString(deterministic=True)
+
+
+def _annotations(pod: core.Pod) -> dict[str, str]:
+    return {k: v for k, v in pod.metadata.annotations.items() if k != schedulingreasons.ANNOTATION}
 
 
 class SchedulingQueue:

@@ -27,7 +27,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Protocol
 
 from kubelite.api.core.v1 import generated_pb2 as core
@@ -54,7 +54,8 @@ class Binder(Protocol):
 
 
 class ConditionWriter(Protocol):
-    async def set_unschedulable(self, pod: core.Pod, message: str, nominated_node: str = "") -> None: ...
+    async def set_unschedulable(self, pod: core.Pod, message: str, nominated_node: str = "",
+                                node_reasons: Sequence[tuple[str, str, str]] = ()) -> None: ...
 
 
 class VictimDeleter(Protocol):
@@ -350,7 +351,8 @@ class Scheduler:
 
     async def _write_unschedulable(self, pod: core.Pod, message: str, nominated_node: str = "") -> None:
         try:
-            await self._conditions.set_unschedulable(pod, message, nominated_node)
+            await self._conditions.set_unschedulable(pod, message, nominated_node,
+                                                     self.node_reasons.get(pod_key(pod), ()))
         except StatusError as exc:
             log.warning("writing PodScheduled=False on %s failed: %s: %s", pod_key(pod), exc.reason, exc.message)
 

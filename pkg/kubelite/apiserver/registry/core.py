@@ -38,7 +38,7 @@ from kubelite.apiserver.registry import validation as v
 from kubelite.apiserver.registry.allocation import IPAllocator, PortAllocator
 from kubelite.apiserver.registry.strategy import Strategy
 from kubelite.apiserver.registry.subresource import HasObj, StoreView, Subresource, SubresourceFactory
-from kubelite.machinery import errors
+from kubelite.machinery import errors, schedulingreasons
 from kubelite.machinery import validation as names
 from kubelite.machinery.errors import FieldError
 from kubelite.machinery.quantity import QuantityError, parse_quantity
@@ -259,6 +259,8 @@ class BindingSubresource(Subresource):
                                       f'pod {name} is already assigned to node "{pod.spec.node_name}"')
             pod.spec.node_name = node_name
             _set_condition(pod.status, "PodScheduled", "True")
+            # The scheduler's list of refusing nodes answered "why Pending?"; it goes with the reason.
+            pod.metadata.annotations.pop(schedulingreasons.ANNOTATION, None)
             return pod
 
         return await store.guaranteed_update(dataclasses.replace(attrs, subresource="binding"), name, mutate,
