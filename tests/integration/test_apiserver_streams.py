@@ -25,6 +25,9 @@ from kubelite.client.client import Client
 from kubelite.machinery import codec, errors
 from kubelite.machinery.errors import StatusError
 
+# The stand-in kubelet's pods listen on every port but this one.
+CLOSED_PORT = 9
+
 
 class StandInKubelet(st_grpc.PodStreamServiceServicer):
     """Echoes what it receives, so the test can check what the API server sent on."""
@@ -50,6 +53,10 @@ class StandInKubelet(st_grpc.PodStreamServiceServicer):
     async def PortForward(self, request_iterator: AsyncIterator[st.PortForwardFrame], context: Any,
                           ) -> AsyncIterator[st.PortForwardFrame]:
         start = (await anext(request_iterator)).start
+        if start.port == CLOSED_PORT:  # nothing listens there: as the Docker runtime reports it
+            yield st.PortForwardFrame(error=f"connection to port {start.port} failed")
+            yield st.PortForwardFrame(close=True)
+            return
         yield st.PortForwardFrame(data=f"port {start.port} uid {start.pod_uid}|".encode())
         async for frame in request_iterator:
             if frame.WhichOneof("frame") == "data":

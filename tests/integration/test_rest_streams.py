@@ -18,8 +18,14 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.stream import portforward, stream
 
+from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.client.client import Client
-from tests.integration.test_apiserver_streams import bound_pod, kubelet_port, make_node  # noqa: F401 - fixture
+from tests.integration.test_apiserver_streams import (  # noqa: F401 - kubelet_port is a fixture
+    CLOSED_PORT,
+    bound_pod,
+    kubelet_port,
+    make_node,
+)
 from tests.integration.test_rest_kubectl import Kubectl, write_kubeconfig
 from tests.integration.test_rest_python_client import api_client
 from tests.support.apiserver import APIServerProcess
@@ -102,3 +108,57 @@ async def test_python_client_exec_and_port_forward(apiserver: APIServerProcess, 
     received = await asyncio.to_thread(run_forward)
     assert received.startswith(b"port 8080 uid ") and received.endswith(b"|gnip")
     api.close()
+
+
+async def test_kubectl_port_forward_over_spdy_in_a_websocket(apiserver: APIServerProcess, client: Client, ns: str,
+                                                             pod: str, tmp_path: Path) -> None:
+    # kubectl checks the pod is Running before it forwards.
+    running = await client.get(core.Pod, pod, ns)
+    running.status.phase = "Running"
+    await client.update_status(running)
+    kubectl = Kubectl(write_kubeconfig(tmp_path / "kc", apiserver.http_port), tmp_path)
+    proc = kubectl.popen("port-forward", f"pod/{pod}", "-n", ns, ":8080", f":{CLOSED_PORT}")
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        local: dict[int, int] = {}
+        while len(local) < 2:  # "Forwarding from 127.0.0.1:41234 -> 8080", one line per port
+            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
+            assert line, proc.stderr.read()
+            if line.startswith("Forwarding from 127.0.0.1:"):
+                address, _, remote = line.removeprefix("Forwarding from ").partition(" -> ")
+                local[int(remote)] = int(address.rsplit(":", 1)[1])
+
+        async def converse(payload: bytes) -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", local[8080])
+            greeting = await asyncio.wait_for(reader.readuntil(b"|"), 30)
+            writer.write(payload)
+            await writer.drain()
+            received = b""
+            while len(received) < len(payload):
+                chunk = await asyncio.wait_for(reader.read(65536), 30)
+                assert chunk, "the forward closed early"
+                received += chunk
+            writer.close()
+            return greeting + received
+
+        # Two connections at once, each its own pair of streams in the one SPDY session, and a
+        # transfer far beyond SPDY's 64 KiB initial window (no flow control stalls it).
+        small, big = await asyncio.gather(converse(b"ping"), converse(bytes(range(256)) * 2048))
+        assert small.startswith(b"port 8080 uid ") and small.endswith(b"|gnip")
+        assert len(big.partition(b"|")[2]) == 512 * 1024
+        assert (await converse(b"again")).endswith(b"|niaga")  # a later connection on the same session
+
+        # Nothing listens on the other port: kubectl reports the kubelet's error for that connection.
+        reader, writer = await asyncio.open_connection("127.0.0.1", local[CLOSED_PORT])
+        assert await asyncio.wait_for(reader.read(), 30) == b""
+        writer.close()
+        stderr = ""
+        while f"connection to port {CLOSED_PORT} failed" not in stderr:
+            line = await asyncio.wait_for(asyncio.to_thread(proc.stderr.readline), 30)
+            assert line, f"kubectl said: {stderr}"
+            stderr += line
+        assert "An error occurred forwarding" in stderr  # kubectl 1.37's structured log line
+        assert f"localPort={local[CLOSED_PORT]} remotePort={CLOSED_PORT}" in stderr
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -10,9 +10,17 @@ Python client speaks. For port-forward, each requested port has a data
 channel (2i) and an error channel (2i+1), each opened by a frame carrying
 the port number (little-endian), as the Python client expects.
 
+kubectl's port-forward instead offers ``SPDY/3.1+portforward.k8s.io``: a
+SPDY session inside the WebSocket (see rest/spdy.py), where each forwarded
+connection is a pair of streams, ``error`` and ``data``, opened with the
+headers ``streamtype``, ``port`` and ``requestid``. The error stream carries
+at most one message and then ends; kubectl waits for both ends before it
+lets the connection go.
+
 The frames become the same StreamFrames the gRPC PodStreamService carries,
-and go through the same code to the kubelet. SPDY (kubectl's fallback, and
-what its port-forward tunnels over WebSocket) is not spoken: the README says so.
+and go through the same code to the kubelet. kubectl's older SPDY upgrade
+(without WebSocket) is not spoken: kubectl uses it only when the WebSocket
+is refused.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from aiohttp import WSMsgType, web
 
 from kubelite.api.service.v1 import streaming_pb2 as st
 from kubelite.apiserver.pipeline import RequestInfo
+from kubelite.apiserver.rest import spdy
 from kubelite.apiserver.rest.paths import Target
 from kubelite.apiserver.streaming import PodStreamServicer
 from kubelite.machinery import errors
@@ -37,16 +46,21 @@ log = logging.getLogger(__name__)
 V5 = "v5.channel.k8s.io"
 V4 = "v4.channel.k8s.io"
 PROTOCOLS = (V5, V4)
+SPDY_PORT_FORWARD = "SPDY/3.1+portforward.k8s.io"
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 TRUE = ("true", "1")
+
+
+def _offered(request: web.Request) -> list[str]:
+    return [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
 
 
 def _websocket(request: web.Request, protocols: tuple[str, ...]) -> web.WebSocketResponse:
     if request.headers.get("Upgrade", "").lower() != "websocket":
         raise errors.bad_request(
             "pods/exec, attach and portforward are served over WebSocket (" + ", ".join(protocols) + "); "
-            "SPDY is not supported")
-    offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+            "a plain SPDY upgrade is not supported")
+    offered = _offered(request)
     if not any(p in protocols for p in offered):
         raise errors.bad_request(f"none of the offered WebSocket subprotocols {offered} is supported: use one of "
                                  + ", ".join(protocols))
@@ -139,6 +153,12 @@ async def exec_or_attach(request: web.Request, info: RequestInfo, streams: PodSt
 
 async def port_forward(request: web.Request, info: RequestInfo, streams: PodStreamServicer,
                        target: Target) -> web.WebSocketResponse:
+    if SPDY_PORT_FORWARD in _offered(request):
+        await streams.check(info, "portforward", target.namespace, target.name, None)
+        ws = _websocket(request, (SPDY_PORT_FORWARD,))
+        await ws.prepare(request)
+        await _SpdyPortForward(ws, info, streams, target).run()
+        return ws
     raw = ",".join(request.query.getall("ports", []))
     try:
         ports = [int(p) for p in raw.split(",") if p.strip()]
@@ -195,3 +215,120 @@ async def port_forward(request: web.Request, info: RequestInfo, streams: PodStre
             with contextlib.suppress(asyncio.CancelledError, ConnectionResetError, Exception):
                 await task
     return ws
+
+
+class _SpdyPortForward:
+    """One kubectl port-forward session: a forward to the pod per (error, data) stream pair."""
+
+    def __init__(self, ws: web.WebSocketResponse, info: RequestInfo, streams: PodStreamServicer,
+                 target: Target) -> None:
+        self.ws = ws
+        self.info = info
+        self.streams = streams
+        self.target = target
+        self.codec = spdy.Codec()
+        self._send_lock = asyncio.Lock()
+        self._pairs: dict[str, dict[str, tuple[int, str]]] = {}  # requestid -> streamtype -> (stream, port)
+        self._inbound: dict[int, asyncio.Queue[bytes | None]] = {}  # data stream -> what the client sent
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def _send(self, *frames: bytes) -> None:
+        async with self._send_lock:
+            for frame in frames:
+                await self.ws.send_bytes(frame)
+
+    async def run(self) -> None:
+        try:
+            async for msg in self.ws:
+                if msg.type != WSMsgType.BINARY:
+                    continue
+                for frame in self.codec.feed(bytes(msg.data)):
+                    if not await self._on(frame):
+                        return
+        except spdy.ProtocolError as exc:
+            log.info("port-forward to %s/%s: %s", self.target.namespace, self.target.name, exc)
+            with contextlib.suppress(ConnectionResetError):
+                await self._send(self.codec.goaway(0, spdy.PROTOCOL_ERROR))
+        finally:
+            for q in self._inbound.values():
+                q.put_nowait(None)
+            if self._tasks:
+                _, pending = await asyncio.wait(self._tasks, timeout=5)
+                for task in pending:
+                    task.cancel()
+            await self.ws.close()
+
+    async def _on(self, frame: spdy.Frame) -> bool:
+        """Handles one frame; False ends the session (the client said GOAWAY)."""
+        if frame.type == spdy.SYN_STREAM:
+            async with self._send_lock:  # header blocks share one zlib stream: compress in sending order
+                await self.ws.send_bytes(self.codec.syn_reply(frame.stream_id))
+            self._open(frame)
+        elif frame.type == spdy.DATA:
+            q = self._inbound.get(frame.stream_id)
+            if q is not None:
+                if frame.data:
+                    q.put_nowait(frame.data)
+                if frame.fin:
+                    q.put_nowait(None)
+        elif frame.type == spdy.PING and frame.value % 2 == 1:  # the client's pings are odd: echo them
+            await self._send(self.codec.ping(frame.value))
+        elif frame.type == spdy.RST_STREAM:
+            q = self._inbound.pop(frame.stream_id, None)
+            if q is not None:
+                q.put_nowait(None)
+        elif frame.type == spdy.GOAWAY:
+            return False
+        return True
+
+    def _open(self, frame: spdy.Frame) -> None:
+        kind = frame.headers.get("streamtype", "")
+        pair = self._pairs.setdefault(frame.headers.get("requestid", ""), {})
+        if kind not in ("error", "data") or kind in pair:
+            self._spawn(self._send(self.codec.rst_stream(frame.stream_id, spdy.PROTOCOL_ERROR)))
+            return
+        pair[kind] = (frame.stream_id, frame.headers.get("port", ""))
+        if kind == "data":
+            self._inbound[frame.stream_id] = asyncio.Queue()
+        if len(pair) == 2:
+            del self._pairs[frame.headers.get("requestid", "")]
+            self._spawn(self._forward(pair["data"][0], pair["error"][0], pair["data"][1]))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro, name=f"portforward:{self.target.name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _forward(self, data_id: int, error_id: int, raw_port: str) -> None:
+        inbound = self._inbound[data_id]
+        error = ""
+        try:
+            port = int(raw_port)
+            if not 0 < port < 65536:
+                raise ValueError(raw_port)
+        except ValueError:
+            error = f'invalid port "{raw_port}": must be between 1 and 65535'
+        if not error:
+            async def frames() -> AsyncIterator[st.PortForwardFrame]:
+                yield st.PortForwardFrame(start=st.PortForwardStart(namespace=self.target.namespace,
+                                                                    name=self.target.name, port=port))
+                while (chunk := await inbound.get()) is not None:
+                    yield st.PortForwardFrame(data=chunk)
+                yield st.PortForwardFrame(close=True)
+
+            try:
+                async for frame in self.streams.port_forward(self.info, frames()):
+                    kind = frame.WhichOneof("frame")
+                    if kind == "data":
+                        await self._send(*self.codec.data(data_id, frame.data))
+                    elif kind == "error":
+                        error += frame.error
+                    elif kind == "close":
+                        break
+            except errors.StatusError as exc:
+                error = exc.message
+        self._inbound.pop(data_id, None)
+        with contextlib.suppress(ConnectionResetError):
+            # Both ends, the error stream's after its message: kubectl waits for each before it moves on.
+            await self._send(*self.codec.data(data_id, b"", fin=True),
+                             *self.codec.data(error_id, error.encode(), fin=True))
