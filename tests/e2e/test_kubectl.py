@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,26 @@ def test_kubectl_drives_a_deployment_on_real_kubelets(demo: Cluster) -> None:
         r = kubectl(demo, "delete", "deployment", "kc", "--wait", "--timeout=120s", code=None, timeout=180)
     assert r.returncode == 0, r.stderr
     assert kubectl(demo, "get", "deploy", "kc", code=1).stderr.strip().endswith('"kc" not found')
+
+
+def test_kubectl_port_forward_reaches_a_pod_on_a_real_kubelet(demo: Cluster) -> None:
+    # kubectl picks a pod of the Service and its targetPort (8080); the connection goes kubectl ->
+    # API server (SPDY in a WebSocket) -> kubelet -> the pod's network namespace.
+    pods = set(kubectl(demo, "get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].metadata.name}").stdout.split())
+    with tempfile.TemporaryDirectory(prefix="kubectl-home-") as home:
+        proc = subprocess.Popen([KUBECTL, "--kubeconfig", demo.kubeconfig, "port-forward", "svc/web", ":80"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "HOME": home})
+        try:
+            assert proc.stdout is not None and proc.stderr is not None
+            line = proc.stdout.readline()
+            assert line.startswith("Forwarding from 127.0.0.1:") and line.rstrip().endswith(" -> 8080"), \
+                line or proc.stderr.read()
+            local = int(line.removeprefix("Forwarding from 127.0.0.1:").split()[0])
+            for _ in range(3):  # one SPDY session, a stream pair per request
+                with urllib.request.urlopen(f"http://127.0.0.1:{local}/", timeout=30) as resp:
+                    assert resp.status == 200
+                    assert resp.read().decode().strip() in pods  # the demo serves its hostname
+        finally:
+            proc.terminate()
+            proc.wait(10)
