@@ -116,3 +116,13 @@ def test_kubectl_port_forward_reaches_a_pod_on_a_real_kubelet(demo: Cluster) -> 
         finally:
             proc.terminate()
             proc.wait(10)
+
+
+def test_services_proxy_reaches_every_pod_from_the_api_server(demo: Cluster) -> None:
+    # The API server (on the control plane) relays to a ready endpoint on any worker, over the pod network.
+    pods = set(kubectl(demo, "get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].metadata.name}").stdout.split())
+    answered = {kubectl(demo, "get", "--raw", "/api/v1/namespaces/default/services/web:http/proxy/").stdout.strip()
+                for _ in range(30)}
+    assert answered == pods  # picked at random: 30 tries reach all 3
+    pod = sorted(pods)[0]
+    assert kubectl(demo, "get", "--raw", f"/api/v1/namespaces/default/pods/{pod}:8080/proxy/").stdout.strip() == pod

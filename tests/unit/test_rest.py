@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ from multidict import MultiDict
 
 from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.api.service.v1 import streaming_pb2 as st
-from kubelite.apiserver.rest import openapi, paths, tables
+from kubelite.apiserver.rest import openapi, paths, proxy, tables
 from kubelite.apiserver.rest.handlers import JSONCache, Query
 from kubelite.apiserver.rest.remotecommand import exit_status
 from kubelite.machinery import codec
@@ -28,6 +29,11 @@ from kubelite.machinery.errors import StatusError
     ("/apis/apps/v1/namespaces/ns1/deployments/web/scale",
      paths.Target("apps", "v1", "deployments", "ns1", "web", "scale")),
     ("/apis/apps/v1/deployments", paths.Target("apps", "v1", "deployments")),
+    # proxy keeps the rest of the path, its trailing slash included.
+    ("/api/v1/namespaces/ns1/services/web:http/proxy", paths.Target("", "v1", "services", "ns1", "web:http", "proxy")),
+    ("/api/v1/namespaces/ns1/services/web/proxy/", paths.Target("", "v1", "services", "ns1", "web", "proxy", "/")),
+    ("/api/v1/namespaces/ns1/pods/p:8080/proxy/metrics/x/",
+     paths.Target("", "v1", "pods", "ns1", "p:8080", "proxy", "/metrics/x/")),
 ])
 def test_paths_name_what_kube_apiserver_reads_in_them(path: str, want: paths.Target) -> None:
     assert paths.parse(path) == want
@@ -195,3 +201,53 @@ def test_unknown_fields_can_be_dropped_and_reported() -> None:
     with pytest.raises(StatusError) as err:
         codec.decode_unknown_allowed({"metadata": {"name": 3}, "bogus": 1}, core.ConfigMap)
     assert "metadata.name" in err.value.message and "bogus" not in err.value.message
+
+
+def test_proxy_targets_split_as_kubernetes_splits_them() -> None:
+    assert proxy.split_name("web") == ("", "web", "")
+    assert proxy.split_name("web:http") == ("", "web", "http")
+    assert proxy.split_name("https:web:443") == ("https", "web", "443")
+    with pytest.raises(StatusError, match="invalid proxy target"):
+        proxy.split_name("ftp:web:21")
+
+
+def _service(ports: list[dict[str, object]]) -> core.Service:
+    svc = codec.decode_into({"metadata": {"name": "web"}, "spec": {"ports": ports}}, core.Service)
+    assert isinstance(svc, core.Service)
+    return svc
+
+
+def test_a_service_port_leads_to_the_endpoint_port_of_the_same_name() -> None:
+    svc = _service([{"name": "http", "port": 80, "targetPort": "web"}, {"name": "metrics", "port": 9100}])
+    eps = codec.decode_into({"metadata": {"name": "web"}, "subsets": [
+        {"addresses": [{"ip": "10.244.1.5"}], "notReadyAddresses": [{"ip": "10.244.2.9"}],
+         "ports": [{"name": "http", "port": 8080}, {"name": "metrics", "port": 9100}]}]}, core.Endpoints)
+    assert isinstance(eps, core.Endpoints)
+    rng = random.Random(1)
+    assert proxy.service_location(svc, eps, "", "http", rng) == ("http", "10.244.1.5", 8080)
+    assert proxy.service_location(svc, eps, "", "80", rng) == ("http", "10.244.1.5", 8080)  # by number too
+    assert proxy.service_location(svc, eps, "https", "metrics", rng) == ("https", "10.244.1.5", 9100)
+    with pytest.raises(StatusError, match='no service port "grpc" found for service "web"'):
+        proxy.service_location(svc, eps, "", "grpc", rng)
+    with pytest.raises(StatusError, match='no endpoints available for service "web"') as refused:
+        proxy.service_location(svc, None, "", "http", rng)
+    assert refused.value.code == 503
+
+
+def test_a_pod_port_is_a_number_or_a_container_port_name() -> None:
+    pod = codec.decode_into({"metadata": {"name": "p"}, "spec": {"containers": [
+        {"name": "c", "image": "i", "ports": [{"name": "http", "containerPort": 8080}]}]},
+        "status": {"podIP": "10.244.1.5"}}, core.Pod)
+    assert isinstance(pod, core.Pod)
+    assert proxy.pod_location(pod, "", "") == ("http", "10.244.1.5", 80)
+    assert proxy.pod_location(pod, "", "http") == ("http", "10.244.1.5", 8080)
+    assert proxy.pod_location(pod, "https", "9443") == ("https", "10.244.1.5", 9443)
+    with pytest.raises(StatusError, match='no container port named "admin"'):
+        proxy.pod_location(pod, "", "admin")
+
+
+@pytest.mark.parametrize("ip", ["127.0.0.1", "169.254.169.254", "::1", "0.0.0.0"])
+def test_the_proxy_never_goes_to_loopback_or_link_local(ip: str) -> None:
+    with pytest.raises(StatusError, match="address not allowed"):
+        proxy.check_destination(ip)
+    proxy.check_destination("10.244.1.5")

@@ -15,21 +15,24 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import orjson
 import yaml
 from aiohttp import web
 from google.protobuf.message import Message
 from multidict import MultiMapping
 
+from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.api.service.v1 import streaming_pb2 as st
 from kubelite.apiserver import metrics
 from kubelite.apiserver.pipeline import Attributes, Pipeline, RequestInfo, UserInfo
-from kubelite.apiserver.rest import discovery, openapi, paths, remotecommand, tables
+from kubelite.apiserver.rest import discovery, openapi, paths, proxy, remotecommand, tables
 from kubelite.apiserver.rest.paths import Target
 from kubelite.apiserver.service import Registry
 from kubelite.apiserver.store import ResourceStore
@@ -48,6 +51,9 @@ INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 # Kinds whose DELETE answers with the deleted object rather than a Status, as kube-apiserver's registries do.
 RETURN_DELETED_OBJECT = frozenset({("", "pods"), ("", "services")})
 TRUE = ("true", "1")
+# The verb a proxied request is authorized as, by its method (as Kubernetes maps them).
+PROXY_VERBS = {"GET": "get", "HEAD": "get", "OPTIONS": "get", "POST": "create", "PUT": "update", "PATCH": "patch",
+               "DELETE": "delete"}
 
 
 @dataclass(frozen=True)
@@ -181,6 +187,9 @@ class RestAPI:
         self.json_cache = JSONCache()
         # Watches and log streams in progress: a stopping server ends them, or aiohttp would wait for them.
         self._streams: set[asyncio.Task[Any]] = set()
+        # pods/proxy and services/proxy: one connection pool, made on first use; which endpoint answers.
+        self._proxy_session: aiohttp.ClientSession | None = None
+        self._rng = random.Random()
 
     async def close(self) -> None:
         """Ends every open watch and log stream (their clients resume elsewhere, from their resourceVersion)."""
@@ -190,6 +199,8 @@ class RestAPI:
         for task in streams:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._proxy_session is not None:
+            await self._proxy_session.close()
 
     @contextlib.contextmanager
     def _stream(self) -> Iterator[None]:
@@ -571,6 +582,9 @@ class RestAPI:
             if target.subresource == "portforward" and request.method in ("GET", "POST"):
                 with self._stream():
                     return await remotecommand.port_forward(request, request_info(request), self.streams, target)
+        if target.subresource == "proxy" and (store.rt.group, store.rt.resource) in (("", "pods"), ("", "services")):
+            with self._stream():
+                return await self._proxy(request, target, store)
         sub = self.registry.subresource(store, target.subresource)
         method = request.method
         if method == "GET":
@@ -591,6 +605,30 @@ class RestAPI:
             return self._object_response(request, store, result, query, 200, warnings)
         result = await sub.create(store, attrs, obj)
         return self._object_response(request, store, result, query, 201, warnings)
+
+    async def _proxy(self, request: web.Request, target: Target, store: ResourceStore) -> web.StreamResponse:
+        scheme, name, port = proxy.split_name(target.name)
+        verb = PROXY_VERBS.get(request.method)
+        if verb is None:
+            raise errors.method_not_supported(store.rt.group, f"{store.rt.resource}/proxy", request.method.lower())
+        attrs = await self._attrs(request, verb, store, target, name=name)
+        obj = await store.get(attrs.namespace, name)
+        if isinstance(obj, core.Pod):
+            location = proxy.pod_location(obj, scheme, port)
+        else:
+            assert isinstance(obj, core.Service)
+            try:
+                endpoints = await self.registry.stores[("", "endpoints")].get(attrs.namespace, name, "0")
+            except errors.StatusError as exc:
+                if exc.reason != "NotFound":
+                    raise
+                endpoints = None
+            assert endpoints is None or isinstance(endpoints, core.Endpoints)
+            location = proxy.service_location(obj, endpoints, scheme, port, self._rng)
+        if self._proxy_session is None:
+            self._proxy_session = aiohttp.ClientSession(
+                auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+        return await proxy.relay(request, self._proxy_session, location, target.proxy_path)
 
     async def _log(self, request: web.Request, target: Target) -> web.StreamResponse:
         q = request.query

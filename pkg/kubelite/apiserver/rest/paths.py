@@ -24,6 +24,8 @@ class Target:
     namespace: str = ""  # "" on a cluster-scoped resource or a list across all namespaces
     name: str = ""
     subresource: str = ""
+    # pods/proxy and services/proxy: the path after "proxy" (with its trailing slash, if any).
+    proxy_path: str = ""
 
 
 def parse(path: str) -> Target | None:
@@ -43,9 +45,17 @@ def parse(path: str) -> Target | None:
         namespace, rest = rest[1], rest[2:]
     else:
         namespace = ""
+    proxy_path = ""
     if len(rest) > 3:
-        return None
+        if rest[2] != "proxy":
+            return None
+        marker = "/" + "/".join(rest[:3]) + "/"
+        at = path.find(marker)
+        proxy_path = path[at + len(marker) - 1:] if at >= 0 else "/" + "/".join(rest[3:])
+        rest = rest[:3]
+    elif len(rest) == 3 and rest[2] == "proxy" and path.endswith("/"):
+        proxy_path = "/"
     resource = rest[0]
     name = rest[1] if len(rest) > 1 else ""
     subresource = rest[2] if len(rest) > 2 else ""
-    return Target(group, version, resource, namespace, name, subresource)
+    return Target(group, version, resource, namespace, name, subresource, proxy_path)
