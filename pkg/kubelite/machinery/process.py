@@ -9,10 +9,11 @@ so the entry points stay wiring only and cannot drift apart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 
@@ -24,6 +25,24 @@ def configure_logging(verbosity: int) -> None:
 def pause_gc() -> None:
     """Stops automatic cyclic collections while a component loads what it keeps (see ``freeze_heap``)."""
     gc.disable()
+
+
+@contextlib.contextmanager
+def collections_paused() -> Iterator[None]:
+    """No automatic cyclic collection during a burst of short-lived, acyclic objects.
+
+    A Table of 10,000 pods builds a few hundred thousand dicts and lists that
+    reference counting frees; the collections their allocation triggers would
+    walk the whole heap many times over and find nothing (measured: about a
+    fifth of the response's time). Only for synchronous sections.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def freeze_heap() -> None:

@@ -39,6 +39,7 @@ from kubelite.apiserver.store import ResourceStore
 from kubelite.apiserver.streaming import PodStreamServicer
 from kubelite.machinery import codec, errors
 from kubelite.machinery.patch import APPLY_PATCH, JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, load_apply_patch
+from kubelite.machinery.process import collections_paused
 
 log = logging.getLogger(__name__)
 
@@ -462,11 +463,14 @@ class RestAPI:
         if page.remaining_item_count is not None:
             meta["remainingItemCount"] = page.remaining_item_count
         if tables.wants_table(request.headers.get("Accept", "")):
-            objs = [self._encode_wire(store, wire) for wire in items]
-            return json_response(tables.table(store.rt.group, store.rt.kind, objs, meta, query.include_object))
+            with collections_paused():
+                objs = [self._encode_wire(store, wire) for wire in items]
+                return json_response(tables.table(store.rt.group, store.rt.kind, objs, meta, query.include_object))
         # The body is assembled from each object's cached JSON, not serialized again as one document.
         head = orjson.dumps({"kind": f"{store.rt.kind}List", "apiVersion": store.rt.api_version, "metadata": meta})
-        body = b"".join((head[:-1], b',"items":[', b",".join(self.json_cache.get(store, w) for w in items), b"]}"))
+        with collections_paused():
+            cached = [self.json_cache.get(store, w) for w in items]
+        body = b"".join((head[:-1], b',"items":[', b",".join(cached), b"]}"))
         return web.Response(body=body, headers={"Content-Type": "application/json"})
 
     async def _create(self, request: web.Request, target: Target, store: ResourceStore, query: Query,
