@@ -164,3 +164,5 @@ def test_set_image_and_undo_lose_no_request(demo: Cluster) -> None:
         _k(demo, "rollout", "status", "deployment/web", "--timeout=300s", timeout=360)
         d = _deployment(demo)
         assert d["status"].get("availableReplicas") == 3 and d["spec"]["template"] == original_template
+        # The tag is ours: the host's engine keeps only what it had (the nodes' copies go with the cluster).
+        run("docker", "image", "rm", V2, code=None)
