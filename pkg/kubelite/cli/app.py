@@ -145,11 +145,25 @@ class CliState:
         options = self.options
         if self.request_timeout:
             options = replace(options, request_timeout=parse_duration(self.request_timeout, "--request-timeout"))
-        return Session(options=options, streams=streams, watch_factory=self.deps.watch_factory)
+        return Session(options=options, streams=streams, watch_factory=self.deps.watch_factory,
+                       field_manager=command_field_manager(click.get_current_context(silent=True)))
 
     @property
     def scheme(self) -> Scheme:
         return self.deps.scheme_factory()
+
+
+def command_field_manager(ctx: click.Context | None) -> str:
+    """The owner of a command's writes, named after its verb as kubectl names its own (kubectl-create...).
+
+    Client-side apply is "kubelite-client-side-apply", as kubectl's; server-side
+    apply names its manager itself (--field-manager, default "kubelite").
+    """
+    words = ctx.command_path.split() if ctx is not None else []
+    if len(words) < 2:
+        return ""
+    verb = words[1]
+    return "kubelite-client-side-apply" if verb == "apply" else f"kubelite-{verb}"
 
 
 def _state() -> CliState:

@@ -717,6 +717,16 @@ def _empty_value(fi: FieldInfo) -> Any:
     return _encode_value(fi.descriptor.default_value, fi)
 
 
+def encode_value(value: Any, fi: FieldInfo) -> Any:
+    """The JSON form of one non-repeated value of field ``fi`` (server-side apply's keys use it)."""
+    return _encode_value(value, fi)
+
+
+def encode_map_key(key: Any) -> str:
+    """A protobuf map key as the JSON object key it becomes."""
+    return _encode_map_key(key)
+
+
 def _encode_map_key(key: Any) -> str:
     if isinstance(key, bool):
         return "true" if key else "false"
