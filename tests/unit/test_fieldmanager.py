@@ -123,9 +123,11 @@ def write(old: apps.Deployment | None, doc: dict[str, Any], manager: str, now: i
     base = keep if keep is not None else old
     if base is not None and not new.metadata.managed_fields:
         new.metadata.managed_fields.extend(base.metadata.managed_fields)
-    before = fm.object_fields(old, subresource) if old is not None else {}
-    fm.record_update(new.metadata.managed_fields, before, fm.object_fields(new, subresource), manager, "apps/v1",
-                     subresource, now)
+    changed, removed = fm.diff(old, new, subresource) if old is not None else \
+        (frozenset(fm.object_fields(new, subresource)), frozenset())
+    if old is not None:  # the diff sees what a walk of both objects sees
+        assert (changed, removed) == fm.compare(fm.object_fields(old, subresource), fm.object_fields(new, subresource))
+    fm.record_update(new.metadata.managed_fields, changed, removed, manager, "apps/v1", subresource, now)
     return new
 
 
@@ -201,8 +203,7 @@ def test_a_write_that_changes_nothing_leaves_the_entries_alone() -> None:
     created = write(None, deploy(), "creator", now=100)
     same = codec.decode_into(deploy(), apps.Deployment)
     same.metadata.managed_fields.extend(created.metadata.managed_fields)
-    assert not fm.record_update(same.metadata.managed_fields, fm.object_fields(created), fm.object_fields(same),
-                                "someone", "apps/v1", "", 999)
+    assert not fm.record_update(same.metadata.managed_fields, *fm.diff(created, same), "someone", "apps/v1", "", 999)
     assert same.metadata.managed_fields == created.metadata.managed_fields
     # The same manager writing again keeps one entry, with the new time.
     again = write(created, deploy(replicas=4), "creator", now=150)
@@ -273,3 +274,48 @@ def test_the_default_manager_is_the_user_agents_first_word() -> None:
         field_manager("m" * 129, "")
     with pytest.raises(errors.StatusError, match="printable"):
         field_manager("bad\nname", "")
+
+
+POD_BASE: dict[str, Any] = {
+    "apiVersion": "v1", "kind": "Pod",
+    "metadata": {"name": "p", "labels": {"app": "w", "tier": "web"}, "finalizers": ["a/b"],
+                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "u1"}]},
+    "spec": {"containers": [{"name": "web", "image": "x", "ports": [{"containerPort": 80}],
+                             "resources": {"requests": {"cpu": "1"}}, "args": ["a"]}],
+             "tolerations": [{"key": "k", "operator": "Exists"}], "nodeSelector": {"disk": "ssd"}},
+    "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True",
+                                                    "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}
+
+
+def changed_pod(change: Any) -> core.Pod:
+    doc = codec.encode(codec.decode_into(POD_BASE, core.Pod))
+    change(doc)
+    return codec.decode_into(doc, core.Pod)
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d["metadata"]["labels"].update(tier="db"),
+    lambda d: d["metadata"]["labels"].pop("tier"),
+    lambda d: d["metadata"].pop("labels"),
+    lambda d: d["metadata"]["finalizers"].append("c/d"),
+    lambda d: d["metadata"].update(name="other", resourceVersion="9"),  # bookkeeping: nobody's
+    lambda d: d["spec"]["containers"][0].update(image="y"),
+    lambda d: d["spec"]["containers"][0].pop("resources"),
+    lambda d: d["spec"]["containers"][0]["args"].append("b"),
+    lambda d: d["spec"]["containers"].append({"name": "log", "image": "z"}),
+    lambda d: d["spec"].update(containers=[{"name": "new", "image": "z"}]),
+    lambda d: d["spec"]["containers"][0]["ports"].append({"containerPort": 81}),
+    lambda d: d["spec"]["tolerations"].append({"key": "j", "operator": "Exists"}),
+    lambda d: d["spec"]["nodeSelector"].update(zone="a"),
+    lambda d: d["status"]["conditions"][0].update(status="False"),
+    lambda d: d["status"]["conditions"].append({"type": "Ready"}),
+    lambda d: d["status"]["conditions"][0].pop("lastTransitionTime"),
+    lambda d: d.pop("status"),
+    lambda d: d["status"].update(podIP="10.0.0.1", phase="Running"),
+])
+def test_the_diff_finds_what_a_walk_of_both_objects_finds(change: Any) -> None:
+    old, new = codec.decode_into(POD_BASE, core.Pod), changed_pod(change)
+    for subresource in ("", "status"):
+        before, after = fm.object_fields(old, subresource), fm.object_fields(new, subresource)
+        assert fm.diff(old, new, subresource) == fm.compare(before, after)
+        assert fm.diff(new, old, subresource) == fm.compare(after, before)

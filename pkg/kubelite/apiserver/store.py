@@ -15,7 +15,6 @@ import asyncio
 import base64
 import builtins
 import contextlib
-import dataclasses
 import json
 import logging
 import random
@@ -238,7 +237,8 @@ class ResourceStore:
 
     async def _create_one(self, attrs: Attributes, obj: Message, *, track: bool = True) -> Message:
         meta = meta_of(obj)
-        attrs = dataclasses.replace(attrs, verb="create", rt=self.rt, name=meta.name, subresource="")
+        attrs = Attributes(attrs.user, "create", self.rt, attrs.namespace, meta.name, dry_run=attrs.dry_run,
+                           field_manager=attrs.field_manager)
         self.strategy.prepare_for_create(obj)
         meta.uid = str(uuid.uuid4())
         meta.creation_timestamp.seconds = now_seconds()
@@ -462,8 +462,9 @@ class ResourceStore:
         (server-side apply records its own entries and passes False).
         """
         namespace = attrs.namespace
-        verb_attrs = dataclasses.replace(attrs, rt=self.rt, name=name,
-                                         subresource="status" if status else attrs.subresource)
+        verb_attrs = Attributes(attrs.user, attrs.verb, self.rt, namespace, name,
+                                subresource="status" if status else attrs.subresource, dry_run=attrs.dry_run,
+                                field_manager=attrs.field_manager)
         use_cache = from_cache
         for _attempt in range(MAX_CONFLICT_RETRIES):
             current = await (self._read_cached(namespace, name) if use_cache else self._read(namespace, name))
@@ -565,9 +566,12 @@ class ResourceStore:
         """
         if attrs.field_manager is None or subresource == "binding":
             return
-        before = fieldmanager.object_fields(old, subresource) if old is not None else {}
-        fieldmanager.record_update(meta_of(new).managed_fields, before, fieldmanager.object_fields(new, subresource),
-                                   attrs.field_manager, self.rt.api_version, subresource, now_seconds())
+        if old is None:
+            changed, removed = frozenset(fieldmanager.object_fields(new, subresource)), frozenset[fieldmanager.Path]()
+        else:
+            changed, removed = fieldmanager.diff(old, new, subresource)
+        fieldmanager.record_update(meta_of(new).managed_fields, changed, removed, attrs.field_manager,
+                                   self.rt.api_version, subresource, now_seconds())
 
     # --- patch -----------------------------------------------------------
 

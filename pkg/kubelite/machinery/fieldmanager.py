@@ -33,7 +33,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _encode_string
 from typing import Any
 
@@ -403,13 +403,17 @@ def object_fields(msg: Message, subresource: str = "") -> Values:
 
 
 # How each field of a message type is walked.
-_LEAF, _MESSAGE, _MAP, _MESSAGE_MAP, _KEYED_LIST, _SET_LIST, _ATOMIC_LIST = range(7)
+# A value is kept as its bytes when it is a message (a Timestamp, list items): bytes compare the same
+# way and do not change with the object they were read from.
+_LEAF, _MESSAGE, _MAP, _MESSAGE_MAP, _KEYED_LIST, _SET_LIST, _ATOMIC_LIST, _MESSAGE_LEAF, _WKT_MAP, \
+    _MESSAGE_LIST = range(10)
 
 
 @dataclass(slots=True)
 class _Step:
     key: str  # "f:<json name>"
     kind: int
+    info: codec.FieldInfo
     sub: _Plan | None = None  # messages, map values and list items of message type
     merge_key: str = ""
     merge_field: codec.FieldInfo | None = None
@@ -420,6 +424,11 @@ class _Plan:
     steps: dict[int, _Step]
     # Fields written even when unset (Kubernetes' fields without omitempty): they count as set.
     always: tuple[tuple[int, str, codec.FieldInfo], ...]
+    always_numbers: frozenset[int] = frozenset()
+    # What a status write does not own, at the top of an object.
+    all_but_status: frozenset[str] = frozenset()
+    # The steps by the descriptor objects ListFields returns (cheaper than reading their numbers).
+    by_descriptor: dict[Any, _Step] = field(default_factory=dict)
 
 
 _PLANS: dict[str, _Plan] = {}
@@ -434,6 +443,8 @@ def _plan(descriptor: Descriptor) -> _Plan:
         for number, fi in info.by_number.items():
             plan.steps[number] = _make_step(fi)
         plan.always = tuple((fi.descriptor.number, fi.json_name, fi) for fi in info.always)
+        plan.always_numbers = frozenset(number for number, _, _ in plan.always)
+        plan.all_but_status = frozenset(info.by_json) - {"status"}
     return plan
 
 
@@ -443,28 +454,44 @@ def _make_step(fi: codec.FieldInfo) -> _Step:
         vfi = fi.map_value
         assert vfi is not None
         if vfi.is_message and not vfi.is_wkt and vfi.message is not None:
-            return _Step(key, _MESSAGE_MAP, _plan(vfi.message))
-        return _Step(key, _MAP)
+            return _Step(key, _MESSAGE_MAP, fi, _plan(vfi.message))
+        return _Step(key, _WKT_MAP if vfi.is_message else _MAP, fi)
     if fi.repeated:
         if fi.is_message and fi.patch_merge_key and fi.message is not None:
-            return _Step(key, _KEYED_LIST, _plan(fi.message), fi.patch_merge_key,
+            return _Step(key, _KEYED_LIST, fi, _plan(fi.message), fi.patch_merge_key,
                          codec.fields_of(fi.message).get(fi.patch_merge_key))
-        return _Step(key, _SET_LIST if fi.merges_as_set else _ATOMIC_LIST)
+        if fi.merges_as_set:
+            return _Step(key, _SET_LIST, fi)
+        return _Step(key, _MESSAGE_LIST if fi.is_message else _ATOMIC_LIST, fi)
     if fi.is_message and not fi.is_wkt and fi.message is not None:
-        return _Step(key, _MESSAGE, _plan(fi.message))
-    return _Step(key, _LEAF)
+        return _Step(key, _MESSAGE, fi, _plan(fi.message))
+    return _Step(key, _MESSAGE_LEAF if fi.is_message else _LEAF, fi)
 
 
 def _walk_fields(msg: Message, plan: _Plan, prefix: Path, out: Values, skip: frozenset[str] = frozenset()) -> None:
     fields = msg.ListFields()
-    steps = plan.steps
+    by_descriptor = plan.by_descriptor
     for fd, value in fields:
-        step = steps[fd.number]
+        step = by_descriptor.get(fd)
+        if step is None:  # first sight of this descriptor object
+            step = by_descriptor[fd] = plan.steps[fd.number]
         if skip and step.key[2:] in skip:
             continue
-        _walk_step(value, step, (*prefix, step.key), out)
+        kind = step.kind
+        path = (*prefix, step.key)
+        # The two commonest kinds inline: this is the hot loop of every write.
+        if kind == _LEAF:
+            out[path] = value
+        elif kind == _MESSAGE:
+            n = len(out)
+            _walk_fields(value, step.sub, path, out)  # type: ignore[arg-type]  # a _MESSAGE step has its plan
+            if len(out) == n:
+                out[path] = _EMPTY
+        else:
+            _walk_step(value, step, path, out)
     if plan.always:
         present = {fd.number for fd, _ in fields}
+        steps = plan.steps
         for number, name, fi in plan.always:
             if number not in present and name not in skip:
                 _walk_unset(fi, steps[number], (*prefix, steps[number].key), out)
@@ -487,6 +514,8 @@ def _walk_step(value: Any, step: _Step, path: Path, out: Values) -> None:
     kind = step.kind
     if kind == _LEAF:
         out[path] = value
+    elif kind == _MESSAGE_LEAF:
+        out[path] = value.SerializeToString(deterministic=True)
     elif kind == _MESSAGE:
         assert step.sub is not None
         n = len(out)
@@ -504,6 +533,10 @@ def _walk_step(value: Any, step: _Step, path: Path, out: Values) -> None:
     elif kind == _MAP:
         for k, v in value.items():
             out[(*path, "f:" + (k if type(k) is str else codec.encode_map_key(k)))] = v
+    elif kind == _WKT_MAP:
+        for k, v in value.items():
+            out[(*path, "f:" + (k if type(k) is str else codec.encode_map_key(k)))] = \
+                v.SerializeToString(deterministic=True)
     elif kind == _MESSAGE_MAP:
         assert step.sub is not None
         for k, v in value.items():
@@ -515,8 +548,10 @@ def _walk_step(value: Any, step: _Step, path: Path, out: Values) -> None:
     elif kind == _SET_LIST:
         for v in value:
             out[(*path, _set_key(v))] = None
+    elif kind == _MESSAGE_LIST:
+        out[path] = tuple(v.SerializeToString(deterministic=True) for v in value)  # an atomic list: one value
     else:
-        out[path] = list(value)  # an atomic list: one value
+        out[path] = tuple(value)
 
 
 def _json_scalar(value: Any) -> str:
@@ -547,6 +582,112 @@ def compare(old: Values, new: Values) -> tuple[frozenset[Path], frozenset[Path]]
     changed = frozenset(p for p, v in new.items() if p not in old or old[p] != v)
     removed = frozenset(old.keys() - new.keys())
     return changed, removed
+
+
+def diff(old: Message, new: Message, subresource: str = "") -> tuple[frozenset[Path], frozenset[Path]]:
+    """``compare(object_fields(old), object_fields(new))``, walking only where the two differ.
+
+    Most writes change a few fields of a large object (a condition, a label,
+    replicas): equal fields and list items are compared by the protobuf
+    runtime and skipped whole, so the cost follows the change, not the object.
+    """
+    changed: Values = {}
+    removed: Values = {}
+    plan = _plan(old.DESCRIPTOR)  # type: ignore[arg-type]  # the stubs type it python-or-upb
+    _diff_fields(old, new, plan, (), changed, removed, plan.all_but_status if subresource == "status" else _ROOT_SKIP,
+                 root=True)
+    return frozenset(changed), frozenset(removed)
+
+
+_MAPS = frozenset({_MAP, _WKT_MAP, _MESSAGE_MAP})
+_LEAVES = frozenset({_LEAF, _MESSAGE_LEAF, _ATOMIC_LIST, _MESSAGE_LIST})
+
+
+def _diff_fields(old: Message, new: Message, plan: _Plan, prefix: Path, changed: Values, removed: Values,
+                 skip: frozenset[str] = frozenset(), root: bool = False) -> None:
+    olds: dict[Any, Any] = dict(old.ListFields())
+    news: dict[Any, Any] = dict(new.ListFields())
+    by_descriptor = plan.by_descriptor
+    for fd in news.keys() | olds.keys():
+        step = by_descriptor.get(fd)
+        if step is None:
+            step = by_descriptor[fd] = plan.steps[fd.number]
+        if skip and step.key[2:] in skip:
+            continue
+        path = (*prefix, step.key)
+        o, n = olds.get(fd, _MISSING), news.get(fd, _MISSING)
+        kind = step.kind
+        if o is _MISSING or n is _MISSING:
+            if root and step.key == "f:metadata" and step.sub is not None:
+                # Only one side has metadata: compare what each side's walk (bookkeeping skipped) sees.
+                a: Values = {}
+                b: Values = {}
+                if o is not _MISSING:
+                    _walk_fields(o, step.sub, path, a, _META_SKIP)
+                if n is not _MISSING:
+                    _walk_fields(n, step.sub, path, b, _META_SKIP)
+                _merge_compare(a, b, changed, removed)
+            elif kind in _LEAVES and fd.number not in plan.always_numbers:
+                (removed if n is _MISSING else changed)[path] = None
+            else:
+                _diff_walked(o, n, step, path, changed, removed, fd.number in plan.always_numbers)
+        elif kind in _MAPS:
+            _diff_walked(o, n, step, path, changed, removed, False)  # small; a map's == is slow Python
+        elif o == n:
+            continue
+        elif kind in _LEAVES:
+            changed[path] = None
+        elif root and step.key == "f:metadata" and step.sub is not None:
+            _diff_fields(o, n, step.sub, path, changed, removed, _META_SKIP)
+        elif kind == _MESSAGE and step.sub is not None and o.ByteSize() and n.ByteSize():
+            _diff_fields(o, n, step.sub, path, changed, removed)
+        elif kind == _KEYED_LIST and step.sub is not None:
+            _diff_keyed(o, n, step, path, changed, removed)
+        else:
+            _diff_walked(o, n, step, path, changed, removed, False)
+
+
+def _diff_walked(o: Any, n: Any, step: _Step, path: Path, changed: Values, removed: Values, always: bool) -> None:
+    """Both sides walked in full and compared: for leaves, maps and atomic lists, or when a side is unset."""
+    a: Values = {}
+    b: Values = {}
+    for side, out in ((o, a), (n, b)):
+        if side is not _MISSING:
+            _walk_step(side, step, path, out)
+        elif always:  # unset, but written anyway: what object_fields sees of it
+            _walk_unset(step.info, step, path, out)
+    _merge_compare(a, b, changed, removed)
+
+
+def _merge_compare(a: Values, b: Values, changed: Values, removed: Values) -> None:
+    for p, v in b.items():
+        if p not in a or a[p] != v:
+            changed[p] = None
+    for p in a:
+        if p not in b:
+            removed[p] = None
+
+
+def _diff_keyed(o: Any, n: Any, step: _Step, path: Path, changed: Values, removed: Values) -> None:
+    """Lists with a merge key: items matched by their keys, equal items skipped, changed items diffed."""
+    assert step.sub is not None
+    olds = {_proto_item_key(item, step.merge_key, step.merge_field): item for item in o}
+    news = {_proto_item_key(item, step.merge_key, step.merge_field): item for item in n}
+    for key, item in news.items():
+        item_path = (*path, key)
+        before = olds.get(key)
+        if before is None:
+            added: Values = {(*item_path, "."): None}
+            _walk_fields(item, step.sub, item_path, added)
+            changed.update(dict.fromkeys(added))
+        elif before != item:
+            _diff_fields(before, item, step.sub, item_path, changed, removed)
+    for key, item in olds.items():
+        if key not in news:
+            item_path = (*path, key)
+            gone: Values = {(*item_path, "."): None}
+            _walk_fields(item, step.sub, item_path, gone)
+            removed.update(dict.fromkeys(gone))
 
 
 # Field sets by their serialized FieldsV1, and back: the entries of one kind of object repeat (every pod
@@ -622,9 +763,12 @@ def _is_reset(entries: RepeatedCompositeFieldContainer[metav1.ManagedFieldsEntry
     return len(entries) == 1 and entries[0].ByteSize() == 0
 
 
-def record_update(entries: RepeatedCompositeFieldContainer[metav1.ManagedFieldsEntry], old: Values, new: Values,
-                  manager: str, api_version: str, subresource: str, now: int) -> bool:
+def record_update(entries: RepeatedCompositeFieldContainer[metav1.ManagedFieldsEntry], changed: frozenset[Path],
+                  removed: frozenset[Path], manager: str, api_version: str, subresource: str, now: int) -> bool:
     """Records an Update by ``manager`` in ``entries`` (an object's managedFields, changed in place).
+
+    ``changed`` and ``removed`` are what the write set or changed and what
+    it removed (``diff``; for a create, every field of the new object).
 
     The manager's entry (one per manager, apiVersion and subresource) gains
     what the write set or changed and gets the time; those fields leave
@@ -635,7 +779,6 @@ def record_update(entries: RepeatedCompositeFieldContainer[metav1.ManagedFieldsE
     """
     if _is_reset(entries):
         del entries[:]
-    changed, removed = compare(old, new)
     if not changed and not removed:
         return False
     lost = changed | removed
@@ -659,7 +802,9 @@ def record_update(entries: RepeatedCompositeFieldContainer[metav1.ManagedFieldsE
         if mine is None:
             mine = entries.add(manager=manager, operation="Update", api_version=api_version, fields_type="FieldsV1",
                                subresource=subresource)
-        set_entry_paths(mine, (mine_paths - removed) | changed)
+        paths = (mine_paths - removed) | changed
+        if paths != mine_paths:
+            set_entry_paths(mine, paths)
         mine.time.seconds, mine.time.nanos = now, 0
     elif mine is not None:
         left = mine_paths - removed
