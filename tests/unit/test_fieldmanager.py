@@ -3,6 +3,7 @@ write (machinery.fieldmanager)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -252,15 +253,26 @@ def test_a_single_empty_entry_resets_the_ownership() -> None:
     assert owners(reset) == {("resetter", "Update", ""): {("f:spec", "f:replicas")}}
 
 
-def test_field_sets_are_stored_as_a_struct_would_serialize_them() -> None:
+def test_field_sets_are_stored_as_compact_json_and_read_back() -> None:
     paths = fm.field_set(deploy(sidecar=True), apps.Deployment)
     entry = core.Pod().metadata.managed_fields.add()
     fm.set_entry_paths(entry, frozenset(paths))
-    reference = struct_pb2.Struct()
-    reference.update(fm.to_fields_v1(paths))
-    assert entry.fields_v1 == reference
-    assert entry.fields_v1.SerializeToString(deterministic=True) == reference.SerializeToString(deterministic=True)
+    assert json.loads(entry.fields_v1) == fm.to_fields_v1(paths)
+    assert entry.fields_v1.startswith(b'{"f:metadata":{"f:labels":{"f:app":{}}},"f:spec":{')
     assert fm.entry_paths(entry) == paths
+    # The JSON form shows the document itself, and takes it back.
+    pod = core.Pod()
+    pod.metadata.managed_fields.append(entry)
+    doc = codec.encode(pod)["metadata"]["managedFields"][0]
+    assert doc["fieldsV1"] == fm.to_fields_v1(paths)
+    assert codec.decode_into({"metadata": {"managedFields": [doc]}}, core.Pod) == pod
+    with pytest.raises(errors.StatusError, match="fieldsV1"):
+        codec.decode_into({"metadata": {"managedFields": [{"fieldsV1": "f:spec"}]}}, core.Pod)
+    # Objects stored while the field was a google.protobuf.Struct still read.
+    legacy = struct_pb2.Struct()
+    legacy.update(fm.to_fields_v1(paths))
+    old = core.Pod().metadata.managed_fields.add(fields_v1=legacy.SerializeToString())
+    assert fm.entry_paths(old) == paths
 
 
 def test_the_default_manager_is_the_user_agents_first_word() -> None:

@@ -20,7 +20,7 @@ write set or changed, from whoever owned them, without a conflict; fields the
 write removed leave every entry. An apply later conflicts with those owners.
 That path runs on every write of every component, so it works on the
 protobuf messages themselves, not on their JSON form, and keeps field sets
-as frozensets cached by their serialized form.
+as frozensets cached by their FieldsV1 JSON.
 
 The schema is read from the proto descriptors (the codec's FieldInfo), the
 same merge keys the strategic merge patch uses. Paths are tuples of FieldsV1
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _encode_string
 from typing import Any
 
-from google.protobuf import message_factory, struct_pb2
+from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from google.protobuf.message import Message
@@ -690,8 +690,8 @@ def _diff_keyed(o: Any, n: Any, step: _Step, path: Path, changed: Values, remove
             removed.update(dict.fromkeys(gone))
 
 
-# Field sets by their serialized FieldsV1, and back: the entries of one kind of object repeat (every pod
-# of a ReplicaSet has the same sets), so a write mostly parses and encodes nothing.
+# Field sets by their FieldsV1 JSON, and back: the entries of one kind of object repeat (every pod of a
+# ReplicaSet has the same sets), so a write mostly parses and encodes nothing.
 _CACHE_LIMIT = 4096
 _SETS: dict[bytes, frozenset[Path]] = {}
 _ENCODED: dict[frozenset[Path], bytes] = {}
@@ -703,59 +703,27 @@ def _remember(raw: bytes, paths: frozenset[Path]) -> None:
     if len(_ENCODED) >= _CACHE_LIMIT:
         _ENCODED.clear()
     _SETS[raw] = paths
-    _ENCODED[paths] = raw
+    if raw[:1] == b"{":  # not the bytes of a legacy Struct: what set_entry_paths writes
+        _ENCODED[paths] = raw
 
 
 def entry_paths(entry: metav1.ManagedFieldsEntry) -> frozenset[Path]:
     """The field set of a managedFields entry."""
-    raw = entry.fields_v1.SerializeToString(deterministic=True)
+    raw = entry.fields_v1
     paths = _SETS.get(raw)
     if paths is None:
-        paths = frozenset(_struct_paths(entry.fields_v1, ()))
+        doc = codec.raw_json_value(raw)
+        paths = frozenset(from_fields_v1(doc)) if isinstance(doc, Mapping) else frozenset()
         _remember(raw, paths)
     return paths
-
-
-def _struct_paths(node: struct_pb2.Struct, prefix: Path) -> Iterable[Path]:
-    for key, value in node.fields.items():
-        path = (*prefix, key)
-        if value.WhichOneof("kind") == "struct_value" and value.struct_value.fields:
-            yield from _struct_paths(value.struct_value, path)
-        else:
-            yield path
 
 
 def set_entry_paths(entry: metav1.ManagedFieldsEntry, paths: frozenset[Path]) -> None:
     raw = _ENCODED.get(paths)
     if raw is None:
-        raw = _encode_trie(to_fields_v1(paths))
+        raw = codec.raw_json_bytes(to_fields_v1(paths))
         _remember(raw, paths)
-    entry.fields_v1.ParseFromString(raw)
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _encode_trie(node: Mapping[str, Any]) -> bytes:
-    """A FieldsV1 trie as the bytes of a google.protobuf.Struct, keys sorted (its deterministic form).
-
-    Struct.update builds the same message about ten times slower, one Python
-    call per node; this is on the path of every write.
-    """
-    out = bytearray()
-    for key in sorted(node):
-        name = key.encode()
-        child = _encode_trie(node[key])
-        value = b"\x2a" + _varint(len(child)) + child  # Value.struct_value (field 5)
-        pair = b"\x0a" + _varint(len(name)) + name + b"\x12" + _varint(len(value)) + value
-        out += b"\x0a" + _varint(len(pair)) + pair  # Struct.fields (field 1): a map entry
-    return bytes(out)
+    entry.fields_v1 = raw
 
 
 def _is_reset(entries: RepeatedCompositeFieldContainer[metav1.ManagedFieldsEntry]) -> bool:
