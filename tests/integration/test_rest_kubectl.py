@@ -434,3 +434,17 @@ def test_kubelite_apply_server_side_conflicts_with_kubelite_create_and_scale(kub
     assert 'conflict with "kubelite-scale" with subresource "scale" using apps/v1: .spec.replicas' in r.stderr, \
         r.stderr
     assert kubectl("get", "deploy", "klt", "-n", ns, "-o", "jsonpath={.spec.replicas}").stdout == "5"
+
+
+def test_client_side_apply_then_server_side_apply_moves_the_ownership(kubectl: Kubectl, ns: str) -> None:
+    kubectl("apply", "-n", ns, "-f", "-", input=CONFIGMAP)
+    csa = entry_of(managed(kubectl, "cm", "settings", ns), "kubectl-client-side-apply")
+    assert csa["operation"] == "Update" and "f:color" in csa["fieldsV1"]["f:data"]
+    # kubectl's own client-side fields are no conflict for its first --server-side apply (the server checks
+    # them against the last-applied annotation); kubectl then moves that ownership to its Apply entry.
+    r = kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=CONFIGMAP.replace("blue", "green"))
+    assert r.stdout.strip() == "configmap/settings serverside-applied"
+    entries = managed(kubectl, "cm", "settings", ns)
+    assert entry_of(entries, "kubectl")["operation"] == "Apply"
+    assert not [e for e in entries if e["manager"] == "kubectl-client-side-apply"], entries
+    assert kubectl("get", "cm", "settings", "-n", ns, "-o", "jsonpath={.data.color}").stdout == "green"

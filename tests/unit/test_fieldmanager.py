@@ -331,3 +331,17 @@ def test_the_diff_finds_what_a_walk_of_both_objects_finds(change: Any) -> None:
         before, after = fm.object_fields(old, subresource), fm.object_fields(new, subresource)
         assert fm.diff(old, new, subresource) == fm.compare(before, after)
         assert fm.diff(new, old, subresource) == fm.compare(after, before)
+
+
+def test_kubectls_first_server_side_apply_takes_over_what_its_last_applied_annotation_holds() -> None:
+    doc = deploy(replicas=2)
+    doc["metadata"]["annotations"] = {fm.LAST_APPLIED: json.dumps(deploy(replicas=2))}
+    live = write(None, doc, "kubectl-client-side-apply", now=100)
+    # replicas still has its last-applied value: kubectl's own, no conflict; another applier conflicts.
+    assert not apply(codec.encode(live), deploy(replicas=3), "kubectl").conflicts
+    assert [c.manager for c in apply(codec.encode(live), deploy(replicas=3), "ops").conflicts] == \
+        ["kubectl-client-side-apply"]
+    # Once someone else changed replicas, the annotation no longer vouches for it.
+    scaled = write(live, {**doc, "spec": {**doc["spec"], "replicas": 5}}, "kubectl-client-side-apply", now=110)
+    assert [c.field() for c in apply(codec.encode(scaled), deploy(replicas=3), "kubectl").conflicts] == \
+        [".spec.replicas"]

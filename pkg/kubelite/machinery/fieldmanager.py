@@ -324,6 +324,14 @@ def apply(live: Obj | None, intent: Mapping[str, Any], message_type: type[Messag
             if value_at(base, path) != value_at(intent, path):
                 conflicts.append((i, Conflict(str(entry.get("manager", "")), str(entry.get("apiVersion", "")), path,
                                               str(entry.get("operation", "")), str(entry.get("subresource", "")))))
+    if conflicts and not force and manager == KUBECTL:
+        # kubectl's first server-side apply of an object it applied client-side: the fields its
+        # last-applied annotation still holds (same value live) are its own, not a conflict.
+        allowed = _last_applied_fields(base, message_type)
+        if all(c.path in allowed for _, c in conflicts):
+            force = True
+        else:
+            conflicts = [(i, c) for i, c in conflicts if c.path not in allowed]
     if conflicts and not force:
         return Applied(base, [c for _, c in conflicts])
     for i, c in conflicts:  # forced: the applier takes these fields over
@@ -348,6 +356,28 @@ def apply(live: Obj | None, intent: Mapping[str, Any], message_type: type[Messag
     kept.sort(key=_entry_order)
     merged.setdefault("metadata", {})["managedFields"] = kept
     return Applied(merged, [])
+
+
+KUBECTL = "kubectl"
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def _last_applied_fields(live: Obj, message_type: type[Message]) -> set[Path]:
+    """The leaves of live's client-side apply annotation that still have the annotation's value live.
+
+    Kubernetes lets kubectl's server-side apply take these over without a
+    conflict (only for the manager "kubectl", the upgrade path from
+    ``kubectl apply``); an annotation of another apiVersion counts for nothing.
+    """
+    annotations = (live.get("metadata") or {}).get("annotations") or {}
+    try:
+        last = json.loads(annotations.get(LAST_APPLIED) or "null")
+    except ValueError:
+        return set()
+    if not isinstance(last, dict) or last.get("apiVersion") != live.get("apiVersion"):
+        return set()
+    return {p for p in _leaves(field_set(last, message_type))
+            if value_at(live, p) is not _MISSING and value_at(live, p) == value_at(last, p)}
 
 
 def conflict_message(conflicts: list[Conflict]) -> str:
