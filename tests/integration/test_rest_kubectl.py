@@ -434,6 +434,11 @@ def test_kubelite_apply_server_side_conflicts_with_kubelite_create_and_scale(kub
     assert 'conflict with "kubelite-scale" with subresource "scale" using apps/v1: .spec.replicas' in r.stderr, \
         r.stderr
     assert kubectl("get", "deploy", "klt", "-n", ns, "-o", "jsonpath={.spec.replicas}").stdout == "5"
+    # Applied client-side first, its own fields are no conflict for its first server-side apply.
+    kubelite("apply", "-f", "-", input=deployment("csa", "nowhere", replicas=2))
+    assert entry_of(managed(kubectl, "deploy", "csa", ns), "kubelite-client-side-apply")["operation"] == "Update"
+    kubelite("apply", "--server-side", "-f", "-", input=deployment("csa", "nowhere", replicas=3))
+    assert "f:replicas" in entry_of(managed(kubectl, "deploy", "csa", ns), "kubelite")["fieldsV1"]["f:spec"]
 
 
 def test_client_side_apply_then_server_side_apply_moves_the_ownership(kubectl: Kubectl, ns: str) -> None:

@@ -324,9 +324,9 @@ def apply(live: Obj | None, intent: Mapping[str, Any], message_type: type[Messag
             if value_at(base, path) != value_at(intent, path):
                 conflicts.append((i, Conflict(str(entry.get("manager", "")), str(entry.get("apiVersion", "")), path,
                                               str(entry.get("operation", "")), str(entry.get("subresource", "")))))
-    if conflicts and not force and manager == KUBECTL:
-        # kubectl's first server-side apply of an object it applied client-side: the fields its
-        # last-applied annotation still holds (same value live) are its own, not a conflict.
+    if conflicts and not force and manager in UPGRADING_APPLIERS:
+        # kubectl's (or kubelite's) first server-side apply of an object it applied client-side: the fields
+        # its last-applied annotation still holds (same value live) are its own, not a conflict.
         allowed = _last_applied_fields(base, message_type)
         if all(c.path in allowed for _, c in conflicts):
             force = True
@@ -358,7 +358,9 @@ def apply(live: Obj | None, intent: Mapping[str, Any], message_type: type[Messag
     return Applied(merged, [])
 
 
-KUBECTL = "kubectl"
+# The default managers of `kubectl apply --server-side` and of `kubelite apply --server-side`, which
+# keeps kubectl's annotation for its client-side apply.
+UPGRADING_APPLIERS = frozenset({"kubectl", "kubelite"})
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
@@ -367,7 +369,8 @@ def _last_applied_fields(live: Obj, message_type: type[Message]) -> set[Path]:
 
     Kubernetes lets kubectl's server-side apply take these over without a
     conflict (only for the manager "kubectl", the upgrade path from
-    ``kubectl apply``); an annotation of another apiVersion counts for nothing.
+    ``kubectl apply``; here for kubelite's CLI too); an annotation of another
+    apiVersion counts for nothing.
     """
     annotations = (live.get("metadata") or {}).get("annotations") or {}
     try:
