@@ -414,8 +414,10 @@ def test_kubelite_apply_server_side_conflicts_with_kubelite_create_and_scale(kub
                                                                              apiserver: APIServerProcess) -> None:
     kl = [str(Path(sys.executable).parent / "kubelite"), "--server", apiserver.server, "-n", ns]
 
-    def kubelite(*args: str, input: str | None = None, code: int = 0) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run([*kl, *args], input=input, capture_output=True, text=True, timeout=60)
+    def kubelite(*args: str, input: str | None = None, code: int = 0,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run([*kl, *args], input=input, capture_output=True, text=True, timeout=60,
+                           env={**os.environ, **(env or {})})
         assert r.returncode == code, f"kubelite {' '.join(args)}: exit {r.returncode}\n{r.stdout}\n{r.stderr}"
         return r
 
@@ -439,6 +441,11 @@ def test_kubelite_apply_server_side_conflicts_with_kubelite_create_and_scale(kub
     assert entry_of(managed(kubectl, "deploy", "csa", ns), "kubelite-client-side-apply")["operation"] == "Update"
     kubelite("apply", "--server-side", "-f", "-", input=deployment("csa", "nowhere", replicas=3))
     assert "f:replicas" in entry_of(managed(kubectl, "deploy", "csa", ns), "kubelite")["fieldsV1"]["f:spec"]
+    # kubelite edit: an Update entry of its own for what the edit changed (the buffer shows no managedFields).
+    kubelite("edit", "deploy", "csa", env={"KUBE_EDITOR": "sed -i s/busybox:1/busybox:4/"})
+    edited = entry_of(managed(kubectl, "deploy", "csa", ns), "kubelite-edit")
+    assert edited["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"] == \
+        {'k:{"name":"main"}': {"f:image": {}}}
 
 
 def test_client_side_apply_then_server_side_apply_moves_the_ownership(kubectl: Kubectl, ns: str) -> None:

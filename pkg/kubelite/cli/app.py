@@ -59,6 +59,7 @@ BOOL_FLAGS: dict[str, str] = {
     "-R": "--recursive",
     "--recursive": "--recursive",
     "--show-labels": "--show-labels",
+    "--show-managed-fields": "--show-managed-fields",
     "--no-headers": "--no-headers",
     "--all": "--all",
     "--overwrite": "--overwrite",
@@ -349,16 +350,18 @@ def cli() -> None:
 @bool_option("-w", "--watch", help="After listing, keep printing changes.")
 @bool_option("--watch-only", help="Print changes only, not the initial list.")
 @bool_option("--ignore-not-found", help="Treat missing named objects as success.")
+@bool_option("--show-managed-fields", help="Keep metadata.managedFields in -o yaml and -o json.")
 @global_options(hidden=True)
 def get_cmd(args: tuple[str, ...], output: str, allow_missing_template_keys: bool, all_namespaces: bool,
             selector: str, field_selector: str, show_labels: bool, label_columns: tuple[str, ...], no_headers: bool,
-            watch: bool, watch_only: bool, ignore_not_found: bool) -> None:
+            watch: bool, watch_only: bool, ignore_not_found: bool, show_managed_fields: bool) -> None:
     """Display one or many resources."""
     opts = get_mod.GetOptions(args=args, output=output, all_namespaces=all_namespaces, label_selector=selector,
                               field_selector=field_selector, show_labels=show_labels,
                               label_columns=split_columns(label_columns), no_headers=no_headers, watch=watch,
                               watch_only=watch_only, ignore_not_found=ignore_not_found,
-                              allow_missing_template_keys=allow_missing_template_keys)
+                              allow_missing_template_keys=allow_missing_template_keys,
+                              show_managed_fields=show_managed_fields)
     execute(lambda s, st: get_mod.run_get(s, opts, st.scheme))
 
 
