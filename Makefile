@@ -57,6 +57,7 @@ bench: deps
 	@bash hack/docker.sh
 	$(PY) -m bench.run
 	$(PY) -m bench.rest
+	$(PY) -m bench.fieldmanager
 	$(PY) -m bench.scheduler
 	$(PY) -m bench.kubelet
 	$(PY) -m bench.controllers --quick

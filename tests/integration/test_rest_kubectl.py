@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -337,3 +338,125 @@ def test_apply_switches_a_deployments_strategy_through_retain_keys(kubectl: Kube
     assert r.stdout.strip() == "deployment.apps/strat configured"
     got = json.loads(kubectl("get", "deploy", "strat", "-n", ns, "-o", "json").stdout)
     assert got["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def managed(kubectl: Kubectl, kind: str, name: str, ns: str) -> list[dict[str, Any]]:
+    doc = json.loads(kubectl("get", kind, name, "-n", ns, "-o", "json", "--show-managed-fields").stdout)
+    entries: list[dict[str, Any]] = doc["metadata"].get("managedFields") or []
+    return entries
+
+
+def entry_of(entries: list[dict[str, Any]], manager: str, subresource: str = "") -> dict[str, Any]:
+    found = [e for e in entries if e["manager"] == manager and e.get("subresource", "") == subresource]
+    assert len(found) == 1, (manager, subresource, entries)
+    return found[0]
+
+
+def test_every_write_records_its_manager_and_server_side_apply_conflicts_with_them(kubectl: Kubectl,
+                                                                                   ns: str) -> None:
+    kubectl("create", "-n", ns, "-f", "-", input=deployment("owned", "nowhere", replicas=2))
+    created = entry_of(managed(kubectl, "deploy", "owned", ns), "kubectl-create")
+    assert (created["operation"], created["apiVersion"]) == ("Update", "apps/v1") and created["time"]
+    assert "f:replicas" in created["fieldsV1"]["f:spec"]
+    # An apply of other replicas conflicts with the creator, named as Kubernetes names an updater.
+    r = kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=deployment("owned", "nowhere", replicas=4),
+                code=1)
+    assert 'conflict with "kubectl-create" using apps/v1: .spec.replicas' in r.stderr, r.stderr
+    assert kubectl("get", "deploy", "owned", "-n", ns, "-o", "jsonpath={.spec.replicas}").stdout == "2"
+    # Forced, kubectl (the applier) takes replicas; the creator keeps the rest of what it set.
+    kubectl("apply", "--server-side", "--force-conflicts", "-n", ns, "-f", "-",
+            input=deployment("owned", "nowhere", replicas=4))
+    entries = managed(kubectl, "deploy", "owned", ns)
+    assert "f:replicas" in entry_of(entries, "kubectl")["fieldsV1"]["f:spec"]
+    assert entry_of(entries, "kubectl")["operation"] == "Apply"
+    assert "f:replicas" not in entry_of(entries, "kubectl-create")["fieldsV1"]["f:spec"]
+    # kubectl scale writes through the scale subresource: an entry of its own, and the next apply conflicts.
+    kubectl("scale", "deployment", "owned", "-n", ns, "--replicas=6")
+    scaled = [e for e in managed(kubectl, "deploy", "owned", ns) if e.get("subresource") == "scale"]
+    assert len(scaled) == 1 and scaled[0]["operation"] == "Update", scaled
+    assert scaled[0]["fieldsV1"] == {"f:spec": {"f:replicas": {}}}
+    r = kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=deployment("owned", "nowhere", replicas=4),
+                code=1)
+    assert f'conflict with "{scaled[0]["manager"]}" with subresource "scale" using apps/v1: .spec.replicas' in r.stderr
+    # A patch and an edit: Update entries under kubectl's names for them.
+    kubectl("patch", "deploy", "owned", "-n", ns, "-p", '{"metadata":{"labels":{"patched":"yes"}}}')
+    patched = entry_of(managed(kubectl, "deploy", "owned", ns), "kubectl-patch")
+    assert patched["operation"] == "Update"
+    assert patched["fieldsV1"] == {"f:metadata": {"f:labels": {"f:patched": {}}}}
+    kubectl("edit", "deploy", "owned", "-n", ns, env={"KUBE_EDITOR": "sed -i s/busybox:1/busybox:3/"})
+    edited = entry_of(managed(kubectl, "deploy", "owned", ns), "kubectl-edit")
+    containers = edited["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]
+    assert containers == {'k:{"name":"main"}': {"f:image": {}}}
+    r = kubectl("apply", "--server-side", "--force-conflicts", "-n", ns, "-f", "-",
+                input=deployment("owned", "nowhere", replicas=4))
+    entries = managed(kubectl, "deploy", "owned", ns)
+    assert {e["manager"] for e in entries} >= {"kubectl", "kubectl-create", "kubectl-patch"}
+    assert not [e for e in entries if e["manager"] == "kubectl-edit"]  # everything it owned went to kubectl
+    # ?fieldManager= names the owner of a plain write too.
+    kubectl("label", "deploy", "owned", "-n", ns, "team=a", "--field-manager=ops")
+    assert entry_of(managed(kubectl, "deploy", "owned", ns), "ops")["operation"] == "Update"
+
+
+def test_controllers_and_the_kubelet_own_what_they_write(kubectl: Kubectl, ns: str, hollow_node: str) -> None:
+    kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=deployment("ctl", hollow_node, replicas=1))
+    kubectl("rollout", "status", "deployment/ctl", "-n", ns, "--timeout=90s", timeout=120)
+    status = entry_of(managed(kubectl, "deploy", "ctl", ns), "kubelite-controller-manager", "status")
+    assert status["operation"] == "Update" and "f:replicas" in status["fieldsV1"]["f:status"]
+    pod = kubectl("get", "pods", "-n", ns, "-l", "app=ctl", "-o", "jsonpath={.items[0].metadata.name}").stdout
+    entries = managed(kubectl, "pod", pod, ns)
+    made = entry_of(entries, "kubelite-controller-manager")
+    assert "f:containers" in made["fieldsV1"]["f:spec"] and "f:ownerReferences" in made["fieldsV1"]["f:metadata"]
+    reported = entry_of(entries, "kubelite-kubelet", "status")
+    assert {"f:phase", "f:conditions"} <= set(reported["fieldsV1"]["f:status"])
+
+
+def test_kubelite_apply_server_side_conflicts_with_kubelite_create_and_scale(kubectl: Kubectl, ns: str,
+                                                                             apiserver: APIServerProcess) -> None:
+    kl = [str(Path(sys.executable).parent / "kubelite"), "--server", apiserver.server, "-n", ns]
+
+    def kubelite(*args: str, input: str | None = None, code: int = 0,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run([*kl, *args], input=input, capture_output=True, text=True, timeout=60,
+                           env={**os.environ, **(env or {})})
+        assert r.returncode == code, f"kubelite {' '.join(args)}: exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+        return r
+
+    kubelite("create", "-f", "-", input=deployment("klt", "nowhere", replicas=2))
+    created = entry_of(managed(kubectl, "deploy", "klt", ns), "kubelite-create")
+    assert created["operation"] == "Update" and "f:replicas" in created["fieldsV1"]["f:spec"]
+    r = kubelite("apply", "--server-side", "-f", "-", input=deployment("klt", "nowhere", replicas=3), code=1)
+    assert 'conflict with "kubelite-create" using apps/v1: .spec.replicas' in r.stderr, r.stderr
+    kubelite("apply", "--server-side", "--force-conflicts", "-f", "-",
+             input=deployment("klt", "nowhere", replicas=3))
+    assert entry_of(managed(kubectl, "deploy", "klt", ns), "kubelite")["operation"] == "Apply"
+    kubelite("scale", "deployment", "klt", "--replicas=5")
+    assert entry_of(managed(kubectl, "deploy", "klt", ns), "kubelite-scale", "scale")["fieldsV1"] == \
+        {"f:spec": {"f:replicas": {}}}
+    r = kubelite("apply", "--server-side", "-f", "-", input=deployment("klt", "nowhere", replicas=3), code=1)
+    assert 'conflict with "kubelite-scale" with subresource "scale" using apps/v1: .spec.replicas' in r.stderr, \
+        r.stderr
+    assert kubectl("get", "deploy", "klt", "-n", ns, "-o", "jsonpath={.spec.replicas}").stdout == "5"
+    # Applied client-side first, its own fields are no conflict for its first server-side apply.
+    kubelite("apply", "-f", "-", input=deployment("csa", "nowhere", replicas=2))
+    assert entry_of(managed(kubectl, "deploy", "csa", ns), "kubelite-client-side-apply")["operation"] == "Update"
+    kubelite("apply", "--server-side", "-f", "-", input=deployment("csa", "nowhere", replicas=3))
+    assert "f:replicas" in entry_of(managed(kubectl, "deploy", "csa", ns), "kubelite")["fieldsV1"]["f:spec"]
+    # kubelite edit: an Update entry of its own for what the edit changed (the buffer shows no managedFields).
+    kubelite("edit", "deploy", "csa", env={"KUBE_EDITOR": "sed -i s/busybox:1/busybox:4/"})
+    edited = entry_of(managed(kubectl, "deploy", "csa", ns), "kubelite-edit")
+    assert edited["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"] == \
+        {'k:{"name":"main"}': {"f:image": {}}}
+
+
+def test_client_side_apply_then_server_side_apply_moves_the_ownership(kubectl: Kubectl, ns: str) -> None:
+    kubectl("apply", "-n", ns, "-f", "-", input=CONFIGMAP)
+    csa = entry_of(managed(kubectl, "cm", "settings", ns), "kubectl-client-side-apply")
+    assert csa["operation"] == "Update" and "f:color" in csa["fieldsV1"]["f:data"]
+    # kubectl's own client-side fields are no conflict for its first --server-side apply (the server checks
+    # them against the last-applied annotation); kubectl then moves that ownership to its Apply entry.
+    r = kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=CONFIGMAP.replace("blue", "green"))
+    assert r.stdout.strip() == "configmap/settings serverside-applied"
+    entries = managed(kubectl, "cm", "settings", ns)
+    assert entry_of(entries, "kubectl")["operation"] == "Apply"
+    assert not [e for e in entries if e["manager"] == "kubectl-client-side-apply"], entries
+    assert kubectl("get", "cm", "settings", "-n", ns, "-o", "jsonpath={.data.color}").stdout == "green"

@@ -245,3 +245,23 @@ def test_server_side_apply_through_the_dynamic_client(api: k8s.ApiClient, ns: st
                                            force_conflicts=True)
     assert forced.spec.replicas == 4
     assert sorted(e.manager for e in forced.metadata.managedFields) == ["other", "py"]
+
+
+def test_writes_record_their_field_manager_or_the_user_agent(api: k8s.ApiClient, ns: str) -> None:
+    v1 = k8s.CoreV1Api(api)
+    created = v1.create_namespaced_config_map(ns, configmap("owned", a="1"))
+    # No fieldManager: the first word of the client's user agent (OpenAPI-Generator/<version>/python).
+    [entry] = created.metadata.managed_fields
+    assert (entry.manager, entry.operation, entry.api_version) == ("OpenAPI-Generator", "Update", "v1")
+    assert entry.fields_v1 == {"f:data": {"f:a": {}}, "f:metadata": {"f:labels": {"f:app": {}}}}
+    created.data["b"] = "2"
+    replaced = v1.replace_namespaced_config_map("owned", ns, created, field_manager="py-replace")
+    owners = {e.manager: e.fields_v1 for e in replaced.metadata.managed_fields}
+    assert owners["py-replace"] == {"f:data": {"f:b": {}}}
+    patched = v1.patch_namespaced_config_map("owned", ns, {"data": {"a": "3"}}, field_manager="py-patch")
+    owners = {e.manager: e.fields_v1 for e in patched.metadata.managed_fields}
+    assert owners["py-patch"] == {"f:data": {"f:a": {}}}
+    assert owners["OpenAPI-Generator"] == {"f:metadata": {"f:labels": {"f:app": {}}}}  # a went to py-patch
+    with pytest.raises(ApiException) as bad:
+        v1.patch_namespaced_config_map("owned", ns, {"data": {"a": "4"}}, field_manager="x" * 129)
+    assert bad.value.status == 400 and "128" in bad.value.body

@@ -217,6 +217,10 @@ def test_get_table_name_yaml_json(kl: InProcessCluster) -> None:
     assert listed["items"][0]["kind"] == "ConfigMap"
     single = json.loads(ok(kl.cli(["get", "cm", "a", "-o", "json"])).stdout)
     assert single["kind"] == "ConfigMap" and single["metadata"]["name"] == "a"
+    # Field ownership is left out, as kubectl prints objects, unless asked for.
+    assert "managedFields" not in single["metadata"] and "managedFields" not in listed["items"][0]["metadata"]
+    shown = json.loads(ok(kl.cli(["get", "cm", "a", "-o", "json", "--show-managed-fields"])).stdout)
+    assert shown["metadata"]["managedFields"][0]["operation"] == "Update"
     assert ok(kl.cli(["get", "cm", "-l", "app=x", "-o", "name"])).stdout == "configmap/a\n"
     assert ok(kl.cli(["get", "cm/b", "-o=name"])).stdout == "configmap/b\n"
 

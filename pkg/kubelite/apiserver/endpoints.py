@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from kubelite.api.coordination.v1 import generated_pb2 as coordination_v1
 from kubelite.api.core.v1 import generated_pb2 as core_v1
-from kubelite.apiserver.pipeline import SYSTEM, Attributes
+from kubelite.apiserver.pipeline import SYSTEM, SYSTEM_MANAGER, Attributes
 from kubelite.apiserver.store import ResourceStore
 from kubelite.machinery import errors
 
@@ -87,7 +87,7 @@ class KubernetesService:
                         "--advertise-address to an address pods can reach", me.ip)
 
     def _attrs(self, store: ResourceStore, verb: str, namespace: str, name: str) -> Attributes:
-        return Attributes(SYSTEM, verb, store.rt, namespace, name)
+        return Attributes(SYSTEM, verb, store.rt, namespace, name, field_manager=SYSTEM_MANAGER)
 
     # --- lifecycle -------------------------------------------------------
 

@@ -31,6 +31,8 @@ class UserInfo:
 ANONYMOUS = UserInfo("system:anonymous", ("system:unauthenticated",))
 # The identity the API server uses for its own writes (bootstrap namespaces).
 SYSTEM = UserInfo("system:apiserver", ("system:masters",))
+# The field manager of those writes (Kubernetes' own show as kube-apiserver, its binary).
+SYSTEM_MANAGER = "kubelite-apiserver"
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,40 @@ class Attributes:
     name: str
     subresource: str = ""
     dry_run: bool = False
+    # Who writes, for field ownership (metadata.managedFields): the request's fieldManager, else the
+    # user agent's first word. None for the server's own bookkeeping writes, which record no owner.
+    field_manager: str | None = None
+
+
+# Kubernetes' limit on a fieldManager's length, in bytes.
+FIELD_MANAGER_MAX_BYTES = 128
+# The verbs whose writes record an owner in metadata.managedFields.
+MANAGED_VERBS = frozenset({"create", "update", "patch"})
+
+
+def field_manager(requested: str, user_agent: str) -> str:
+    """The manager of a write: the request's fieldManager, else the user agent's first word.
+
+    A client names its binary first in its user agent (``kubectl/v1.37.1
+    (linux/amd64) ...``, ``kubelite-kubelet/v0.1.0 grpc-python/...``), so that
+    is who owns what it writes, as in Kubernetes; the unprintable characters
+    of a user agent are dropped and it is cut to the length limit.
+    """
+    if requested:
+        if len(requested.encode()) > FIELD_MANAGER_MAX_BYTES:
+            raise errors.bad_request(f"fieldManager: Too long: may not be more than {FIELD_MANAGER_MAX_BYTES} bytes")
+        if not requested.isprintable():
+            raise errors.bad_request(f"fieldManager: Invalid value: {requested!r}: must contain only printable "
+                                     f"characters")
+        return requested
+    out = ""
+    for ch in user_agent.split("/", 1)[0]:
+        if not ch.isprintable():
+            continue
+        if len((out + ch).encode()) > FIELD_MANAGER_MAX_BYTES:
+            break
+        out += ch
+    return out
 
 
 @dataclass(frozen=True)
@@ -60,6 +96,13 @@ class RequestInfo:
     metadata: Sequence[tuple[str, str | bytes]] = ()
     peer: str = ""
     peer_certificates: tuple[bytes, ...] = ()
+
+    @property
+    def user_agent(self) -> str:
+        for key, value in self.metadata:
+            if key == "user-agent":
+                return value.decode() if isinstance(value, bytes) else value
+        return ""
 
     @property
     def bearer_token(self) -> str:

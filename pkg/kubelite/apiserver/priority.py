@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 
 from kubelite.api.core.v1 import generated_pb2 as core_v1
 from kubelite.api.scheduling.v1 import generated_pb2 as scheduling_v1
-from kubelite.apiserver.pipeline import SYSTEM, Attributes
+from kubelite.apiserver.pipeline import SYSTEM, SYSTEM_MANAGER, Attributes
 from kubelite.apiserver.registry.scheduling import SYSTEM_CLASSES
 from kubelite.apiserver.store import ResourceStore
 from kubelite.apiserver.watchcache import Filter
@@ -104,7 +104,7 @@ async def bootstrap_priority_classes(store: ResourceStore) -> None:
         pc.metadata.name = name
         pc.description = "Used for system critical pods that must not be moved from their current node."
         try:
-            await store.create(Attributes(SYSTEM, "create", store.rt, "", name), pc)
+            await store.create(Attributes(SYSTEM, "create", store.rt, "", name, field_manager=SYSTEM_MANAGER), pc)
             log.info("created priorityclass %s", name)
         except errors.StatusError as exc:
             if exc.reason != "AlreadyExists":

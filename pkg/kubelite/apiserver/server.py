@@ -28,6 +28,7 @@ from kubelite.apiserver.config import APIServerConfig
 from kubelite.apiserver.health import StorageHealth
 from kubelite.apiserver.pipeline import (
     SYSTEM,
+    SYSTEM_MANAGER,
     Admission,
     Attributes,
     DefaultTolerationSeconds,
@@ -129,7 +130,7 @@ async def bootstrap(registry: Registry) -> None:
         ns = ns_store.rt.new()
         ns.metadata.name = name  # type: ignore[attr-defined]
         try:
-            await ns_store.create(Attributes(SYSTEM, "create", ns_store.rt, "", name), ns)
+            await ns_store.create(Attributes(SYSTEM, "create", ns_store.rt, "", name, field_manager=SYSTEM_MANAGER), ns)
             log.info("created namespace %s", name)
         except errors.StatusError as exc:
             if exc.reason != "AlreadyExists":

@@ -24,7 +24,15 @@ from kubelite.api.meta.v1 import generated_pb2 as metav1
 from kubelite.api.service.v1 import service_pb2 as pb
 from kubelite.api.service.v1 import service_pb2_grpc as pb_grpc
 from kubelite.apiserver import metrics
-from kubelite.apiserver.pipeline import Admission, Attributes, Pipeline, RequestInfo, UserInfo
+from kubelite.apiserver.pipeline import (
+    MANAGED_VERBS,
+    Admission,
+    Attributes,
+    Pipeline,
+    RequestInfo,
+    UserInfo,
+    field_manager,
+)
 from kubelite.apiserver.registry.core import BindingSubresource
 from kubelite.apiserver.registry.subresource import Subresource
 from kubelite.apiserver.store import ResourceStore
@@ -79,13 +87,17 @@ class ResourceServicer(pb_grpc.ResourceServiceServicer):
     # --- plumbing ----------------------------------------------------------
 
     async def _attrs(self, context: grpc.aio.ServicerContext[Any, Any], verb: str, store: ResourceStore,
-                     ref: pb.ResourceRef, dry_run: bool = False, subresource: str = "") -> Attributes:
+                     ref: pb.ResourceRef, dry_run: bool = False, subresource: str = "",
+                     manager: str = "") -> Attributes:
         namespace = ref.namespace if store.rt.namespaced else ""
+        info = request_info(context)
+        owner = field_manager(manager, info.user_agent) if verb in MANAGED_VERBS else None
 
         def make(user: UserInfo) -> Attributes:
-            return Attributes(user, verb, store.rt, namespace, ref.name, subresource=subresource, dry_run=dry_run)
+            return Attributes(user, verb, store.rt, namespace, ref.name, subresource=subresource, dry_run=dry_run,
+                              field_manager=owner)
 
-        return await self.pipeline.check(request_info(context), make)
+        return await self.pipeline.check(info, make)
 
     async def _handle(self, context: grpc.aio.ServicerContext[Any, Any], verb: str, ref: pb.ResourceRef,
                       call: Callable[[ResourceStore], Awaitable[T]]) -> T:
@@ -130,7 +142,8 @@ class ResourceServicer(pb_grpc.ResourceServiceServicer):
             if request.ref.subresource:
                 sub = self.registry.subresource(store, request.ref.subresource)
                 body = self._unpack(store, request.object, sub)
-                attrs = await self._attrs(context, "create", store, request.ref, request.dry_run, sub.name)
+                attrs = await self._attrs(context, "create", store, request.ref, request.dry_run, sub.name,
+                                          request.field_manager)
                 return pb.ObjectResponse(object=pack_message(await sub.create(store, attrs, body)))
             obj = self._unpack(store, request.object)
             ref = pb.ResourceRef()
@@ -138,7 +151,8 @@ class ResourceServicer(pb_grpc.ResourceServiceServicer):
             ref.name = obj.metadata.name  # type: ignore[attr-defined]
             if store.rt.namespaced and not ref.namespace:
                 ref.namespace = obj.metadata.namespace  # type: ignore[attr-defined]
-            attrs = await self._attrs(context, "create", store, ref, request.dry_run)
+            attrs = await self._attrs(context, "create", store, ref, request.dry_run,
+                                      manager=request.field_manager)
             return pb.ObjectResponse(object=pack_message(await store.create(attrs, obj)))
         return await self._handle(context, "create", request.ref, call)
 
@@ -178,7 +192,7 @@ class ResourceServicer(pb_grpc.ResourceServiceServicer):
             ref.name = ref.name or obj.metadata.name  # type: ignore[attr-defined]
             if store.rt.namespaced and not ref.namespace:
                 ref.namespace = obj.metadata.namespace or ""  # type: ignore[attr-defined]
-            attrs = await self._attrs(context, "update", store, ref, request.dry_run, name)
+            attrs = await self._attrs(context, "update", store, ref, request.dry_run, name, request.field_manager)
             if sub is not None:
                 return pb.ObjectResponse(object=pack_message(await sub.update(store, attrs, obj)))
             return pb.ObjectResponse(object=pack_message(await store.update(attrs, obj)))
@@ -194,7 +208,8 @@ class ResourceServicer(pb_grpc.ResourceServiceServicer):
     async def Patch(self, request: pb.PatchRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.ObjectResponse:
         async def call(store: ResourceStore) -> pb.ObjectResponse:
             name = request.subresource or request.ref.subresource
-            attrs = await self._attrs(context, "patch", store, request.ref, request.dry_run, name)
+            attrs = await self._attrs(context, "patch", store, request.ref, request.dry_run, name,
+                                      request.field_manager)
             if request.patch_type == patch.APPLY_PATCH and not name:
                 obj = await store.apply(attrs, patch.load_apply_patch(request.patch), request.field_manager,
                                         force=request.force)

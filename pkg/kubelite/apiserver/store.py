@@ -235,9 +235,10 @@ class ResourceStore:
                     raise
         raise errors.StatusError("AlreadyExists", "could not generate a unique name; try again")
 
-    async def _create_one(self, attrs: Attributes, obj: Message) -> Message:
+    async def _create_one(self, attrs: Attributes, obj: Message, *, track: bool = True) -> Message:
         meta = meta_of(obj)
-        attrs = Attributes(attrs.user, "create", self.rt, attrs.namespace, meta.name, dry_run=attrs.dry_run)
+        attrs = Attributes(attrs.user, "create", self.rt, attrs.namespace, meta.name, dry_run=attrs.dry_run,
+                           field_manager=attrs.field_manager)
         self.strategy.prepare_for_create(obj)
         meta.uid = str(uuid.uuid4())
         meta.creation_timestamp.seconds = now_seconds()
@@ -246,6 +247,8 @@ class ResourceStore:
         meta.ClearField("deletion_grace_period_seconds")
         meta.generation = 1 if self.strategy.spec_of(obj) is not None else 0
         self.strategy.default(obj)
+        if track:
+            self._record_update(attrs, None, obj, "")
         await self.admission.admit(attrs, obj, None)
         causes = self.strategy.validate(obj)
         if causes:
@@ -431,8 +434,7 @@ class ResourceStore:
         meta_of(created).name = name
         meta_of(created).ClearField("generate_name")
         try:
-            return await self._create_one(
-                Attributes(attrs.user, "create", self.rt, attrs.namespace, name, dry_run=attrs.dry_run), created)
+            return await self._create_one(attrs, created)
         except errors.StatusError as exc:
             if exc.reason != "AlreadyExists":
                 raise
@@ -448,17 +450,21 @@ class ResourceStore:
         precondition: int = 0,
         status: bool = False,
         from_cache: bool = False,
+        track: bool = True,
     ) -> Message:
         """Read, change, compare-and-swap; retried on conflicts unless the caller pinned a revision.
 
         With ``from_cache`` the first attempt starts from the watch cache's
         copy; whenever that guess is what fails (a precondition, a conflict,
         or "nothing changed"), the object is read from etcd and the attempt
-        repeated, so the outcome is the same as with a quorum read.
+        repeated, so the outcome is the same as with a quorum read. With
+        ``track`` the write is an Update in the object's managedFields
+        (server-side apply records its own entries and passes False).
         """
         namespace = attrs.namespace
         verb_attrs = Attributes(attrs.user, attrs.verb, self.rt, namespace, name,
-                                subresource="status" if status else attrs.subresource, dry_run=attrs.dry_run)
+                                subresource="status" if status else attrs.subresource, dry_run=attrs.dry_run,
+                                field_manager=attrs.field_manager)
         use_cache = from_cache
         for _attempt in range(MAX_CONFLICT_RETRIES):
             current = await (self._read_cached(namespace, name) if use_cache else self._read(namespace, name))
@@ -485,6 +491,8 @@ class ResourceStore:
             self._keep_system_meta(new, old)
             if not status:
                 self.strategy.default(new)
+            if track:
+                self._record_update(verb_attrs, old, new, verb_attrs.subresource)
             await self.admission.admit(verb_attrs, new, old)
             causes = (self.strategy.validate_status_update(new, old) if status
                       else self.strategy.validate_update(new, old, verb_attrs.subresource))
@@ -550,6 +558,21 @@ class ResourceStore:
         if self.strategy.spec_of(new) != self.strategy.spec_of(old):
             nm.generation = om.generation + 1
 
+    def _record_update(self, attrs: Attributes, old: Message | None, new: Message, subresource: str) -> None:
+        """The write as an ``Update`` of ``attrs.field_manager`` in new's managedFields (see fieldmanager).
+
+        Bindings record nothing, as in Kubernetes (the scheduler's binding is
+        not a field-managed write), nor do the server's own writes.
+        """
+        if attrs.field_manager is None or subresource == "binding":
+            return
+        if old is None:
+            changed, removed = frozenset(fieldmanager.object_fields(new, subresource)), frozenset[fieldmanager.Path]()
+        else:
+            changed, removed = fieldmanager.diff(old, new, subresource)
+        fieldmanager.record_update(meta_of(new).managed_fields, changed, removed, attrs.field_manager,
+                                   self.rt.api_version, subresource, now_seconds())
+
     # --- patch -----------------------------------------------------------
 
     async def patch(self, attrs: Attributes, patch_type: str, body: bytes, subresource: str = "") -> Message:
@@ -601,9 +624,7 @@ class ResourceStore:
                 raise errors.StatusError(
                     "Conflict", fieldmanager.conflict_message(result.conflicts), name=attrs.name,
                     group=self.rt.group, kind=self.rt.resource,
-                    causes=[errors.FieldError("FieldManagerConflict", c.field(),
-                                              f'conflict with "{c.manager}"' + (f" using {c.api_version}"
-                                                                                 if c.api_version else ""))
+                    causes=[errors.FieldError("FieldManagerConflict", c.field(), f"conflict with {c.who()}")
                             for c in result.conflicts])
             return codec.decode_into(result.object, self.rt.message)
 
@@ -612,7 +633,7 @@ class ResourceStore:
 
         for _attempt in range(2):
             try:
-                return await self.guaranteed_update(attrs, attrs.name, mutate, from_cache=True)
+                return await self.guaranteed_update(attrs, attrs.name, mutate, from_cache=True, track=False)
             except errors.StatusError as exc:
                 if exc.reason != "NotFound":
                     raise
@@ -621,8 +642,7 @@ class ResourceStore:
             if self.rt.namespaced:
                 meta_of(obj).namespace = attrs.namespace
             try:
-                return await self._create_one(Attributes(attrs.user, "create", self.rt, attrs.namespace, attrs.name,
-                                                         dry_run=attrs.dry_run), obj)
+                return await self._create_one(attrs, obj, track=False)
             except errors.StatusError as exc:
                 if exc.reason != "AlreadyExists":
                     raise

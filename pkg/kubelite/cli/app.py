@@ -59,6 +59,7 @@ BOOL_FLAGS: dict[str, str] = {
     "-R": "--recursive",
     "--recursive": "--recursive",
     "--show-labels": "--show-labels",
+    "--show-managed-fields": "--show-managed-fields",
     "--no-headers": "--no-headers",
     "--all": "--all",
     "--overwrite": "--overwrite",
@@ -145,11 +146,25 @@ class CliState:
         options = self.options
         if self.request_timeout:
             options = replace(options, request_timeout=parse_duration(self.request_timeout, "--request-timeout"))
-        return Session(options=options, streams=streams, watch_factory=self.deps.watch_factory)
+        return Session(options=options, streams=streams, watch_factory=self.deps.watch_factory,
+                       field_manager=command_field_manager(click.get_current_context(silent=True)))
 
     @property
     def scheme(self) -> Scheme:
         return self.deps.scheme_factory()
+
+
+def command_field_manager(ctx: click.Context | None) -> str:
+    """The owner of a command's writes, named after its verb as kubectl names its own (kubectl-create...).
+
+    Client-side apply is "kubelite-client-side-apply", as kubectl's; server-side
+    apply names its manager itself (--field-manager, default "kubelite").
+    """
+    words = ctx.command_path.split() if ctx is not None else []
+    if len(words) < 2:
+        return ""
+    verb = words[1]
+    return "kubelite-client-side-apply" if verb == "apply" else f"kubelite-{verb}"
 
 
 def _state() -> CliState:
@@ -335,16 +350,18 @@ def cli() -> None:
 @bool_option("-w", "--watch", help="After listing, keep printing changes.")
 @bool_option("--watch-only", help="Print changes only, not the initial list.")
 @bool_option("--ignore-not-found", help="Treat missing named objects as success.")
+@bool_option("--show-managed-fields", help="Keep metadata.managedFields in -o yaml and -o json.")
 @global_options(hidden=True)
 def get_cmd(args: tuple[str, ...], output: str, allow_missing_template_keys: bool, all_namespaces: bool,
             selector: str, field_selector: str, show_labels: bool, label_columns: tuple[str, ...], no_headers: bool,
-            watch: bool, watch_only: bool, ignore_not_found: bool) -> None:
+            watch: bool, watch_only: bool, ignore_not_found: bool, show_managed_fields: bool) -> None:
     """Display one or many resources."""
     opts = get_mod.GetOptions(args=args, output=output, all_namespaces=all_namespaces, label_selector=selector,
                               field_selector=field_selector, show_labels=show_labels,
                               label_columns=split_columns(label_columns), no_headers=no_headers, watch=watch,
                               watch_only=watch_only, ignore_not_found=ignore_not_found,
-                              allow_missing_template_keys=allow_missing_template_keys)
+                              allow_missing_template_keys=allow_missing_template_keys,
+                              show_managed_fields=show_managed_fields)
     execute(lambda s, st: get_mod.run_get(s, opts, st.scheme))
 
 

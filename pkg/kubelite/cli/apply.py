@@ -24,7 +24,7 @@ from google.protobuf.message import Message
 from kubelite.cli.clientset import Session
 from kubelite.cli.errors import CliError, format_status_error
 from kubelite.cli.manifests import Manifest, apply_namespace, read_manifests
-from kubelite.cli.printers import as_list, to_json, to_yaml
+from kubelite.cli.printers import as_list, to_json, to_yaml, without_managed_fields
 from kubelite.cli.resources import kind_ref, meta, namespace_for, object_ref, to_dict
 from kubelite.machinery.errors import StatusError
 from kubelite.machinery.patch import LAST_APPLIED_ANNOTATION as LAST_APPLIED
@@ -109,7 +109,7 @@ class Printer:
             self.session.streams.out(ref)
         elif self.output in ("yaml", "json"):
             if obj is not None:
-                self.objects.append(obj if isinstance(obj, dict) else to_dict(obj))
+                self.objects.append(without_managed_fields(obj if isinstance(obj, dict) else to_dict(obj)))
         else:
             self.session.streams.out(f"{ref} {word}{self.suffix}")
 

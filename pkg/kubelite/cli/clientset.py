@@ -53,8 +53,11 @@ class Connection:
 WatchFactory = Callable[[Client, type[Message], str, str, str, str], AsyncIterator[Any]]
 
 
-def connect(options: ConnectionOptions) -> Connection:
-    """Reads the kubeconfig with kubectl's precedence and makes a client (the channel opens on first call)."""
+def connect(options: ConnectionOptions, field_manager: str = "") -> Connection:
+    """Reads the kubeconfig with kubectl's precedence and makes a client (the channel opens on first call).
+
+    ``field_manager`` owns the command's writes (kubectl's per-verb names: kubelite-create, kubelite-edit...).
+    """
     from kubelite.client.kubeconfig import KubeConfigError, load_kubeconfig
 
     try:
@@ -62,9 +65,9 @@ def connect(options: ConnectionOptions) -> Connection:
         if options.token:
             cfg = replace(cfg, token=options.token)
         if options.request_timeout > 0:
-            client = Client.from_kubeconfig(cfg, timeout=options.request_timeout)
+            client = Client.from_kubeconfig(cfg, timeout=options.request_timeout, field_manager=field_manager)
         else:
-            client = Client.from_kubeconfig(cfg)
+            client = Client.from_kubeconfig(cfg, field_manager=field_manager)
     except (KubeConfigError, ValueError) as exc:  # ValueError: a --server that is no address
         raise CliError(str(exc)) from exc
     return Connection(client=client, namespace=cfg.namespace or "", server=cfg.server or "")
@@ -101,12 +104,14 @@ class Session:
     options: ConnectionOptions
     streams: Streams
     watch_factory: WatchFactory = default_watch_factory
+    # Who owns what this command writes (metadata.managedFields); "" = the user agent's "kubelite".
+    field_manager: str = ""
     _connection: Connection | None = field(default=None, init=False, repr=False)
 
     @property
     def connection(self) -> Connection:
         if self._connection is None:
-            self._connection = connect(self.options)
+            self._connection = connect(self.options, self.field_manager)
         return self._connection
 
     @property

@@ -22,7 +22,7 @@ from google.protobuf.message import Message
 
 from kubelite.cli.clientset import Session
 from kubelite.cli.errors import CliError, format_status_error
-from kubelite.cli.printers import to_json, to_yaml
+from kubelite.cli.printers import to_json, to_yaml, without_managed_fields
 from kubelite.cli.resources import meta, namespace_for, object_ref, parse_targets, to_dict
 from kubelite.machinery.errors import StatusError
 from kubelite.machinery.scheme import ResourceType, Scheme
@@ -90,7 +90,8 @@ async def run_edit(session: Session, opts: EditOptions, scheme: Scheme, editor: 
 
 
 async def edit_one(session: Session, rt: ResourceType, current: Message, fmt: str, edit: Editor) -> int:
-    data = to_dict(current)
+    # Without managedFields, as kubectl edit shows objects: the update then keeps the stored ones.
+    data = without_managed_fields(to_dict(current))
     body = to_yaml(data) if fmt == "yaml" else to_json(data) + "\n"
     original = strip_comments(body)
     name = str(meta(current).name)

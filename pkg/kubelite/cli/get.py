@@ -24,6 +24,7 @@ from kubelite.cli.printers import (
     template_printer,
     to_json,
     to_yaml,
+    without_managed_fields,
 )
 from kubelite.cli.resources import Target, kind_ref, namespace_for, object_ref, parse_targets, to_dict
 from kubelite.machinery.errors import StatusError
@@ -57,6 +58,8 @@ class GetOptions:
     watch_only: bool = False
     ignore_not_found: bool = False
     allow_missing_template_keys: bool = True
+    # -o yaml|json keep metadata.managedFields only when asked, as kubectl prints them.
+    show_managed_fields: bool = False
 
 
 @dataclass
@@ -106,6 +109,12 @@ def _with_type(obj: Obj, rt: ResourceType) -> Obj:
     return obj
 
 
+def _printed(obj: Obj, rt: ResourceType, opts: GetOptions) -> Obj:
+    """An object as -o yaml|json prints it: typed, and without managedFields unless --show-managed-fields."""
+    obj = _with_type(obj, rt)
+    return obj if opts.show_managed_fields else without_managed_fields(obj)
+
+
 def table_options(opts: GetOptions, prefix: str = "") -> TableOptions:
     return TableOptions(wide=opts.output == "wide", all_namespaces=opts.all_namespaces,
                         show_labels=opts.show_labels, label_columns=opts.label_columns,
@@ -122,7 +131,7 @@ def render(fetched: list[Fetched], opts: GetOptions, single_object: bool,
     if isinstance(printer, CustomColumnsPrinter):
         return printer.render(_with_type(o, f.target.rt) for f in fetched for o in f.items)
     if opts.output in ("yaml", "json"):
-        objs = [_with_type(o, f.target.rt) for f in fetched for o in f.items]
+        objs = [_printed(o, f.target.rt, opts) for f in fetched for o in f.items]
         data: Any = objs[0] if single_object and len(objs) == 1 else as_list(objs)
         text = to_yaml(data) if opts.output == "yaml" else to_json(data)
         return text.rstrip("\n").split("\n")
@@ -222,7 +231,7 @@ async def watch(session: Session, first: Fetched, namespace: str, opts: GetOptio
             return
         if opts.output in ("yaml", "json"):
             for obj in objs:
-                obj = _with_type(obj, rt)
+                obj = _printed(obj, rt, opts)
                 if opts.output == "yaml":
                     session.streams.out("---")
                     session.streams.out(to_yaml(obj).rstrip("\n"))

@@ -148,6 +148,14 @@ def as_list(items: list[Obj], resource_version: str = "") -> Obj:
 
 # --- jsonpath / custom-columns ----------------------------------------------------------------------------
 
+def without_managed_fields(obj: Any) -> Any:
+    """An object's JSON form without metadata.managedFields: what kubectl's -o yaml|json print by default."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    if not isinstance(meta, dict) or "managedFields" not in meta:
+        return obj
+    return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
 BUILTIN_FORMATS = ("wide", "yaml", "json", "name")
 TEMPLATE_FORMATS = ("jsonpath", "jsonpath-file", "custom-columns", "custom-columns-file")
 

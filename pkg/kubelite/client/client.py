@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
+import platform
+import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -73,6 +76,24 @@ SERVER_KEEPALIVE_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_ping_strikes", 0),
 )
+
+
+VERSION = "v0.1.0"
+
+
+def default_user_agent() -> str:
+    """``<binary>/<version> (<os>/<arch>)``, as client-go builds it from the running command's name.
+
+    The API server takes the word before the first "/" as the field manager
+    of a write that names none, so each component owns what it writes under
+    its binary's name (kubelite-kubelet, kubelite-controller-manager, ...).
+    A Python script or ``python -m`` has no such name: it is "kubelite".
+    """
+    command = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    command = command.removesuffix(".py")
+    if command in ("", "-c", "-m", "__main__", "main"):
+        command = "kubelite"
+    return f"{command}/{VERSION} ({sys.platform}/{platform.machine().lower() or 'unknown'})"
 
 
 @dataclass(frozen=True)
@@ -158,8 +179,13 @@ class Client:
         timeout: float = 30.0,
         options: Sequence[tuple[str, Any]] = (),
         token: str = "",
+        user_agent: str = "",
+        field_manager: str = "",
     ) -> None:
         self._server = target
+        # The owner of this client's writes (metadata.managedFields) unless a call names one;
+        # "" lets the server take the user agent's first word.
+        self.field_manager = field_manager
         # Sent as `authorization: Bearer` on every call; the API server's
         # authenticator decides what it means (bootstrap and ServiceAccount tokens later).
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
@@ -168,6 +194,7 @@ class Client:
         self._timeout = timeout
         self._secure = secure
         merged = dict(CHANNEL_OPTIONS)
+        merged["grpc.primary_user_agent"] = user_agent or default_user_agent()
         merged.update(dict(options))
         self._options = list(merged.items())
         # Opened on first use: a grpc.aio channel binds to the running event
@@ -215,8 +242,11 @@ class Client:
         scheme: Scheme | None = None,
         timeout: float = 30.0,
         options: Sequence[tuple[str, Any]] = (),
+        user_agent: str = "",
+        field_manager: str = "",
     ) -> Client:
-        return cls(config.server, scheme=scheme, timeout=timeout, options=options, token=config.token)
+        return cls(config.server, scheme=scheme, timeout=timeout, options=options, token=config.token,
+                   user_agent=user_agent, field_manager=field_manager)
 
     @property
     def scheme(self) -> Scheme:
@@ -242,9 +272,10 @@ class Client:
 
     # -- objects ---------------------------------------------------------------
 
-    async def create(self, obj: M, *, dry_run: bool = False) -> M:
+    async def create(self, obj: M, *, dry_run: bool = False, field_manager: str = "") -> M:
         rt = self.scheme.for_message(obj)
-        req = svc.CreateRequest(ref=self._ref(rt, _namespace_of(obj)), object=_pack(obj), dry_run=dry_run)
+        req = svc.CreateRequest(ref=self._ref(rt, _namespace_of(obj)), object=_pack(obj), dry_run=dry_run,
+                                field_manager=field_manager or self.field_manager)
         resp = await self._call(self._resources.Create, req)
         return self._unpack_as(resp.object, type(obj))
 
@@ -283,18 +314,19 @@ class Client:
             continue_token=resp.metadata.continue_token,
         )
 
-    async def update(self, obj: M, *, dry_run: bool = False) -> M:
+    async def update(self, obj: M, *, dry_run: bool = False, field_manager: str = "") -> M:
         """Replaces spec and metadata; a set metadata.resourceVersion is a precondition."""
         rt = self.scheme.for_message(obj)
         req = svc.UpdateRequest(ref=self._ref(rt, _namespace_of(obj), _name_of(obj)), object=_pack(obj),
-                                dry_run=dry_run)
+                                dry_run=dry_run, field_manager=field_manager or self.field_manager)
         resp = await self._call(self._resources.Update, req)
         return self._unpack_as(resp.object, type(obj))
 
-    async def update_status(self, obj: M) -> M:
+    async def update_status(self, obj: M, *, field_manager: str = "") -> M:
         """Replaces the status subresource only."""
         rt = self.scheme.for_message(obj)
-        req = svc.UpdateRequest(ref=self._ref(rt, _namespace_of(obj), _name_of(obj)), object=_pack(obj))
+        req = svc.UpdateRequest(ref=self._ref(rt, _namespace_of(obj), _name_of(obj)), object=_pack(obj),
+                                field_manager=field_manager or self.field_manager)
         resp = await self._call(self._resources.UpdateStatus, req)
         return self._unpack_as(resp.object, type(obj))
 
@@ -308,6 +340,7 @@ class Client:
         patch_type: str = MERGE_PATCH,
         subresource: str = "",
         dry_run: bool = False,
+        field_manager: str = "",
     ) -> M:
         """Patches one object; ``patch_type`` also accepts "merge", "strategic" and "json"."""
         rt = self.scheme.for_message(kind)
@@ -323,6 +356,7 @@ class Client:
             patch=body,
             subresource=subresource,
             dry_run=dry_run,
+            field_manager=field_manager or self.field_manager,
         )
         resp = await self._call(self._resources.Patch, req)
         return self._unpack_as(resp.object, kind)
@@ -403,8 +437,8 @@ class Client:
         """Posts a body to ``<kind>/<subresource>`` (pods/eviction, pods/binding)."""
         ref = self._ref(self.scheme.for_message(kind), namespace, name)
         ref.subresource = subresource
-        resp = await self._call(self._resources.Create, svc.CreateRequest(ref=ref, object=_pack(body),
-                                                                          dry_run=dry_run))
+        resp = await self._call(self._resources.Create, svc.CreateRequest(
+            ref=ref, object=_pack(body), dry_run=dry_run, field_manager=self.field_manager))
         return self.unpack(resp.object)
 
     async def update_subresource(self, kind: type[Message], name: str, namespace: str, subresource: str,
@@ -412,8 +446,8 @@ class Client:
         """Replaces ``<kind>/<subresource>`` (scale, status, namespaces/finalize)."""
         ref = self._ref(self.scheme.for_message(kind), namespace, name)
         ref.subresource = subresource
-        resp = await self._call(self._resources.Update, svc.UpdateRequest(ref=ref, object=_pack(body),
-                                                                          dry_run=dry_run))
+        resp = await self._call(self._resources.Update, svc.UpdateRequest(
+            ref=ref, object=_pack(body), dry_run=dry_run, field_manager=self.field_manager))
         return self._unpack_as(resp.object, type(body))
 
     async def patch_subresource(self, kind: type[Message], name: str, namespace: str, subresource: str,
@@ -423,7 +457,7 @@ class Client:
         body = patch if isinstance(patch, bytes) else json.dumps(patch).encode()
         ref = self._ref(self.scheme.for_message(kind), namespace, name)
         req = svc.PatchRequest(ref=ref, patch_type=PATCH_TYPES.get(patch_type, patch_type), patch=body,
-                               subresource=subresource)
+                               subresource=subresource, field_manager=self.field_manager)
         resp = await self._call(self._resources.Patch, req)
         return self._unpack_as(resp.object, result)
 

@@ -48,6 +48,7 @@ M = TypeVar("M", bound=Message)
 FORMAT_NONE = metav1.FIELD_FORMAT_UNSPECIFIED
 FORMAT_INT_OR_STRING = metav1.INT_OR_STRING
 FORMAT_QUANTITY = metav1.QUANTITY
+FORMAT_RAW_JSON = metav1.RAW_JSON
 
 _INT32 = frozenset({FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SFIXED32})
 _UINT32 = frozenset({FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_FIXED32})
@@ -639,6 +640,11 @@ def _convert_scalar(value: Any, fi: FieldInfo, path: str, errors: list[FieldErro
         errors.append(_type_error(path, "number", value))
         return _INVALID
     if t == FieldDescriptor.TYPE_BYTES:
+        if fi.format == FORMAT_RAW_JSON:
+            if isinstance(value, Mapping):
+                return raw_json_bytes(value)
+            errors.append(_type_error(path, "object", value))
+            return _INVALID
         if isinstance(value, str):
             try:
                 return base64.b64decode(value, validate=True)
@@ -717,6 +723,33 @@ def _empty_value(fi: FieldInfo) -> Any:
     return _encode_value(fi.descriptor.default_value, fi)
 
 
+def raw_json_bytes(value: Any) -> bytes:
+    """A RAW_JSON field's stored form: compact JSON with sorted keys, so that equal documents are equal bytes."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+
+
+def raw_json_value(raw: bytes) -> Any:
+    """A RAW_JSON field's document. Objects stored before the field was bytes hold a
+    google.protobuf.Struct there (its bytes never start with "{"): read as such."""
+    if not raw:
+        return {}
+    if raw[:1] == b"{":
+        return json.loads(raw)
+    from google.protobuf import struct_pb2
+
+    return json_format.MessageToDict(struct_pb2.Struct.FromString(raw))
+
+
+def encode_value(value: Any, fi: FieldInfo) -> Any:
+    """The JSON form of one non-repeated value of field ``fi`` (server-side apply's keys use it)."""
+    return _encode_value(value, fi)
+
+
+def encode_map_key(key: Any) -> str:
+    """A protobuf map key as the JSON object key it becomes."""
+    return _encode_map_key(key)
+
+
 def _encode_map_key(key: Any) -> str:
     if isinstance(key, bool):
         return "true" if key else "false"
@@ -743,6 +776,8 @@ def _encode_value(value: Any, fi: FieldInfo) -> Any:
             return "Infinity" if value > 0 else "-Infinity"
         return value
     if t == FieldDescriptor.TYPE_BYTES:
+        if fi.format == FORMAT_RAW_JSON:
+            return raw_json_value(value)
         return base64.b64encode(value).decode("ascii")
     if t == FieldDescriptor.TYPE_ENUM:
         enum = fi.descriptor.enum_type

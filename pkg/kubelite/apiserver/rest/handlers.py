@@ -31,7 +31,7 @@ from multidict import MultiMapping
 from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.api.service.v1 import streaming_pb2 as st
 from kubelite.apiserver import metrics
-from kubelite.apiserver.pipeline import Attributes, Pipeline, RequestInfo, UserInfo
+from kubelite.apiserver.pipeline import MANAGED_VERBS, Attributes, Pipeline, RequestInfo, UserInfo, field_manager
 from kubelite.apiserver.rest import discovery, openapi, paths, proxy, remotecommand, tables
 from kubelite.apiserver.rest.paths import Target
 from kubelite.apiserver.service import Registry
@@ -138,6 +138,9 @@ def error_response(exc: errors.StatusError) -> web.Response:
 
 def request_info(request: web.Request) -> RequestInfo:
     meta = tuple(("authorization", v) for v in request.headers.getall("Authorization", ()))
+    agent = request.headers.get("User-Agent")
+    if agent is not None:
+        meta += (("user-agent", agent),)
     peer = request.remote or ""
     return RequestInfo(meta, peer)
 
@@ -336,12 +339,16 @@ class RestAPI:
     async def _attrs(self, request: web.Request, verb: str, store: ResourceStore, target: Target,
                      dry_run: bool = False, name: str | None = None) -> Attributes:
         namespace = target.namespace if store.rt.namespaced else ""
+        info = request_info(request)
+        # POST, PUT and PATCH take ?fieldManager= (Kubernetes' write options), else the user agent names the owner.
+        owner = field_manager(request.query.get("fieldManager", ""), info.user_agent) if verb in MANAGED_VERBS \
+            else None
 
         def make(user: UserInfo) -> Attributes:
             return Attributes(user, verb, store.rt, namespace, target.name if name is None else name,
-                              subresource=target.subresource, dry_run=dry_run)
+                              subresource=target.subresource, dry_run=dry_run, field_manager=owner)
 
-        return await self.pipeline.check(request_info(request), make)
+        return await self.pipeline.check(info, make)
 
     async def _dispatch(self, request: web.Request, target: Target, store: ResourceStore,
                         query: Query) -> web.StreamResponse:

@@ -21,7 +21,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from kubelite.apiserver.service import Registry
 from kubelite.apiserver.store import ResourceStore
 from kubelite.machinery import codec
-from kubelite.machinery.codec import FORMAT_INT_OR_STRING, FORMAT_QUANTITY, FieldInfo
+from kubelite.machinery.codec import FORMAT_INT_OR_STRING, FORMAT_QUANTITY, FORMAT_RAW_JSON, FieldInfo
 
 _INTEGERS32 = {FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SFIXED32,
                FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_FIXED32}
@@ -170,6 +170,8 @@ def _value_schema(fi: FieldInfo, schemas: dict[str, Any]) -> dict[str, Any]:
     if t in (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE):
         return {"type": "number", "format": "double"}
     if t == FieldDescriptor.TYPE_BYTES:
+        if fi.format == FORMAT_RAW_JSON:
+            return {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
         return {"type": "string", "format": "byte"}
     if t == FieldDescriptor.TYPE_ENUM:
         enum = fi.descriptor.enum_type

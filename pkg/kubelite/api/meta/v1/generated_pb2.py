@@ -23,11 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
-from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$kubelite/api/meta/v1/generated.proto\x12\x14kubelite.api.meta.v1\x1a google/protobuf/descriptor.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xca\x01\n\x0eOwnerReference\x12\x19\n\x0b\x61pi_version\x18\x01 \x01(\tB\x04\xa8\x82\x19\x01\x12\x12\n\x04kind\x18\x02 \x01(\tB\x04\xa8\x82\x19\x01\x12\x12\n\x04name\x18\x03 \x01(\tB\x04\xa8\x82\x19\x01\x12\x11\n\x03uid\x18\x04 \x01(\tB\x04\xa8\x82\x19\x01\x12\x17\n\ncontroller\x18\x05 \x01(\x08H\x00\x88\x01\x01\x12!\n\x14\x62lock_owner_deletion\x18\x06 \x01(\x08H\x01\x88\x01\x01\x42\r\n\x0b_controllerB\x17\n\x15_block_owner_deletion\"\xd0\x05\n\nObjectMeta\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rgenerate_name\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12\x18\n\x10resource_version\x18\x05 \x01(\t\x12\x12\n\ngeneration\x18\x06 \x01(\x03\x12\x36\n\x12\x63reation_timestamp\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x64\x65letion_timestamp\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x1d\x64\x65letion_grace_period_seconds\x18\t \x01(\x03H\x00\x88\x01\x01\x12<\n\x06labels\x18\n \x03(\x0b\x32,.kubelite.api.meta.v1.ObjectMeta.LabelsEntry\x12\x46\n\x0b\x61nnotations\x18\x0b \x03(\x0b\x32\x31.kubelite.api.meta.v1.ObjectMeta.AnnotationsEntry\x12G\n\x10owner_references\x18\x0c \x03(\x0b\x32$.kubelite.api.meta.v1.OwnerReferenceB\x07\x9a\x82\x19\x03uid\x12\x1d\n\nfinalizers\x18\r \x03(\tB\t\xa2\x82\x19\x05merge\x12@\n\x0emanaged_fields\x18\x0e \x03(\x0b\x32(.kubelite.api.meta.v1.ManagedFieldsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42 \n\x1e_deletion_grace_period_seconds\"\xcd\x01\n\x12ManagedFieldsEntry\x12\x0f\n\x07manager\x18\x01 \x01(\t\x12\x11\n\toperation\x18\x02 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x66ields_type\x18\x05 \x01(\t\x12*\n\tfields_v1\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0bsubresource\x18\x07 \x01(\t\"\x82\x01\n\x08ListMeta\x12\x18\n\x10resource_version\x18\x01 \x01(\t\x12 \n\x0e\x63ontinue_token\x18\x02 \x01(\tR\x08\x63ontinue\x12!\n\x14remaining_item_count\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x17\n\x15_remaining_item_count\"U\n\x18LabelSelectorRequirement\x12\x11\n\x03key\x18\x01 \x01(\tB\x04\xa8\x82\x19\x01\x12\x16\n\x08operator\x18\x02 \x01(\tB\x04\xa8\x82\x19\x01\x12\x0e\n\x06values\x18\x03 \x03(\t\"\xda\x01\n\rLabelSelector\x12J\n\x0cmatch_labels\x18\x01 \x03(\x0b\x32\x34.kubelite.api.meta.v1.LabelSelector.MatchLabelsEntry\x12I\n\x11match_expressions\x18\x02 \x03(\x0b\x32..kubelite.api.meta.v1.LabelSelectorRequirement\x1a\x32\n\x10MatchLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\x0bStatusCause\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\"\x97\x01\n\rStatusDetails\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12\x31\n\x06\x63\x61uses\x18\x05 \x03(\x0b\x32!.kubelite.api.meta.v1.StatusCause\x12\x1b\n\x13retry_after_seconds\x18\x06 \x01(\x05\"\xd2\x01\n\x06Status\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x30\n\x08metadata\x18\x03 \x01(\x0b\x32\x1e.kubelite.api.meta.v1.ListMeta\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x34\n\x07\x64\x65tails\x18\x07 \x01(\x0b\x32#.kubelite.api.meta.v1.StatusDetails\x12\x0c\n\x04\x63ode\x18\x08 \x01(\x05\"\xbf\x01\n\tCondition\x12\x12\n\x04type\x18\x01 \x01(\tB\x04\xa8\x82\x19\x01\x12\x14\n\x06status\x18\x02 \x01(\tB\x04\xa8\x82\x19\x01\x12\x1b\n\x13observed_generation\x18\x03 \x01(\x03\x12>\n\x14last_transition_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xa8\x82\x19\x01\x12\x14\n\x06reason\x18\x05 \x01(\tB\x04\xa8\x82\x19\x01\x12\x15\n\x07message\x18\x06 \x01(\tB\x04\xa8\x82\x19\x01\"]\n\rPreconditions\x12\x10\n\x03uid\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x1d\n\x10resource_version\x18\x02 \x01(\tH\x01\x88\x01\x01\x42\x06\n\x04_uidB\x13\n\x11_resource_version\"\xf3\x01\n\rDeleteOptions\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12!\n\x14grace_period_seconds\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12:\n\rpreconditions\x18\x04 \x01(\x0b\x32#.kubelite.api.meta.v1.Preconditions\x12\x1f\n\x12propagation_policy\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x0f\n\x07\x64ry_run\x18\x06 \x03(\tB\x17\n\x15_grace_period_secondsB\x15\n\x13_propagation_policy*L\n\x0b\x46ieldFormat\x12\x1c\n\x18\x46IELD_FORMAT_UNSPECIFIED\x10\x00\x12\x11\n\rINT_OR_STRING\x10\x01\x12\x0c\n\x08QUANTITY\x10\x02:R\n\x06\x66ormat\x12\x1d.google.protobuf.FieldOptions\x18\xa2\x90\x03 \x01(\x0e\x32!.kubelite.api.meta.v1.FieldFormat:8\n\x0fpatch_merge_key\x12\x1d.google.protobuf.FieldOptions\x18\xa3\x90\x03 \x01(\t:7\n\x0epatch_strategy\x12\x1d.google.protobuf.FieldOptions\x18\xa4\x90\x03 \x01(\t:3\n\nemit_empty\x12\x1d.google.protobuf.FieldOptions\x18\xa5\x90\x03 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$kubelite/api/meta/v1/generated.proto\x12\x14kubelite.api.meta.v1\x1a google/protobuf/descriptor.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xca\x01\n\x0eOwnerReference\x12\x19\n\x0b\x61pi_version\x18\x01 \x01(\tB\x04\xa8\x82\x19\x01\x12\x12\n\x04kind\x18\x02 \x01(\tB\x04\xa8\x82\x19\x01\x12\x12\n\x04name\x18\x03 \x01(\tB\x04\xa8\x82\x19\x01\x12\x11\n\x03uid\x18\x04 \x01(\tB\x04\xa8\x82\x19\x01\x12\x17\n\ncontroller\x18\x05 \x01(\x08H\x00\x88\x01\x01\x12!\n\x14\x62lock_owner_deletion\x18\x06 \x01(\x08H\x01\x88\x01\x01\x42\r\n\x0b_controllerB\x17\n\x15_block_owner_deletion\"\xd0\x05\n\nObjectMeta\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rgenerate_name\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12\x18\n\x10resource_version\x18\x05 \x01(\t\x12\x12\n\ngeneration\x18\x06 \x01(\x03\x12\x36\n\x12\x63reation_timestamp\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x64\x65letion_timestamp\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x1d\x64\x65letion_grace_period_seconds\x18\t \x01(\x03H\x00\x88\x01\x01\x12<\n\x06labels\x18\n \x03(\x0b\x32,.kubelite.api.meta.v1.ObjectMeta.LabelsEntry\x12\x46\n\x0b\x61nnotations\x18\x0b \x03(\x0b\x32\x31.kubelite.api.meta.v1.ObjectMeta.AnnotationsEntry\x12G\n\x10owner_references\x18\x0c \x03(\x0b\x32$.kubelite.api.meta.v1.OwnerReferenceB\x07\x9a\x82\x19\x03uid\x12\x1d\n\nfinalizers\x18\r \x03(\tB\t\xa2\x82\x19\x05merge\x12@\n\x0emanaged_fields\x18\x0e \x03(\x0b\x32(.kubelite.api.meta.v1.ManagedFieldsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42 \n\x1e_deletion_grace_period_seconds\"\xba\x01\n\x12ManagedFieldsEntry\x12\x0f\n\x07manager\x18\x01 \x01(\t\x12\x11\n\toperation\x18\x02 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x66ields_type\x18\x05 \x01(\t\x12\x17\n\tfields_v1\x18\x06 \x01(\x0c\x42\x04\x90\x82\x19\x03\x12\x13\n\x0bsubresource\x18\x07 \x01(\t\"\x82\x01\n\x08ListMeta\x12\x18\n\x10resource_version\x18\x01 \x01(\t\x12 \n\x0e\x63ontinue_token\x18\x02 \x01(\tR\x08\x63ontinue\x12!\n\x14remaining_item_count\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x17\n\x15_remaining_item_count\"U\n\x18LabelSelectorRequirement\x12\x11\n\x03key\x18\x01 \x01(\tB\x04\xa8\x82\x19\x01\x12\x16\n\x08operator\x18\x02 \x01(\tB\x04\xa8\x82\x19\x01\x12\x0e\n\x06values\x18\x03 \x03(\t\"\xda\x01\n\rLabelSelector\x12J\n\x0cmatch_labels\x18\x01 \x03(\x0b\x32\x34.kubelite.api.meta.v1.LabelSelector.MatchLabelsEntry\x12I\n\x11match_expressions\x18\x02 \x03(\x0b\x32..kubelite.api.meta.v1.LabelSelectorRequirement\x1a\x32\n\x10MatchLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\x0bStatusCause\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\"\x97\x01\n\rStatusDetails\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12\x31\n\x06\x63\x61uses\x18\x05 \x03(\x0b\x32!.kubelite.api.meta.v1.StatusCause\x12\x1b\n\x13retry_after_seconds\x18\x06 \x01(\x05\"\xd2\x01\n\x06Status\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x30\n\x08metadata\x18\x03 \x01(\x0b\x32\x1e.kubelite.api.meta.v1.ListMeta\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x34\n\x07\x64\x65tails\x18\x07 \x01(\x0b\x32#.kubelite.api.meta.v1.StatusDetails\x12\x0c\n\x04\x63ode\x18\x08 \x01(\x05\"\xbf\x01\n\tCondition\x12\x12\n\x04type\x18\x01 \x01(\tB\x04\xa8\x82\x19\x01\x12\x14\n\x06status\x18\x02 \x01(\tB\x04\xa8\x82\x19\x01\x12\x1b\n\x13observed_generation\x18\x03 \x01(\x03\x12>\n\x14last_transition_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xa8\x82\x19\x01\x12\x14\n\x06reason\x18\x05 \x01(\tB\x04\xa8\x82\x19\x01\x12\x15\n\x07message\x18\x06 \x01(\tB\x04\xa8\x82\x19\x01\"]\n\rPreconditions\x12\x10\n\x03uid\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x1d\n\x10resource_version\x18\x02 \x01(\tH\x01\x88\x01\x01\x42\x06\n\x04_uidB\x13\n\x11_resource_version\"\xf3\x01\n\rDeleteOptions\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12!\n\x14grace_period_seconds\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12:\n\rpreconditions\x18\x04 \x01(\x0b\x32#.kubelite.api.meta.v1.Preconditions\x12\x1f\n\x12propagation_policy\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x0f\n\x07\x64ry_run\x18\x06 \x03(\tB\x17\n\x15_grace_period_secondsB\x15\n\x13_propagation_policy*Z\n\x0b\x46ieldFormat\x12\x1c\n\x18\x46IELD_FORMAT_UNSPECIFIED\x10\x00\x12\x11\n\rINT_OR_STRING\x10\x01\x12\x0c\n\x08QUANTITY\x10\x02\x12\x0c\n\x08RAW_JSON\x10\x03:R\n\x06\x66ormat\x12\x1d.google.protobuf.FieldOptions\x18\xa2\x90\x03 \x01(\x0e\x32!.kubelite.api.meta.v1.FieldFormat:8\n\x0fpatch_merge_key\x12\x1d.google.protobuf.FieldOptions\x18\xa3\x90\x03 \x01(\t:7\n\x0epatch_strategy\x12\x1d.google.protobuf.FieldOptions\x18\xa4\x90\x03 \x01(\t:3\n\nemit_empty\x12\x1d.google.protobuf.FieldOptions\x18\xa5\x90\x03 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,6 +49,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OBJECTMETA'].fields_by_name['owner_references']._serialized_options = b'\232\202\031\003uid'
   _globals['_OBJECTMETA'].fields_by_name['finalizers']._loaded_options = None
   _globals['_OBJECTMETA'].fields_by_name['finalizers']._serialized_options = b'\242\202\031\005merge'
+  _globals['_MANAGEDFIELDSENTRY'].fields_by_name['fields_v1']._loaded_options = None
+  _globals['_MANAGEDFIELDSENTRY'].fields_by_name['fields_v1']._serialized_options = b'\220\202\031\003'
   _globals['_LABELSELECTORREQUIREMENT'].fields_by_name['key']._loaded_options = None
   _globals['_LABELSELECTORREQUIREMENT'].fields_by_name['key']._serialized_options = b'\250\202\031\001'
   _globals['_LABELSELECTORREQUIREMENT'].fields_by_name['operator']._loaded_options = None
@@ -66,36 +67,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONDITION'].fields_by_name['reason']._serialized_options = b'\250\202\031\001'
   _globals['_CONDITION'].fields_by_name['message']._loaded_options = None
   _globals['_CONDITION'].fields_by_name['message']._serialized_options = b'\250\202\031\001'
-  _globals['_FIELDFORMAT']._serialized_start=2701
-  _globals['_FIELDFORMAT']._serialized_end=2777
-  _globals['_OWNERREFERENCE']._serialized_start=160
-  _globals['_OWNERREFERENCE']._serialized_end=362
-  _globals['_OBJECTMETA']._serialized_start=365
-  _globals['_OBJECTMETA']._serialized_end=1085
-  _globals['_OBJECTMETA_LABELSENTRY']._serialized_start=954
-  _globals['_OBJECTMETA_LABELSENTRY']._serialized_end=999
-  _globals['_OBJECTMETA_ANNOTATIONSENTRY']._serialized_start=1001
-  _globals['_OBJECTMETA_ANNOTATIONSENTRY']._serialized_end=1051
-  _globals['_MANAGEDFIELDSENTRY']._serialized_start=1088
-  _globals['_MANAGEDFIELDSENTRY']._serialized_end=1293
-  _globals['_LISTMETA']._serialized_start=1296
-  _globals['_LISTMETA']._serialized_end=1426
-  _globals['_LABELSELECTORREQUIREMENT']._serialized_start=1428
-  _globals['_LABELSELECTORREQUIREMENT']._serialized_end=1513
-  _globals['_LABELSELECTOR']._serialized_start=1516
-  _globals['_LABELSELECTOR']._serialized_end=1734
-  _globals['_LABELSELECTOR_MATCHLABELSENTRY']._serialized_start=1684
-  _globals['_LABELSELECTOR_MATCHLABELSENTRY']._serialized_end=1734
-  _globals['_STATUSCAUSE']._serialized_start=1736
-  _globals['_STATUSCAUSE']._serialized_end=1797
-  _globals['_STATUSDETAILS']._serialized_start=1800
-  _globals['_STATUSDETAILS']._serialized_end=1951
-  _globals['_STATUS']._serialized_start=1954
-  _globals['_STATUS']._serialized_end=2164
-  _globals['_CONDITION']._serialized_start=2167
-  _globals['_CONDITION']._serialized_end=2358
-  _globals['_PRECONDITIONS']._serialized_start=2360
-  _globals['_PRECONDITIONS']._serialized_end=2453
-  _globals['_DELETEOPTIONS']._serialized_start=2456
-  _globals['_DELETEOPTIONS']._serialized_end=2699
+  _globals['_FIELDFORMAT']._serialized_start=2652
+  _globals['_FIELDFORMAT']._serialized_end=2742
+  _globals['_OWNERREFERENCE']._serialized_start=130
+  _globals['_OWNERREFERENCE']._serialized_end=332
+  _globals['_OBJECTMETA']._serialized_start=335
+  _globals['_OBJECTMETA']._serialized_end=1055
+  _globals['_OBJECTMETA_LABELSENTRY']._serialized_start=924
+  _globals['_OBJECTMETA_LABELSENTRY']._serialized_end=969
+  _globals['_OBJECTMETA_ANNOTATIONSENTRY']._serialized_start=971
+  _globals['_OBJECTMETA_ANNOTATIONSENTRY']._serialized_end=1021
+  _globals['_MANAGEDFIELDSENTRY']._serialized_start=1058
+  _globals['_MANAGEDFIELDSENTRY']._serialized_end=1244
+  _globals['_LISTMETA']._serialized_start=1247
+  _globals['_LISTMETA']._serialized_end=1377
+  _globals['_LABELSELECTORREQUIREMENT']._serialized_start=1379
+  _globals['_LABELSELECTORREQUIREMENT']._serialized_end=1464
+  _globals['_LABELSELECTOR']._serialized_start=1467
+  _globals['_LABELSELECTOR']._serialized_end=1685
+  _globals['_LABELSELECTOR_MATCHLABELSENTRY']._serialized_start=1635
+  _globals['_LABELSELECTOR_MATCHLABELSENTRY']._serialized_end=1685
+  _globals['_STATUSCAUSE']._serialized_start=1687
+  _globals['_STATUSCAUSE']._serialized_end=1748
+  _globals['_STATUSDETAILS']._serialized_start=1751
+  _globals['_STATUSDETAILS']._serialized_end=1902
+  _globals['_STATUS']._serialized_start=1905
+  _globals['_STATUS']._serialized_end=2115
+  _globals['_CONDITION']._serialized_start=2118
+  _globals['_CONDITION']._serialized_end=2309
+  _globals['_PRECONDITIONS']._serialized_start=2311
+  _globals['_PRECONDITIONS']._serialized_end=2404
+  _globals['_DELETEOPTIONS']._serialized_start=2407
+  _globals['_DELETEOPTIONS']._serialized_end=2650
 # @@protoc_insertion_point(module_scope)

@@ -1,7 +1,6 @@
 import datetime
 
 from google.protobuf import descriptor_pb2 as _descriptor_pb2
-from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -17,9 +16,11 @@ class FieldFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FIELD_FORMAT_UNSPECIFIED: _ClassVar[FieldFormat]
     INT_OR_STRING: _ClassVar[FieldFormat]
     QUANTITY: _ClassVar[FieldFormat]
+    RAW_JSON: _ClassVar[FieldFormat]
 FIELD_FORMAT_UNSPECIFIED: FieldFormat
 INT_OR_STRING: FieldFormat
 QUANTITY: FieldFormat
+RAW_JSON: FieldFormat
 FORMAT_FIELD_NUMBER: _ClassVar[int]
 format: _descriptor.FieldDescriptor
 PATCH_MERGE_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -105,9 +106,9 @@ class ManagedFieldsEntry(_message.Message):
     api_version: str
     time: _timestamp_pb2.Timestamp
     fields_type: str
-    fields_v1: _struct_pb2.Struct
+    fields_v1: bytes
     subresource: str
-    def __init__(self, manager: _Optional[str] = ..., operation: _Optional[str] = ..., api_version: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., fields_type: _Optional[str] = ..., fields_v1: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., subresource: _Optional[str] = ...) -> None: ...
+    def __init__(self, manager: _Optional[str] = ..., operation: _Optional[str] = ..., api_version: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., fields_type: _Optional[str] = ..., fields_v1: _Optional[bytes] = ..., subresource: _Optional[str] = ...) -> None: ...
 
 class ListMeta(_message.Message):
     __slots__ = ("resource_version", "continue_token", "remaining_item_count")
