@@ -219,7 +219,7 @@ spec:
   containers:
   - name: talk
     image: {image}
-    imagePullPolicy: Never
+    imagePullPolicy: IfNotPresent
     volumeMounts:
     - name: state
       mountPath: /state
@@ -252,7 +252,7 @@ i=0; while true; do i=$((i+1)); echo line-$i; sleep 0.5; done"]
 def test_run_rm_i_attaches_passes_stdin_and_the_exit_code(demo: Cluster) -> None:
     image = k(demo, "get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}").stdout.strip()
     r = subprocess.run([KUBELITE, "--kubeconfig", demo.kubeconfig, "run", "once", "--rm", "-i", f"--image={image}",
-                        "--image-pull-policy=Never", "--restart=Never", "--", "sh", "-c",
+                        "--image-pull-policy=IfNotPresent", "--restart=Never", "--", "sh", "-c",
                         'read x; [ "$x" = abc ] && exit 5; exit 6'], input="abc\n", capture_output=True, text=True,
                        timeout=120)
     # 5 only if the command read our stdin: the exit code is the command's, the input went through.
