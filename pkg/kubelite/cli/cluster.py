@@ -128,7 +128,8 @@ def up_cmd(name: str, workers: int, image: str, pause_image: str, subnet: str, k
         result = await lifecycle.up(cfg, DockerCLI(), report)
         took = time.monotonic() - report.started
         report.console.print(f"[bold]cluster {result.name} is up[/bold] in {took:.1f}s: "
-                             f"{len(result.members)} containers on {result.subnet}, API server {result.server}")
+                             f"{len(result.members)} containers and the registry on {result.subnet}, "
+                             f"API server {result.server}")
         report.console.print(f"  kubeconfig: {result.kubeconfig} (context {lifecycle.context_name(result.name)})")
         report.console.print(f"  try: kubelite --kubeconfig {result.kubeconfig} get namespaces")
         return 0

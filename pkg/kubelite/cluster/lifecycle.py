@@ -13,7 +13,8 @@ the cluster's registry (``<name>-registry``, Debian's docker-registry, published
 on a loopback port for this machine's ``docker push``), which every node's
 dockerd has as its mirror of docker.io names; a node pulls what its pods need
 when they need it, a node added later included. The pause and DNS images are
-pushed while etcd and the control plane start. A step that fails names itself, shows the
+pushed while etcd and the control plane start, and pulled from there by the nodes that run
+the cluster's own pods. A step that fails names itself, shows the
 last journal lines of the unit it was starting, and (unless ``retain``) the
 cluster is removed again, so a failed ``up`` leaves nothing behind.
 
@@ -349,10 +350,18 @@ async def _up(cfg: ClusterConfig, docker: Docker, report: Reporter) -> UpResult:
         skipped.update(done["skipped"])
 
     # The pause and DNS images go into the registry in the background while etcd, the control plane and
-    # the nodes' agents start (most of that is waiting); the nodes pull them from there when a pod needs
-    # them. The add-ons step waits for the push.
-    pushes = _gather(push_image(docker, reg.name, pause), push_image(docker, reg.name, dns, images.dns_image_name()))
-    async with _background(pushes, "cluster-push-images") as pushed:
+    # the nodes' agents start (most of that is waiting), and the nodes that will run the cluster's own
+    # pods pull them from there at once, as their kubelets would on the first such pod: the DNS pods then
+    # start without a pull on the critical path. The add-ons step waits for all of it.
+    workers = [m for m in nodes if m.role == spec.ROLE_WORKER]
+    dns_name = images.dns_image_name()
+
+    async def distribute() -> None:
+        await _gather(push_image(docker, reg.name, pause), push_image(docker, reg.name, dns, dns_name))
+        await _gather(*(node_pull(docker, m.name, pause) for m in nodes),
+                      *(node_pull(docker, m.name, dns_name) for m in (workers or nodes)))
+
+    async with _background(distribute(), "cluster-distribute-images") as pushed:
         async with step("etcd quorum"):
             step.unit = (etcd[0].name, unit("etcd"))
             await _gather(*(configure(m) for m in etcd))
@@ -368,7 +377,6 @@ async def _up(cfg: ClusterConfig, docker: Docker, report: Reporter) -> UpResult:
             health = f"http://127.0.0.1:{http_port}"
             await wait_ready(health, cfg.ready_timeout)
 
-        workers = [m for m in nodes if m.role == spec.ROLE_WORKER]
         async with step(f"workers: {len(workers)} (kubelet and proxy if installed)"):
             await _gather(*(configure(m) for m in workers))
         if skipped:
@@ -669,6 +677,11 @@ async def push_image(docker: Docker, registry: str, image: str, name: str = "") 
     return ref.with_domain(spec.REGISTRY_ADDRESS)
 
 
+async def node_pull(docker: Docker, node: str, image: str) -> None:
+    """The node's dockerd pulls a docker.io name, which it asks its mirror (the cluster's registry) for."""
+    await docker.run("exec", node, "docker", "pull", "-q", image, timeout=600)
+
+
 @dataclass(frozen=True)
 class Loaded:
     image: str
@@ -686,8 +699,10 @@ async def load_image(docker: Docker, name: str, image: str, report: Reporter) ->
     before (``docker save | docker exec -i NODE docker load``)."""
     if await inspect(docker, "image", image) is None:
         raise ClusterError(f'image "{image}" is not present locally (docker images); build or tag it first')
-    nodes = await node_containers(docker, name)
     found = await find(docker, name)
+    nodes = sorted(_cname(c) for c in found.containers if _role(c) in (spec.ROLE_CONTROL_PLANE, spec.ROLE_WORKER))
+    if not nodes:
+        raise ClusterError(f'no cluster named "{name}" (no node containers labelled {_label(name)})')
     registries = [_cname(c) for c in found.containers if _role(c) == spec.ROLE_REGISTRY]
     if registries and in_registry(image):
         async with report.step(f"push {image} into the registry {registries[0]} (the nodes pull it from there)"):
