@@ -4,11 +4,14 @@ An image made on this machine a moment ago is handed to the cluster with ``kubel
 load-image`` (a push into ``<cluster>-registry``), then a pod on every worker runs it with
 imagePullPolicy IfNotPresent. No node had it before; the registry's catalog lists it and its access log
 shows each worker's dockerd fetching it; the pods run. The cluster's own images came the same way:
-the pause and DNS images are in the catalog too.
+the pause and DNS images are in the catalog too. A node container started after `up` finds the
+registry as well (the mirror is part of the node image).
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import json
 import secrets
 import sys
@@ -18,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from kubelite.cluster import images
+from kubelite.cluster import images, lifecycle, spec
+from kubelite.cluster.docker import DockerCLI
 from tests.support.e2e import Cluster, k, kl, run
 
 pytestmark = pytest.mark.timeout(900)
@@ -102,6 +106,31 @@ def test_a_loaded_image_runs_on_every_worker_pulled_from_the_registry(cluster: C
                        for line in log.splitlines()), f"no pull of {repo} from {node} ({ip}) in the registry's log"
     finally:
         k(cluster, "delete", "pod", *names, "--grace-period=1", "--ignore-not-found", code=None)
+        run("docker", "image", "rm", image, code=None)
+
+
+def test_a_node_container_started_later_pulls_from_the_registry_too(cluster: Cluster) -> None:
+    """The mirror is in the node image, not in per-node configuration: a node container started on the
+    cluster network after `up` (the first step of adding a worker) pulls a loaded image at once."""
+    image = f"kubelite/e2e-late-{secrets.token_hex(3)}:v1"
+    run("docker", "tag", images.pause_image(), image)
+    subnet = ipaddress.IPv4Network(run("docker", "network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}}",
+                                       cluster.name).stdout.strip())
+    late = spec.Member(f"{cluster.name}-late", spec.ROLE_WORKER, str(subnet.network_address + 40))
+    cfg = spec.ClusterConfig(name=cluster.name, workers=0)
+    try:
+        kl("cluster", "load-image", image, "--name", cluster.name)
+        # Labelled with the cluster, so that `cluster down` removes it whatever happens here.
+        run("docker", "volume", "create", "--label", f"{spec.LABEL_CLUSTER}={cluster.name}", spec.docker_volume(late))
+        run("docker", "run", *spec.run_args(cfg, late, cluster.name, images.node_image()))
+        asyncio.run(lifecycle.wait_booted(DockerCLI(), late.name))
+        r = run("docker", "exec", late.name, "docker", "image", "inspect", image, code=None)
+        assert r.returncode != 0
+        run("docker", "exec", late.name, "docker", "pull", "-q", image)
+        run("docker", "exec", late.name, "docker", "run", "--rm", image, "/bin/sh", "-c", "echo late-node-ok")
+    finally:
+        run("docker", "rm", "-f", "-v", late.name, code=None)
+        run("docker", "volume", "rm", spec.docker_volume(late), code=None)
         run("docker", "image", "rm", image, code=None)
 
 
