@@ -22,7 +22,7 @@ fi
 $K cluster kubeconfig --name "$NAME" > "$OUT/kubeconfig"
 export KUBECONFIG=$OUT/kubeconfig
 
-# The demo's image: the project's busybox, built here and loaded into every node.
+# The demo's image: the project's busybox, built here and pushed into the cluster's registry (the nodes pull it).
 image=$("$VENV/bin/python" -c "
 import docker
 from kubelite.runtime.images import ensure_busybox_image

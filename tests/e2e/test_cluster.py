@@ -105,7 +105,7 @@ def test_a_second_up_with_the_same_name_is_a_clear_error(cluster: Cluster) -> No
 
 def test_list_kubeconfig_and_load_image(cluster: Cluster) -> None:
     rows = [line.split() for line in kl("cluster", "list").stdout.splitlines()]
-    assert [cluster.name, "3", "1", "3", "7/7"] in rows
+    assert [cluster.name, "3", "1", "3", "8/8"] in rows  # 8: the registry beside the 7 nodes and members
     doc = yaml.safe_load(kl("cluster", "kubeconfig", "--name", cluster.name).stdout)
     mine = yaml.safe_load(pathlib.Path(cluster.kubeconfig).read_text())
     assert doc["clusters"][0]["cluster"]["server"] == mine["clusters"][0]["cluster"]["server"]
@@ -116,8 +116,11 @@ def test_list_kubeconfig_and_load_image(cluster: Cluster) -> None:
     tag = f"kubelite/e2e-load:{cluster.name}"
     run("docker", "tag", pause_image(), tag)
     try:
-        kl("cluster", "load-image", tag, "--name", cluster.name)
+        r = kl("cluster", "load-image", tag, "--name", cluster.name)
+        assert f"is in the registry as kubelite-registry:5000/{tag}" in r.stderr
+        # Into the registry only; every node's dockerd finds it there by its docker.io name.
         for node in [cluster.control_plane, *cluster.workers]:
+            run("docker", "exec", node, "docker", "pull", "-q", tag)
             run("docker", "exec", node, "docker", "image", "inspect", tag)
     finally:
         run("docker", "image", "rm", tag)
@@ -128,7 +131,8 @@ def test_list_kubeconfig_and_load_image(cluster: Cluster) -> None:
 def test_logs_collects_every_containers_journal_and_docker_state(cluster: Cluster, tmp_path: pathlib.Path) -> None:
     kl("cluster", "logs", str(tmp_path), "--name", cluster.name)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*cluster.etcd, cluster.control_plane,
-                                                                 *cluster.workers])
+                                                                 *cluster.workers, cluster.registry])
+    assert "GET /v2/" in (tmp_path / cluster.registry / "registry.log").read_text()
     assert "kubelite API server" in (tmp_path / cluster.control_plane / "journal.log").read_text()
     assert "KUBELITE_APISERVER_ARGS" in (tmp_path / cluster.control_plane / "kubelite-config.txt").read_text()
     assert "CONTAINER ID" in (tmp_path / cluster.workers[0] / "docker-ps.txt").read_text()
@@ -219,7 +223,7 @@ spec:
   containers:
   - name: talk
     image: {image}
-    imagePullPolicy: Never
+    imagePullPolicy: IfNotPresent
     volumeMounts:
     - name: state
       mountPath: /state
@@ -252,7 +256,7 @@ i=0; while true; do i=$((i+1)); echo line-$i; sleep 0.5; done"]
 def test_run_rm_i_attaches_passes_stdin_and_the_exit_code(demo: Cluster) -> None:
     image = k(demo, "get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}").stdout.strip()
     r = subprocess.run([KUBELITE, "--kubeconfig", demo.kubeconfig, "run", "once", "--rm", "-i", f"--image={image}",
-                        "--image-pull-policy=Never", "--restart=Never", "--", "sh", "-c",
+                        "--image-pull-policy=IfNotPresent", "--restart=Never", "--", "sh", "-c",
                         'read x; [ "$x" = abc ] && exit 5; exit 6'], input="abc\n", capture_output=True, text=True,
                        timeout=120)
     # 5 only if the command read our stdin: the exit code is the command's, the input went through.

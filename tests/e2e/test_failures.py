@@ -175,7 +175,7 @@ spec:
   containers:
   - name: main
     image: {image}
-    imagePullPolicy: Never
+    imagePullPolicy: IfNotPresent
     command: ["sh", "-c", "echo started; exec sleep 3600"]
 """
 

@@ -57,7 +57,7 @@ def test_kubectl_drives_a_deployment_on_real_kubelets(demo: Cluster) -> None:
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "kc", "labels": {"app": "kc"}},
         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "kc"}},
                  "template": {"metadata": {"labels": {"app": "kc"}}, "spec": {"containers": [{
-                     "name": "main", "image": image, "imagePullPolicy": "Never",
+                     "name": "main", "image": image, "imagePullPolicy": "IfNotPresent",
                      "command": ["sh", "-c", "echo started; while true; do sleep 1; done"]}]}}}})
     try:
         assert kubectl(demo, "apply", "-f", "-", input=manifest).stdout.strip() == "deployment.apps/kc created"

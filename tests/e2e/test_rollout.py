@@ -2,8 +2,8 @@
 
 The demo's ``web`` Deployment (3 busybox httpd replicas behind a NodePort
 Service) is rolled with ``kubelite set image`` to the same busybox retagged
-``kubelite/busybox:v2`` (loaded into the nodes with ``kubelite cluster
-load-image``; nothing is pulled), then back with ``kubelite rollout undo``.
+``kubelite/busybox:v2`` (pushed into the cluster's registry with ``kubelite
+cluster load-image``, which the nodes pull it from), then back with ``kubelite rollout undo``.
 Meanwhile a client pod calls the Service's ClusterIP in a loop of ``wget``
 and counts failures. Zero failures takes every part doing its share: the
 readiness probe and minReadySeconds (a new pod gets traffic once it serves,
@@ -41,7 +41,7 @@ spec:
   containers:
   - name: client
     image: {image}
-    imagePullPolicy: Never
+    imagePullPolicy: IfNotPresent
     command:
     - sh
     - -c

@@ -40,6 +40,10 @@ class Cluster:
     def etcd(self) -> list[str]:
         return [f"{self.name}-etcd{i}" for i in (1, 2, 3)]
 
+    @property
+    def registry(self) -> str:
+        return f"{self.name}-registry"
+
 
 def run(*args: str, code: int | None = 0, timeout: float = 120, input: str | None = None,
         ) -> subprocess.CompletedProcess[str]:
@@ -50,13 +54,15 @@ def run(*args: str, code: int | None = 0, timeout: float = 120, input: str | Non
     return r
 
 
-def kl(*args: str, code: int | None = 0, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return run(KUBELITE, *args, code=code, timeout=timeout)
+def kl(*args: str, code: int | None = 0, timeout: float = 600, input: str | None = None,
+       ) -> subprocess.CompletedProcess[str]:
+    return run(KUBELITE, *args, code=code, timeout=timeout, input=input)
 
 
-def k(cluster: Cluster, *args: str, code: int | None = 0, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def k(cluster: Cluster, *args: str, code: int | None = 0, timeout: float = 120, input: str | None = None,
+      ) -> subprocess.CompletedProcess[str]:
     """``kubelite --kubeconfig <the cluster's> ARGS``."""
-    return kl("--kubeconfig", cluster.kubeconfig, *args, code=code, timeout=timeout)
+    return kl("--kubeconfig", cluster.kubeconfig, *args, code=code, timeout=timeout, input=input)
 
 
 def labelled(name: str) -> dict[str, list[str]]:

@@ -26,7 +26,9 @@ def test_the_addon_runs_this_versions_image_behind_the_kubelets_cluster_dns_addr
     pod = dep["spec"]["template"]["spec"]  # type: ignore[index]
     (container,) = pod["containers"]
     # A version bump must bump the manifest too: the nodes only have the image of this version.
-    assert container["image"] == images.dns_image()
+    assert container["image"] == images.dns_image_name()
+    # Pulled from a local cluster's registry by the nodes that lack it; a VM has it loaded.
+    assert container["imagePullPolicy"] == "IfNotPresent"
     assert pod["serviceAccountName"] == docs["ServiceAccount"]["metadata"]["name"]  # type: ignore[index]
     assert dep["spec"]["replicas"] == 2  # type: ignore[index]
     assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": 8080}

@@ -21,6 +21,7 @@ from rich.console import Console
 
 from kubelite.cluster import images, lifecycle, node, spec
 from kubelite.cluster.docker import DockerCLI, DockerError
+from kubelite.cluster.imagecache import CacheError, ImageCache
 from kubelite.cluster.images import ImageError
 from kubelite.cluster.spec import ClusterConfig, ConfigError
 
@@ -53,7 +54,7 @@ def _run(body: Callable[[], Coroutine[Any, Any, int]]) -> None:
     code: int
     try:
         code = asyncio.run(body())
-    except (lifecycle.ClusterError, ConfigError, ImageError, DockerError) as exc:
+    except (lifecycle.ClusterError, ConfigError, ImageError, DockerError, CacheError) as exc:
         click.echo(f"error: {exc}", err=True)
         code = 1
     except KeyboardInterrupt:
@@ -76,6 +77,10 @@ def _name(name: str) -> str:
 
 
 _NAME_HELP = "The cluster's name: its Docker network, and the prefix of its containers."
+_IMAGE_CACHE_HELP = ("Keep the images this command builds (node, DNS, pause, registry, the Debian base) as "
+                     "tarballs in DIR, keyed by the digest of what each is built from, and load them from "
+                     "there instead of building when the key matches (after docker image rm, or on a fresh "
+                     "Docker engine). A newer key replaces an image's older tarball.")
 
 
 @click.group("cluster")
@@ -100,10 +105,13 @@ def cluster_cmd() -> None:
 @click.option("--scheduler-arg", multiple=True, help="An extra flag for the schedulers.")
 @click.option("--kubelet-arg", multiple=True, help="An extra flag for every kubelet.")
 @click.option("--proxy-arg", multiple=True, help="An extra flag for every kubelite-proxy.")
+@click.option("--image-cache", default="", metavar="DIR", help=_IMAGE_CACHE_HELP)
 def up_cmd(name: str, workers: int, image: str, pause_image: str, subnet: str, kubeconfig: str, retain: bool,
            ready_timeout: float, apiserver_arg: tuple[str, ...], controller_manager_arg: tuple[str, ...],
-           scheduler_arg: tuple[str, ...], kubelet_arg: tuple[str, ...], proxy_arg: tuple[str, ...]) -> None:
-    """Create a cluster: network, etcd members, control plane and workers, all under systemd.
+           scheduler_arg: tuple[str, ...], kubelet_arg: tuple[str, ...], proxy_arg: tuple[str, ...],
+           image_cache: str) -> None:
+    """Create a cluster: network, etcd members, control plane and workers, all under systemd, and the
+    cluster's image registry (NAME-registry) that every node pulls docker.io names from.
 
     Components run with Kubernetes' defaults; the --*-arg flags change them for this cluster only
     (as k3s' --kube-apiserver-arg), for instance --controller-manager-arg=--node-monitor-grace-period=10s.
@@ -112,14 +120,16 @@ def up_cmd(name: str, workers: int, image: str, pause_image: str, subnet: str, k
         ("apiserver", apiserver_arg), ("controller-manager", controller_manager_arg), ("scheduler", scheduler_arg),
         ("kubelet", kubelet_arg), ("proxy", proxy_arg)) for flag in flags)
     cfg = _config(name=name, workers=workers, image=image, pause_image=pause_image, subnet=subnet,
-                  kubeconfig=kubeconfig, retain=retain, ready_timeout=ready_timeout, extra_args=extra)
+                  kubeconfig=kubeconfig, retain=retain, ready_timeout=ready_timeout, extra_args=extra,
+                  image_cache=image_cache)
 
     async def body() -> int:
         report = RichReporter()
         result = await lifecycle.up(cfg, DockerCLI(), report)
         took = time.monotonic() - report.started
         report.console.print(f"[bold]cluster {result.name} is up[/bold] in {took:.1f}s: "
-                             f"{len(result.members)} containers on {result.subnet}, API server {result.server}")
+                             f"{len(result.members)} containers and the registry on {result.subnet}, "
+                             f"API server {result.server}")
         report.console.print(f"  kubeconfig: {result.kubeconfig} (context {lifecycle.context_name(result.name)})")
         report.console.print(f"  try: kubelite --kubeconfig {result.kubeconfig} get namespaces")
         return 0
@@ -186,13 +196,18 @@ def kubeconfig_cmd(name: str, internal: bool) -> None:
 @click.argument("image_names", metavar="IMAGE...", nargs=-1, required=True)
 @click.option("--name", default="kubelite", show_default=True, help=_NAME_HELP)
 def load_image_cmd(image_names: tuple[str, ...], name: str) -> None:
-    """Copy local images into every node's Docker engine (docker save | docker load)."""
+    """Make local images available to every node: pushed into the cluster's registry, which the nodes pull
+    docker.io names from when a pod needs them (imagePullPolicy IfNotPresent or Always; a node added later
+    finds them too). An image named after another registry host is copied into every node's engine instead
+    (docker save | docker load)."""
     name = _name(name)
 
     async def body() -> int:
         report = RichReporter()
         for image in image_names:
-            await lifecycle.load_image(DockerCLI(), name, image, report)
+            done = await lifecycle.load_image(DockerCLI(), name, image, report)
+            if done.pushed:
+                report.info(f"{image} is in the registry as {done.pushed}")
         return 0
 
     _run(body)
@@ -215,20 +230,25 @@ def logs_cmd(directory: str, name: str) -> None:
 
 @cluster_cmd.command("build-image")
 @click.option("--rebuild", is_flag=True, help="Build even when the image matches the source tree.")
-def build_image_cmd(rebuild: bool) -> None:
-    """Build kubelite/node, kubelite/dns and kubelite/pause for this version from the source tree (cached by
-    content)."""
+@click.option("--image-cache", default="", metavar="DIR", help=_IMAGE_CACHE_HELP)
+def build_image_cmd(rebuild: bool, image_cache: str) -> None:
+    """Build kubelite/node, kubelite/dns, kubelite/pause and kubelite/registry for this version from the source
+    tree (cached by content)."""
 
     async def body() -> int:
         report = RichReporter()
         docker = DockerCLI()
+        cache = ImageCache(image_cache) if image_cache else None
         async with report.step(f"images {images.node_image()}, {images.dns_image()}"):
             built = await images.ensure_source_images(
-                docker, report.info, {"node": images.node_image(), "dns": images.dns_image()}, force=rebuild)
+                docker, report.info, {"node": images.node_image(), "dns": images.dns_image()}, force=rebuild,
+                cache=cache)
             for r in built:
-                report.info(f"{r.image}: {'built' if r.built else 'up to date'}")
-        async with report.step(f"image {images.pause_image()}"):
-            await images.ensure_pause_image(docker, report.info)
+                report.info(f"{r.image}: {r.how}")
+        async with report.step(f"images {images.pause_image()}, {images.registry_image()}"):
+            for r in (await images.ensure_pause_image(docker, report.info, cache=cache),
+                      await images.ensure_registry_image(docker, report.info, cache=cache)):
+                report.info(f"{r.image}: {r.how}")
         return 0
 
     _run(body)

@@ -14,6 +14,9 @@
 - ``kubelite/pause:<version>``: the sandbox that holds a pod's namespaces: a
   static busybox and a shell loop that exits on SIGTERM (PID 1 ignores signals
   it has no handler for, so a bare ``sleep`` would take docker's 10 s kill).
+- ``kubelite/registry:<version>``: Debian's ``docker-registry`` (distribution 2.8) on the base,
+  the cluster's image registry: every node's dockerd uses it as its mirror of docker.io names,
+  so an image pushed once (``kubelite cluster load-image``) is pulled by whichever node needs it.
 
 A node image is cached by content, not only by tag: the image carries the
 digest of the source tree it was built from (label ``io.kubelite.source-digest``)
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import re
 import shlex
@@ -39,6 +43,8 @@ from typing import Any
 
 import kubelite
 from kubelite.cluster.docker import Docker, inspect
+from kubelite.cluster.imagecache import ImageCache
+from kubelite.cluster.spec import REGISTRY_ADDRESS, REGISTRY_PORT
 from kubelite.runtime import images as runtime_images
 
 BASE_IMAGE = "kubelite/base:bookworm"
@@ -61,11 +67,32 @@ def version() -> str:
     return runtime_images.project_version()
 
 
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def image_tag() -> str:
+    """The tag of the images built from the source tree here: the project version, or $KUBELITE_IMAGE_TAG.
+
+    Several checkouts sharing one Docker engine (worktrees, each with a source digest of its own) would
+    otherwise take the same tag from each other and rebuild in turn; each can keep its own. What the
+    nodes run is named by the version whatever the tag here (the DNS image is pushed under it)."""
+    tag = os.environ.get("KUBELITE_IMAGE_TAG", "") or version()
+    if not _TAG.match(tag):
+        raise ImageError(f"invalid KUBELITE_IMAGE_TAG {tag!r}: letters, digits, '_', '.' and '-'")
+    return tag
+
+
 def node_image() -> str:
-    return f"kubelite/node:{version()}"
+    return f"kubelite/node:{image_tag()}"
 
 
 def dns_image() -> str:
+    """The DNS image as built here (see image_tag)."""
+    return f"kubelite/dns:{image_tag()}"
+
+
+def dns_image_name() -> str:
+    """The DNS image as the cluster add-on names it (deploy/addons/kube-dns.yaml), in the registry."""
     return f"kubelite/dns:{version()}"
 
 
@@ -113,8 +140,40 @@ def _find_tool(name: str, *paths: str) -> str | None:
 @dataclass(frozen=True)
 class BuildReport:
     image: str
-    built: bool  # False: an up-to-date image was already there
+    built: bool  # False: an up-to-date image was already there (or came from the image cache)
     seconds: float
+    loaded: bool = False  # True: ``docker load``-ed from the image cache instead of built
+
+    @property
+    def how(self) -> str:
+        return "built" if self.built else "loaded from the image cache" if self.loaded else "up to date"
+
+
+async def _restore(docker: Docker, cache: ImageCache | None, tag: str, key: str, say: Say, *,
+                   labelled: bool) -> bool:
+    """``tag`` loaded from the cache entry of ``key``, checked: a labelled image must carry ``key``
+    (a tarball saved under the wrong key is dropped, and the image is built)."""
+    if cache is None or not await cache.restore(docker, tag, key):
+        return False
+    if labelled:
+        ok, _ = await _is_current(docker, tag, key)
+    else:
+        ok = await inspect(docker, "image", tag) is not None
+    if not ok:
+        path = cache.lookup(tag, key)
+        if path is not None:
+            path.unlink(missing_ok=True)
+        return False
+    say(f"{tag}: loaded from the image cache {cache.root}")
+    return True
+
+
+async def _store(docker: Docker, cache: ImageCache | None, tag: str, key: str, say: Say) -> None:
+    """Saves ``tag`` into the cache under ``key`` unless that entry is there already."""
+    if cache is None or cache.lookup(tag, key) is not None:
+        return
+    path = await cache.store(docker, tag, key)
+    say(f"{tag}: saved to the image cache as {path.name}")
 
 
 async def _shell(cmd: str, *, what: str) -> str:
@@ -135,12 +194,21 @@ async def _shell(cmd: str, *, what: str) -> str:
     return text
 
 
-async def ensure_base_image(docker: Docker, say: Say, *, tag: str = BASE_IMAGE) -> BuildReport:
-    """The Debian minbase image; built once per machine with debootstrap."""
+# The base image's cache key: it is what debootstrap makes of the suite, whatever the day.
+BASE_CACHE_KEY = f"debootstrap-{DEBIAN_SUITE}"
+
+
+async def ensure_base_image(docker: Docker, say: Say, *, tag: str = BASE_IMAGE,
+                            cache: ImageCache | None = None) -> BuildReport:
+    """The Debian minbase image; built once per machine with debootstrap (or loaded from ``cache``)."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     if await inspect(docker, "image", tag) is not None:
+        # Only asked for when another image is about to be built: worth keeping for the next fresh engine.
+        await _store(docker, cache, tag, BASE_CACHE_KEY, say)
         return BuildReport(tag, False, loop.time() - start)
+    if await _restore(docker, cache, tag, BASE_CACHE_KEY, say, labelled=False):
+        return BuildReport(tag, False, loop.time() - start, loaded=True)
     debootstrap = _find_tool("debootstrap", "/usr/sbin/debootstrap")
     if debootstrap is None:
         raise ImageError(f"building {tag} needs debootstrap: run hack/docker.sh (or apt-get install debootstrap)")
@@ -152,6 +220,7 @@ async def ensure_base_image(docker: Docker, say: Say, *, tag: str = BASE_IMAGE) 
                      what=f"debootstrap {DEBIAN_SUITE}")
         await _shell(f"tar -C {shlex.quote(str(root))} -c . | docker import - {shlex.quote(tag)}",
                      what=f"docker import {tag}")
+    await _store(docker, cache, tag, BASE_CACHE_KEY, say)
     return BuildReport(tag, True, loop.time() - start)
 
 
@@ -181,6 +250,8 @@ COPY addons/ /opt/kubelite-install/addons/
 COPY node-resolver.sh /usr/local/lib/kubelite/node-resolver.sh
 COPY kubelite-node-resolver.service /etc/systemd/system/kubelite-node-resolver.service
 RUN chmod 0755 /usr/local/lib/kubelite/node-resolver.sh && systemctl enable kubelite-node-resolver.service >/dev/null
+# Node containers only: the node's dockerd pulls docker.io names through the cluster's registry.
+COPY daemon.json /etc/docker/daemon.json
 COPY wheel/ /tmp/kubelite-wheel/
 RUN bash /opt/kubelite-install/install.sh kubelite --wheels /tmp/kubelite-wheel && rm -rf /tmp/kubelite-wheel
 LABEL {label}={digest}
@@ -216,6 +287,7 @@ def _node_context(ctx: Path, wheels: Path, tree: Path, base: str, digest: str) -
     shutil.copytree(tree / "deploy" / "addons", ctx / "addons")
     (ctx / "node-resolver.sh").write_text(_NODE_RESOLVER_SCRIPT)
     (ctx / "kubelite-node-resolver.service").write_text(_NODE_RESOLVER_UNIT)
+    (ctx / "daemon.json").write_text(NODE_DAEMON_JSON)
     (ctx / "Dockerfile").write_text(_NODE_DOCKERFILE.format(base=base, label=DIGEST_LABEL, digest=digest,
                                                             masked=_MASKED_UNITS))
 
@@ -254,6 +326,15 @@ if grep -q '^nameserver 127\.0\.0\.11$' /etc/resolv.conf; then
 fi
 echo "node-resolver: $ip:53 -> Docker's resolver ($udp udp, $tcp tcp)"
 """
+
+# A node container's dockerd (read at its start, which is at boot: no restart, and a node added
+# later gets it too). docker.io names (``kubelite/busybox:v1``, ``busybox``) are asked of the mirror
+# first, which is how a pod's image reference stays the one a manifest from elsewhere has. The
+# mirror is plain HTTP on the cluster network; insecure-registries lets references that name it
+# explicitly (``kubelite-registry:5000/x:1``) be pulled too. The kubelet's runtime asks the mirror
+# before it lets dockerd pull (dockerd would fall back to Docker Hub for what the mirror lacks).
+NODE_DAEMON_JSON = json.dumps({"registry-mirrors": [f"http://{REGISTRY_ADDRESS}"],
+                               "insecure-registries": [REGISTRY_ADDRESS]}, indent=2) + "\n"
 
 _NODE_RESOLVER_UNIT = """\
 [Unit]
@@ -321,9 +402,13 @@ async def _is_current(docker: Docker, tag: str, digest: str) -> tuple[bool, dict
 
 
 async def ensure_source_images(docker: Docker, say: Say, wanted: dict[str, str], *, tree: Path | None = None,
-                               base: str = BASE_IMAGE, force: bool = False) -> list[BuildReport]:
+                               base: str = BASE_IMAGE, force: bool = False,
+                               cache: ImageCache | None = None) -> list[BuildReport]:
     """The images built from kubelite's source (``wanted``: kind "node" or "dns" -> tag), each rebuilt only
-    when the source tree's digest changed; the wheels are built once for all that need a rebuild."""
+    when the source tree's digest changed; the wheels are built once for all that need a rebuild.
+
+    With ``cache``, an image missing or stale here is loaded from the cache entry of the tree's digest
+    when there is one, and every image of this digest not in the cache yet is saved there."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     tree = tree or source_tree()
@@ -342,12 +427,18 @@ async def ensure_source_images(docker: Docker, say: Say, wanted: dict[str, str],
             raise ImageError(f"unknown image kind {kind!r}: one of {', '.join(_CONTEXTS)}")
         current, existing = await _is_current(docker, tag, digest)
         if current and not force:
+            await _store(docker, cache, tag, digest, say)
             reports.append(BuildReport(tag, False, loop.time() - start))
+        elif not force and await _restore(docker, cache, tag, digest, say, labelled=True):
+            if existing is not None:
+                # As after a build: the stale image lost its tag to the loaded one.
+                await docker.run("image", "rm", str(existing["Id"]), check=False)
+            reports.append(BuildReport(tag, False, loop.time() - start, loaded=True))
         else:
             stale[kind] = (tag, existing)
     if not stale:
         return reports
-    await ensure_base_image(docker, say, tag=base)
+    await ensure_base_image(docker, say, tag=base, cache=cache)
     with tempfile.TemporaryDirectory(prefix="kubelite-wheels-", dir="/var/tmp") as tmp:
         wheels = Path(tmp) / "wheels"
         await build_wheels(tree, wheels)
@@ -364,6 +455,7 @@ async def ensure_source_images(docker: Docker, say: Say, wanted: dict[str, str],
             if existing is not None:
                 # The previous build lost its tag; drop it unless a container still uses it (then docker refuses).
                 await docker.run("image", "rm", str(existing["Id"]), check=False)
+            await _store(docker, cache, tag, digest, say)
             reports.append(BuildReport(tag, True, loop.time() - began))
     return reports
 
@@ -384,17 +476,30 @@ async def ensure_dns_image(docker: Docker, say: Say, *, tag: str | None = None, 
     return report
 
 
-async def ensure_pause_image(docker: Docker, say: Say, *, tag: str | None = None) -> BuildReport:
-    """The sandbox image, built by the runtime's own builder (the one a kubelet uses on a fresh node)."""
+async def ensure_pause_image(docker: Docker, say: Say, *, tag: str | None = None,
+                             cache: ImageCache | None = None) -> BuildReport:
+    """The sandbox image, built by the runtime's own builder (the one a kubelet uses on a fresh node),
+    or loaded from ``cache`` under the digest of what it is built from."""
     tag = tag or pause_image()
     loop = asyncio.get_running_loop()
     start = loop.time()
-    if await inspect(docker, "image", tag) is not None:
+    present = await inspect(docker, "image", tag) is not None
+    if present and cache is None:
         return BuildReport(tag, False, loop.time() - start)
     if _find_tool("busybox", "/bin/busybox", "/usr/bin/busybox") is None:
         raise ImageError(f"building {tag} needs busybox-static: run hack/docker.sh (or apt-get install busybox-static)")
+    try:
+        key = await asyncio.to_thread(runtime_images.pause_build_key)
+    except runtime_images.ImageBuildError as exc:
+        raise ImageError(str(exc)) from exc
+    if present:
+        await _store(docker, cache, tag, key, say)
+        return BuildReport(tag, False, loop.time() - start)
+    if await _restore(docker, cache, tag, key, say, labelled=False):
+        return BuildReport(tag, False, loop.time() - start, loaded=True)
     say(f"building {tag}")
     await asyncio.to_thread(_build_with_sdk, runtime_images.ensure_pause_image, tag)
+    await _store(docker, cache, tag, key, say)
     return BuildReport(tag, True, loop.time() - start)
 
 
@@ -456,4 +561,78 @@ async def ensure_vm_image(docker: Docker, say: Say, *, tree: Path | None = None,
                      what=f"docker build {tag}")
     if existing is not None:
         await docker.run("image", "rm", str(existing["Id"]), check=False)
+    return BuildReport(tag, True, loop.time() - start)
+
+
+def registry_image() -> str:
+    return f"kubelite/registry:{version()}"
+
+
+# distribution's own configuration: plain HTTP on the cluster network (the nodes' mirror), no
+# authentication (Debian's default config asks for htpasswd), deletes allowed, blobs on the volume.
+_REGISTRY_CONFIG = """\
+# Generated by kubelite.cluster.images: the local cluster's image registry.
+version: 0.1
+log:
+  level: info
+  fields:
+    service: kubelite-registry
+storage:
+  filesystem:
+    rootdirectory: /var/lib/registry
+  delete:
+    enabled: true
+http:
+  addr: :{port}
+  headers:
+    X-Content-Type-Options: [nosniff]
+"""
+
+_REGISTRY_DOCKERFILE = """\
+# Generated by kubelite.cluster.images: Debian's docker-registry (distribution 2.8) on the base image.
+FROM {base}
+ENV DEBIAN_FRONTEND=noninteractive
+RUN apt-get update -q && apt-get install -y -q --no-install-recommends docker-registry \\
+    && apt-get clean && rm -rf /var/lib/apt/lists/*
+COPY config.yml /etc/kubelite-registry/config.yml
+LABEL {label}={digest}
+EXPOSE {port}
+VOLUME /var/lib/registry
+ENTRYPOINT ["/usr/bin/docker-registry", "serve", "/etc/kubelite-registry/config.yml"]
+"""
+
+
+def registry_build_files(base: str = BASE_IMAGE) -> tuple[str, str, str]:
+    """(Dockerfile, config.yml, digest): the digest covers both files, so a change of either rebuilds."""
+    config = _REGISTRY_CONFIG.format(port=REGISTRY_PORT)
+    probe = _REGISTRY_DOCKERFILE.format(base=base, label=DIGEST_LABEL, digest="", port=REGISTRY_PORT)
+    digest = hashlib.sha256(probe.encode() + b"\0" + config.encode()).hexdigest()
+    return _REGISTRY_DOCKERFILE.format(base=base, label=DIGEST_LABEL, digest=digest, port=REGISTRY_PORT), config, digest
+
+
+async def ensure_registry_image(docker: Docker, say: Say, *, tag: str | None = None, base: str = BASE_IMAGE,
+                                cache: ImageCache | None = None) -> BuildReport:
+    """The cluster's registry image, rebuilt when its Dockerfile or configuration changes."""
+    tag = tag or registry_image()
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    dockerfile, config, digest = registry_build_files(base)
+    current, existing = await _is_current(docker, tag, digest)
+    if current:
+        await _store(docker, cache, tag, digest, say)
+        return BuildReport(tag, False, loop.time() - start)
+    if await _restore(docker, cache, tag, digest, say, labelled=True):
+        if existing is not None:
+            await docker.run("image", "rm", str(existing["Id"]), check=False)
+        return BuildReport(tag, False, loop.time() - start, loaded=True)
+    await ensure_base_image(docker, say, tag=base, cache=cache)
+    say(f"building {tag} (Debian's docker-registry)")
+    with tempfile.TemporaryDirectory(prefix="kubelite-registry-", dir="/var/tmp") as tmp:
+        await asyncio.to_thread((Path(tmp) / "Dockerfile").write_text, dockerfile)
+        await asyncio.to_thread((Path(tmp) / "config.yml").write_text, config)
+        await _shell(f"DOCKER_BUILDKIT=0 docker build -q -t {shlex.quote(tag)} {shlex.quote(tmp)}",
+                     what=f"docker build {tag}")
+    if existing is not None:
+        await docker.run("image", "rm", str(existing["Id"]), check=False)
+    await _store(docker, cache, tag, digest, say)
     return BuildReport(tag, True, loop.time() - start)

@@ -2,10 +2,19 @@
 
 ``up`` carries out ``spec.plan`` in steps, each reported with its elapsed
 time: images, the network, all containers at once (systemd boots in about a
-second), then etcd, the control plane and the nodes' agents through their
-systemd units, exactly as on a VM, and last the cluster add-ons (the cluster
-DNS, deploy/addons) applied by the control plane's ``install.sh addons`` as a
-VM's install does, waited for until their Deployment is Available. A step that fails names itself, shows the
+second) with the cluster's image registry beside them, then etcd, the control
+plane and the nodes' agents through their systemd units, exactly as on a VM,
+and last the cluster add-ons (the cluster DNS, deploy/addons) applied by the
+control plane's ``install.sh addons`` as a VM's install does, waited for until
+their Deployment is Available.
+
+Images reach the nodes the way they reach a real cluster's: pushed once into
+the cluster's registry (``<name>-registry``, Debian's docker-registry, published
+on a loopback port for this machine's ``docker push``), which every node's
+dockerd has as its mirror of docker.io names; a node pulls what its pods need
+when they need it, a node added later included. The pause and DNS images are
+pushed while etcd and the control plane start, and pulled from there by the nodes that run
+the cluster's own pods. A step that fails names itself, shows the
 last journal lines of the unit it was starting, and (unless ``retain``) the
 cluster is removed again, so a failed ``up`` leaves nothing behind.
 
@@ -39,9 +48,11 @@ from kubelite.client.client import Client
 from kubelite.client.kubeconfig import kubeconfig_document, write_kubeconfig_document
 from kubelite.cluster import images, spec
 from kubelite.cluster.docker import Docker, DockerError, ids, inspect
+from kubelite.cluster.imagecache import ImageCache
 from kubelite.cluster.node import unit
 from kubelite.cluster.spec import ClusterConfig, Member
 from kubelite.machinery.errors import StatusError
+from kubelite.runtime.reference import Reference, parse_reference
 
 T = TypeVar("T")
 
@@ -292,20 +303,23 @@ async def _up(cfg: ClusterConfig, docker: Docker, report: Reporter) -> UpResult:
     image = cfg.image or images.node_image()
     pause = cfg.pause_image or images.pause_image()
     dns = images.dns_image()
+    registry = images.registry_image()
+    cache = ImageCache(cfg.image_cache) if cfg.image_cache else None
 
-    async with step(f"images {image}, {dns}, {pause}"):
+    async with step(f"images {image}, {dns}, {pause}, {registry}"):
         if cfg.image:
             if await inspect(docker, "image", image) is None:
                 raise ClusterError(f"--image {image} does not exist locally (images are never pulled)")
-            await images.ensure_source_images(docker, report.info, {"dns": dns})
+            await images.ensure_source_images(docker, report.info, {"dns": dns}, cache=cache)
         else:
             # One wheel build for both when the source changed.
-            await images.ensure_source_images(docker, report.info, {"node": image, "dns": dns})
+            await images.ensure_source_images(docker, report.info, {"node": image, "dns": dns}, cache=cache)
         if cfg.pause_image:
             if await inspect(docker, "image", pause) is None:
                 raise ClusterError(f"--pause-image {pause} does not exist locally")
         else:
-            await images.ensure_pause_image(docker, report.info, tag=pause)
+            await images.ensure_pause_image(docker, report.info, tag=pause, cache=cache)
+        await images.ensure_registry_image(docker, report.info, tag=registry, cache=cache)
 
     async with step("network"):
         subnet = await create_network(docker, cfg)
@@ -315,11 +329,14 @@ async def _up(cfg: ClusterConfig, docker: Docker, report: Reporter) -> UpResult:
     nodes = [m for m in members if m.is_node]
     cp = spec.control_plane(members)
 
-    async with step(f"containers: {len(etcd)} etcd members, 1 control plane, {cfg.workers} workers"):
-        for m in nodes:
+    reg = spec.registry_member(cfg, subnet)
+    async with step(f"containers: {len(etcd)} etcd members, 1 control plane, {cfg.workers} workers, the registry"):
+        for m in [*nodes, reg]:
             await docker.run("volume", "create", "--label", _label(cfg.name), spec.docker_volume(m))
-        await _gather(*(docker.run("run", *spec.run_args(cfg, m, cfg.name, image)) for m in members))
-        await _gather(*(wait_booted(docker, m.name) for m in members))
+        await _gather(*(docker.run("run", *spec.run_args(cfg, m, cfg.name, image)) for m in members),
+                      docker.run("run", *spec.registry_run_args(cfg, reg, cfg.name, registry)))
+        await _gather(*(wait_booted(docker, m.name) for m in members),
+                      wait_registry(docker, reg.name, REGISTRY_TIMEOUT))
 
     enabled: dict[str, list[str]] = {}
     skipped: set[str] = set()
@@ -332,17 +349,24 @@ async def _up(cfg: ClusterConfig, docker: Docker, report: Reporter) -> UpResult:
         enabled[m.name] = list(done["enabled"])
         skipped.update(done["skipped"])
 
-    async def load(m: Member, image: str) -> None:
-        await docker.pipe(["save", image], ["exec", "-i", m.name, "docker", "load", "-q"])
+    # The pause and DNS images go into the registry in the background while etcd, the control plane and
+    # the nodes' agents start (most of that is waiting), and the nodes that will run the cluster's own
+    # pods pull them from there at once, as their kubelets would on the first such pod: the DNS pods then
+    # start without a pull on the critical path. The add-ons step waits for all of it.
+    workers = [m for m in nodes if m.role == spec.ROLE_WORKER]
+    dns_name = images.dns_image_name()
 
-    async with step("etcd quorum and the pause image on every node"):
-        step.unit = (etcd[0].name, unit("etcd"))
-        await _gather(*(configure(m) for m in etcd), *(load(m, pause) for m in nodes))
-        await _wait_etcd(docker, etcd[0].name, spec.etcd_servers(members))
+    async def distribute() -> None:
+        await _gather(push_image(docker, reg.name, pause), push_image(docker, reg.name, dns, dns_name))
+        await _gather(*(node_pull(docker, m.name, pause) for m in nodes),
+                      *(node_pull(docker, m.name, dns_name) for m in (workers or nodes)))
 
-    # The DNS image (~170 MB) loads into the nodes in the background while the control plane and the
-    # nodes' agents start (most of that is waiting); the add-ons step waits for it.
-    async with _background(_gather(*(load(m, dns) for m in nodes)), "cluster-load-dns-image") as dns_loaded:
+    async with _background(distribute(), "cluster-distribute-images") as pushed:
+        async with step("etcd quorum"):
+            step.unit = (etcd[0].name, unit("etcd"))
+            await _gather(*(configure(m) for m in etcd))
+            await _wait_etcd(docker, etcd[0].name, spec.etcd_servers(members))
+
         async with step("control plane: kubelite-apiserver (and the scheduler and controller manager if installed)"):
             step.unit = (cp.name, unit("apiserver"))
             await configure(cp)
@@ -353,7 +377,6 @@ async def _up(cfg: ClusterConfig, docker: Docker, report: Reporter) -> UpResult:
             health = f"http://127.0.0.1:{http_port}"
             await wait_ready(health, cfg.ready_timeout)
 
-        workers = [m for m in nodes if m.role == spec.ROLE_WORKER]
         async with step(f"workers: {len(workers)} (kubelet and proxy if installed)"):
             await _gather(*(configure(m) for m in workers))
         if skipped:
@@ -367,7 +390,7 @@ async def _up(cfg: ClusterConfig, docker: Docker, report: Reporter) -> UpResult:
                 await wait_nodes_ready(server, with_kubelet, cfg.ready_timeout)
             async with step(f"cluster DNS: {DNS_DEPLOYMENT} in {DNS_NAMESPACE} (deploy/addons), until available"):
                 # What a VM's install.sh control-plane does last, run inside the control plane.
-                await dns_loaded
+                await pushed
                 await node_exec(docker, cp.name, "bash", f"{INSTALL_DIR}/install.sh", "addons")
                 await wait_deployment_available(server, DNS_NAMESPACE, DNS_DEPLOYMENT, cfg.ready_timeout)
 
@@ -593,14 +616,108 @@ async def down(name: str, docker: Docker) -> DownResult:
     return DownResult(sorted(_cname(c) for c in found.containers), volumes, networks)
 
 
-async def load_image(docker: Docker, name: str, image: str, report: Reporter) -> list[str]:
-    """``docker save IMAGE | docker exec -i NODE docker load`` into every node of the cluster, at once."""
+# --- the registry ---------------------------------------------------------------------------------------------
+
+
+# The registry serves within a second of its start; --timeout is the API server's (and is made tiny by tests
+# that want the control plane step to fail), so the registry keeps a bound of its own.
+REGISTRY_TIMEOUT = 60.0
+
+
+async def registry_port(docker: Docker, container: str) -> int:
+    """The loopback port of this machine that the cluster's registry is published on."""
+    return await _published_port(docker, container, spec.REGISTRY_PORT)
+
+
+async def wait_registry(docker: Docker, container: str, timeout: float) -> None:
+    """Until the registry answers its API's base endpoint (``GET /v2/`` is 200 when it serves)."""
+    url = f"http://127.0.0.1:{await registry_port(docker, container)}/v2/"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last = "no answer"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
+        while loop.time() < deadline:
+            try:
+                async with session.get(url) as resp:
+                    if resp.status == 200:
+                        return
+                    last = f"HTTP {resp.status}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                last = str(exc) or type(exc).__name__
+            await asyncio.sleep(0.2)
+    raise ClusterError(f"the registry {container} did not answer within {timeout:.0f}s ({url}: {last})")
+
+
+def _reference(image: str) -> Reference:
+    try:
+        return parse_reference(image)
+    except ValueError as exc:
+        raise ClusterError(str(exc)) from exc
+
+
+def in_registry(image: str) -> bool:
+    """Whether the nodes look for ``image`` in the cluster's registry: docker.io names (their dockerd's
+    mirror) and names of the registry itself (``kubelite-registry:5000/x:1``)."""
+    ref = _reference(image)
+    return ref.on_docker_hub or ref.domain == spec.REGISTRY_ADDRESS
+
+
+async def push_image(docker: Docker, registry: str, image: str, name: str = "") -> str:
+    """``docker push`` of a local image into the cluster's registry through its loopback port, under the
+    repository the nodes ask for (``kubelite/busybox:v1`` -> ``kubelite/busybox``, ``busybox`` ->
+    ``library/busybox``), or under ``name`` when given; returns the name it has there. The loopback tag
+    is removed again."""
+    ref = _reference(name or image)
+    if ref.digest:
+        raise ClusterError(f"{name or image}: name the image by a tag, not a digest (a push needs a tag)")
+    if not in_registry(name or image):
+        raise ClusterError(f"{name or image} names the registry {ref.domain}: the nodes would not ask the "
+                           "cluster's for it")
+    target = ref.with_domain(f"127.0.0.1:{await registry_port(docker, registry)}")
+    await docker.run("tag", image, target)
+    try:
+        await docker.run("push", "-q", target, timeout=600)
+    finally:
+        await docker.run("image", "rm", target, check=False)
+    return ref.with_domain(spec.REGISTRY_ADDRESS)
+
+
+async def node_pull(docker: Docker, node: str, image: str) -> None:
+    """The node's dockerd pulls a docker.io name, which it asks its mirror (the cluster's registry) for."""
+    await docker.run("exec", node, "docker", "pull", "-q", image, timeout=600)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    image: str
+    pushed: str        # its name in the cluster's registry, "" when it went straight into the nodes
+    nodes: list[str]   # the nodes it was loaded into directly (names of another registry, or no registry)
+
+
+async def load_image(docker: Docker, name: str, image: str, report: Reporter) -> Loaded:
+    """Makes a local image available to every node of the cluster, one added later included.
+
+    Pushed into the cluster's registry, which the nodes pull from when a pod needs the image (so the
+    pod's imagePullPolicy decides, as in any cluster: IfNotPresent pulls when the node lacks it). An
+    image named after another registry, which the nodes would ask instead, and any image for a
+    cluster without a registry (made by an older kubelite) are copied into every node's engine as
+    before (``docker save | docker exec -i NODE docker load``)."""
     if await inspect(docker, "image", image) is None:
         raise ClusterError(f'image "{image}" is not present locally (docker images); build or tag it first')
-    nodes = await node_containers(docker, name)
+    found = await find(docker, name)
+    nodes = sorted(_cname(c) for c in found.containers if _role(c) in (spec.ROLE_CONTROL_PLANE, spec.ROLE_WORKER))
+    if not nodes:
+        raise ClusterError(f'no cluster named "{name}" (no node containers labelled {_label(name)})')
+    registries = [_cname(c) for c in found.containers if _role(c) == spec.ROLE_REGISTRY]
+    if registries and in_registry(image):
+        async with report.step(f"push {image} into the registry {registries[0]} (the nodes pull it from there)"):
+            pushed = await push_image(docker, registries[0], image)
+        return Loaded(image, pushed, [])
+    why = f"it names the registry {_reference(image).domain}" if registries else "the cluster has no registry"
+    report.info(f"{image}: {why}; copying it into every node")
     async with report.step(f"load {image} into {len(nodes)} nodes"):
         await _gather(*(docker.pipe(["save", image], ["exec", "-i", n, "docker", "load", "-q"]) for n in nodes))
-    return nodes
+    return Loaded(image, "", nodes)
 
 
 async def collect_logs(docker: Docker, name: str, dest: Path) -> list[str]:
@@ -613,7 +730,11 @@ async def collect_logs(docker: Docker, name: str, dest: Path) -> list[str]:
     async def one(c: dict[str, Any]) -> None:
         n = _cname(c)
         out: dict[str, str] = {"inspect.json": json.dumps(c, indent=2)}
-        if (c.get("State") or {}).get("Running"):
+        if _role(c) == spec.ROLE_REGISTRY:
+            # No systemd in there: the registry's own log (one line per request) is what tells.
+            r = await docker.run("logs", n, check=False, timeout=60)
+            out["registry.log"] = r.stdout + r.stderr
+        elif (c.get("State") or {}).get("Running"):
             commands = {
                 "journal.log": ["journalctl", "--no-pager", "-o", "short-precise"],
                 "units.txt": ["systemctl", "list-units", "--all", "--no-pager"],
@@ -642,6 +763,7 @@ __all__ = [
     "DockerError",
     "DownResult",
     "Found",
+    "Loaded",
     "Reporter",
     "StepFailed",
     "UpResult",
@@ -651,6 +773,7 @@ __all__ = [
     "kubeconfig",
     "list_clusters",
     "load_image",
+    "push_image",
     "up",
     "wait_ready",
     "write_host_kubeconfig",

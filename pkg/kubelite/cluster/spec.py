@@ -16,6 +16,7 @@ everything is.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,8 +44,12 @@ __all__ = [
     "LABEL_CLUSTER",
     "LABEL_ROLE",
     "NODE_RUN_FLAGS",
+    "REGISTRY_ADDRESS",
+    "REGISTRY_HOST",
+    "REGISTRY_PORT",
     "ROLE_CONTROL_PLANE",
     "ROLE_ETCD",
+    "ROLE_REGISTRY",
     "ROLE_WORKER",
     "ClusterConfig",
     "ConfigError",
@@ -58,12 +63,21 @@ __all__ = [
     "node_name",
     "parse_subnet",
     "plan",
+    "registry_member",
+    "registry_run_args",
     "run_args",
     "validate_name",
 ]
 
 LABEL_CLUSTER = "io.kubelite.cluster"
 LABEL_ROLE = "io.kubelite.role"
+# The cluster's image registry: a container beside the nodes, not a node.
+ROLE_REGISTRY = "registry"
+# The name it answers to on the cluster network (a network alias of <cluster>-registry, the same in
+# every cluster since each has a network of its own, so the node image can name it), and its port.
+REGISTRY_HOST = "kubelite-registry"
+REGISTRY_PORT = 5000
+REGISTRY_ADDRESS = f"{REGISTRY_HOST}:{REGISTRY_PORT}"
 ETCD_MEMBERS = 3
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -71,6 +85,7 @@ MAX_NAME = 40  # leaves room for "-control-plane" within a 63-character hostname
 MAX_WORKERS = 50
 
 # Host offsets inside the cluster subnet.
+_REGISTRY_HOST = 5
 _CONTROL_PLANE_HOST = 10
 _ETCD_FIRST_HOST = 11
 _WORKER_FIRST_HOST = 21
@@ -114,9 +129,13 @@ class ClusterConfig:
     ready_timeout: float = 180.0
     # COMPONENT:--flag=value, given to that component on every node (see NodeConfig.extra_args).
     extra_args: tuple[str, ...] = ()
+    # A folder of image tarballs keyed by content (kubelite.cluster.imagecache); "" means none.
+    image_cache: str = ""
 
     def __post_init__(self) -> None:
         validate_name(self.name)
+        if self.image_cache and os.path.exists(self.image_cache) and not os.path.isdir(self.image_cache):
+            raise ConfigError(f"invalid --image-cache {self.image_cache!r}: exists and is not a directory")
         if not 0 <= self.workers <= MAX_WORKERS:
             raise ConfigError(f"invalid --workers {self.workers}: must be between 0 and {MAX_WORKERS}")
         if self.subnet:
@@ -170,6 +189,11 @@ def plan(cfg: ClusterConfig, subnet: ipaddress.IPv4Network) -> list[Member]:
     return members
 
 
+def registry_member(cfg: ClusterConfig, subnet: ipaddress.IPv4Network) -> Member:
+    """The cluster's image registry, ``<name>-registry`` at a fixed offset like every other container."""
+    return Member(f"{cfg.name}-registry", ROLE_REGISTRY, str(subnet.network_address + _REGISTRY_HOST))
+
+
 def etcd_members(members: Sequence[Member]) -> list[Member]:
     return [m for m in members if m.role == ROLE_ETCD]
 
@@ -216,7 +240,8 @@ ETCD_INIT_ARGS = ("/sbin/init", "systemd.mask=docker.service", "systemd.mask=doc
 
 
 def docker_volume(member: Member) -> str:
-    return f"{member.name}-docker"
+    """A node's /var/lib/docker, or the registry's storage."""
+    return f"{member.name}-data" if member.role == ROLE_REGISTRY else f"{member.name}-docker"
 
 
 def run_args(cfg: ClusterConfig, member: Member, network: str, image: str) -> list[str]:
@@ -235,3 +260,13 @@ def run_args(cfg: ClusterConfig, member: Member, network: str, image: str) -> li
     if member.role == ROLE_ETCD:
         args += list(ETCD_INIT_ARGS)
     return args
+
+
+def registry_run_args(cfg: ClusterConfig, member: Member, network: str, image: str) -> list[str]:
+    """``docker run`` arguments for the registry: on the cluster network under its alias (what the nodes'
+    dockerd asks), its port published on loopback only (what this machine's ``docker push`` talks to: a
+    127.0.0.1 registry is one Docker allows over plain HTTP), its blobs on a labelled volume."""
+    return ["-d", "--name", member.name, "--hostname", member.name,
+            "--network", network, "--ip", member.ip, "--network-alias", REGISTRY_HOST,
+            "--label", f"{LABEL_CLUSTER}={cfg.name}", "--label", f"{LABEL_ROLE}={member.role}",
+            "-v", f"{docker_volume(member)}:/var/lib/registry", "-p", f"127.0.0.1::{REGISTRY_PORT}", image]

@@ -30,6 +30,8 @@ import struct
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -62,6 +64,7 @@ from kubelite.runtime.interface import (
     UnavailableError,
     container_name,
 )
+from kubelite.runtime.reference import Reference, parse_reference
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -90,19 +93,31 @@ def parse_docker_time(text: str) -> int:
     return int(base.timestamp()) * 1_000_000_000 + int(digits)
 
 
-def _is_local_registry(image: str) -> bool:
-    """True when the reference names a registry host explicitly (``host:5000/x``, ``localhost/x``).
+# What a registry is asked for when a pull may get any of these (a multi-platform list or one manifest).
+_MANIFEST_TYPES = ", ".join((
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+))
+MIRROR_TIMEOUT = 5.0
 
-    A bare name (``nginx``, ``library/nginx``) means Docker Hub, and nothing may
-    be pulled from a public registry here (PLATFORM.md): such a pull fails at
-    once with ErrImagePull instead of reaching out to the internet.
-    """
-    first, sep, _ = image.partition("/")
-    if not sep:
+
+def mirror_has(mirror: str, ref: Reference, timeout: float = MIRROR_TIMEOUT) -> bool:
+    """Whether the registry at ``mirror`` (``http://host:5000``) holds ``ref``: a HEAD of its manifest,
+    as dockerd itself asks first. Blocking. Anything but 200 (404, an error, no answer) is no."""
+    url = f"{mirror.rstrip('/')}/v2/{ref.path}/manifests/{ref.locator}"
+    req = urllib.request.Request(url, method="HEAD", headers={"Accept": _MANIFEST_TYPES})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return bool(resp.status == 200)
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:
+            log.warning("registry mirror %s: HEAD %s: HTTP %s", mirror, url, exc.code)
         return False
-    if first in ("docker.io", "index.docker.io", "registry-1.docker.io"):
+    except (OSError, ValueError) as exc:
+        log.warning("registry mirror %s unreachable: %s", mirror, exc)
         return False
-    return "." in first or ":" in first or first == "localhost"
 
 
 class DockerRuntime:
@@ -127,6 +142,7 @@ class DockerRuntime:
             raise UnavailableError(f"cannot reach the Docker engine: {exc}") from exc
         self._pod_cidr = ""
         self._pause_ready = False
+        self._mirrors: list[str] | None = None
         self._engine_version = ""
         self._oom_seen: dict[str, bool] = {}
 
@@ -257,7 +273,9 @@ class DockerRuntime:
         if not host_network and not self._pod_cidr:
             raise UnavailableError("no pod CIDR assigned to this node yet")
         if not self._pause_ready and self._build_pause:
-            await self._call(imagebuild.ensure_pause_image, self._api, self.pause_image)
+            # From the cluster's registry when it has it, else built here (pull_image decides).
+            if await self.image_status(self.pause_image) is None:
+                await self.pull_image(self.pause_image)
             self._pause_ready = True
         return await self._call(self._run_sandbox, config)
 
@@ -784,22 +802,51 @@ class DockerRuntime:
         return rt.Image(id=info["Id"], repo_tags=info.get("RepoTags") or [],
                         repo_digests=info.get("RepoDigests") or [], size=int(info.get("Size") or 0))
 
+    async def registry_mirrors(self) -> list[str]:
+        """dockerd's registry mirrors (its daemon.json), read once: they change only when dockerd restarts."""
+        if self._mirrors is None:
+            info = await self._call(self._api.info)
+            self._mirrors = [str(m).rstrip("/") for m in ((info.get("RegistryConfig") or {}).get("Mirrors") or [])]
+        return self._mirrors
+
+    async def _mirror_holding(self, ref: Reference) -> str | None:
+        for mirror in await self.registry_mirrors():
+            if await asyncio.to_thread(mirror_has, mirror, ref):
+                return mirror
+        return None
+
+    async def _pull(self, image: str) -> None:
+        repo, tag = _split_ref(image)
+        try:
+            await self._call(self._api.pull, repo, tag=tag or None)
+        except RuntimeError_ as exc:
+            raise ImagePullError(f"pulling {image}: {exc}") from exc
+
     async def pull_image(self, image: str) -> str:
-        if image == self.pause_image or image == imagebuild.busybox_image():
+        """Pulls ``image`` from a registry on the cluster's side of the network, never from a public one.
+
+        A reference naming its registry (``kubelite-registry:5000/x:1``, ``localhost:5000/x``) is pulled
+        from it. A docker.io name (``kubelite/busybox:v1``) is pulled only when one of dockerd's mirrors
+        (a local cluster's registry) holds it, which is asked first: for anything its mirrors lack,
+        dockerd would go on to Docker Hub, which nothing here may reach (PLATFORM.md). Otherwise the
+        project's own pause and busybox images are built here, and any other image must be present."""
+        try:
+            ref = parse_reference(image)
+        except ValueError as exc:
+            raise ImagePullError(str(exc)) from exc
+        if not ref.on_docker_hub or await self._mirror_holding(ref) is not None:
+            await self._pull(image)
+        elif image == self.pause_image or image == imagebuild.busybox_image():
             builder = imagebuild.ensure_pause_image if image == self.pause_image else imagebuild.ensure_busybox_image
             await self._call(builder, self._api, image)
-        elif _is_local_registry(image):
-            repo, tag = _split_ref(image)
-            try:
-                await self._call(self._api.pull, repo, tag=tag)
-            except RuntimeError_ as exc:
-                raise ImagePullError(f"pulling {image}: {exc}") from exc
         else:
             present = await self.image_status(image)
             if present is not None:
                 return present.id
-            raise ImagePullError(f"image {image!r} is not present on the node, and kubelite never pulls from a "
-                                 "public registry (load it with docker load, or name a local registry host)")
+            where = " nor in the cluster's registry (kubelite cluster load-image puts it there)" if (
+                await self.registry_mirrors()) else ""
+            raise ImagePullError(f"image {image!r} is not present on the node{where}, and kubelite never pulls "
+                                 "from a public registry (load it with docker load, or name a local registry host)")
         status = await self.image_status(image)
         if status is None:
             raise ImagePullError(f"image {image!r} is not present after the pull")

@@ -10,6 +10,7 @@ fresh node needs no manual step.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import shutil
 import tarfile
@@ -118,6 +119,16 @@ def _import(api: Any, ref: str, data: bytes, changes: list[str]) -> None:
     api.import_image_from_data(data, repository=repo, tag=tag, changes=changes)
     if not _exists(api, ref):
         raise ImageBuildError(f"docker import of {ref} did not produce the image")
+
+
+def pause_build_key() -> str:
+    """sha256 of what the pause image is made of (the busybox binary, its applets, the script): the key
+    under which an image cache keeps it, since an imported image's ID differs at every build."""
+    h = hashlib.sha256()
+    with open(_busybox_binary(), "rb") as f:
+        h.update(f.read())
+    h.update("\0".join(_APPLETS).encode() + b"\0" + _PAUSE_SCRIPT.encode())
+    return h.hexdigest()
 
 
 def ensure_pause_image(api: Any, ref: str | None = None) -> str:
