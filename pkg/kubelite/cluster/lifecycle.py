@@ -320,6 +320,8 @@ async def _up(cfg: ClusterConfig, docker: Docker, report: Reporter) -> UpResult:
         else:
             await images.ensure_pause_image(docker, report.info, tag=pause, cache=cache)
         await images.ensure_registry_image(docker, report.info, tag=registry, cache=cache)
+        if cfg.control_planes > 1:
+            await images.ensure_load_balancer_image(docker, report.info, cache=cache)
 
     async with step("network"):
         subnet = await create_network(docker, cfg)
@@ -328,14 +330,21 @@ async def _up(cfg: ClusterConfig, docker: Docker, report: Reporter) -> UpResult:
     etcd = spec.etcd_members(members)
     nodes = [m for m in members if m.is_node]
     cp = spec.control_plane(members)
+    cps = spec.control_planes(members)
+    lb = spec.load_balancer(members)
+    booted = [m for m in members if m is not lb]  # what runs the node image and boots systemd
 
     reg = spec.registry_member(cfg, subnet)
-    async with step(f"containers: {len(etcd)} etcd members, 1 control plane, {cfg.workers} workers, the registry"):
+    what = (f"{len(etcd)} etcd members, {len(cps)} control plane{'s' if len(cps) > 1 else ''}, "
+            f"{cfg.workers} workers, the registry" + (", a load balancer" if lb else ""))
+    async with step(f"containers: {what}"):
         for m in [*nodes, reg]:
             await docker.run("volume", "create", "--label", _label(cfg.name), spec.docker_volume(m))
-        await _gather(*(docker.run("run", *spec.run_args(cfg, m, cfg.name, image)) for m in members),
-                      docker.run("run", *spec.registry_run_args(cfg, reg, cfg.name, registry)))
-        await _gather(*(wait_booted(docker, m.name) for m in members),
+        await _gather(*(docker.run("run", *spec.run_args(cfg, m, cfg.name, image)) for m in booted),
+                      docker.run("run", *spec.registry_run_args(cfg, reg, cfg.name, registry)),
+                      *([docker.run("run", *spec.load_balancer_run_args(cfg, lb, cfg.name, images.load_balancer_image(),
+                                                                        members))] if lb else []))
+        await _gather(*(wait_booted(docker, m.name) for m in booted),
                       wait_registry(docker, reg.name, cfg.ready_timeout))
 
     enabled: dict[str, list[str]] = {}
@@ -367,13 +376,21 @@ async def _up(cfg: ClusterConfig, docker: Docker, report: Reporter) -> UpResult:
             await _gather(*(configure(m) for m in etcd))
             await _wait_etcd(docker, etcd[0].name, spec.etcd_servers(members))
 
-        async with step("control plane: kubelite-apiserver (and the scheduler and controller manager if installed)"):
+        title = (f"{len(cps)} control planes: kubelite-apiserver on each, its scheduler and controller manager "
+                 "electing a leader, behind the load balancer") if lb else \
+            "control plane: kubelite-apiserver (and the scheduler and controller manager if installed)"
+        async with step(title):
             step.unit = (cp.name, unit("apiserver"))
-            await configure(cp)
+            await _gather(*(configure(m) for m in cps))
             if "apiserver" not in enabled[cp.name]:
                 raise ClusterError(f"{image} has no kubelite-apiserver binary")
-            api_port = await _published_port(docker, cp.name, spec.API_PORT)
-            http_port = await _published_port(docker, cp.name, spec.HTTP_PORT)
+            for m in cps:
+                step.unit = (m.name, unit("apiserver"))
+                await wait_ready(f"http://127.0.0.1:{await _published_port(docker, m.name, spec.HTTP_PORT)}",
+                                 cfg.ready_timeout)
+            front = lb or cp  # what the host's kubeconfig talks to
+            api_port = await _published_port(docker, front.name, spec.API_PORT)
+            http_port = await _published_port(docker, front.name, spec.HTTP_PORT)
             health = f"http://127.0.0.1:{http_port}"
             await wait_ready(health, cfg.ready_timeout)
 
@@ -573,10 +590,11 @@ def remove_from_kubeconfig(cluster: str, path: str = "") -> bool:
 async def kubeconfig(docker: Docker, name: str, internal: bool = False) -> str:
     """The kubeconfig for the host (loopback port) or, with ``internal``, for the cluster network."""
     found = await find(docker, name)
-    cps = [c for c in found.containers if _role(c) == spec.ROLE_CONTROL_PLANE]
+    cps = sorted((c for c in found.containers if _role(c) == spec.ROLE_CONTROL_PLANE), key=_cname)
     if not cps:
         raise ClusterError(f'no cluster named "{name}" (no control-plane container labelled {_label(name)})')
-    cp = cps[0]
+    # Several control planes are reached through their load balancer.
+    cp = next((c for c in found.containers if _role(c) == spec.ROLE_LOAD_BALANCER), cps[0])
     if internal:
         nets = (cp.get("NetworkSettings") or {}).get("Networks") or {}
         ip = str((nets.get(name) or {}).get("IPAddress") or "")
