@@ -78,6 +78,11 @@ def test_the_cluster_outlives_a_control_plane(ha: Cluster) -> None:
                   _api_servers(ha))
     nodes = json.loads(k(ha, "get", "nodes", "-o", "json").stdout)["items"]
     assert {n["metadata"]["name"] for n in nodes} == {first, second, *ha.workers}
+    # Join commands name the load balancer (kube-public/cluster-info), not one of the API servers.
+    join = k(ha, "token", "create", "--print-join-command", "--ttl", "10m").stdout
+    lb_ip = json.loads(run("docker", "inspect", f"{ha.name}-external-load-balancer").stdout)[0][
+        "NetworkSettings"]["Networks"][ha.name]["IPAddress"]
+    assert join.startswith(f"bash install.sh join {lb_ip}:6443 --token "), join
     # The pause image, which every node has (it pulled it from the cluster's registry): it runs for ever.
     image_ref = run("docker", "exec", ha.workers[0], "docker", "images", "kubelite/pause",
                     "--format", "{{.Repository}}:{{.Tag}}").stdout.split()[0]

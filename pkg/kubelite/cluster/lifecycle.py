@@ -413,6 +413,8 @@ async def _up(cfg: ClusterConfig, docker: Docker, report: Reporter) -> UpResult:
 
         async with step("kubeconfig"):
             path = write_host_kubeconfig(cfg.name, server, health, cfg.kubeconfig)
+            # Where nodes reach the API (the load balancer, if any), for join commands, as kubeadm keeps it.
+            await publish_cluster_info(server, cfg.name, spec.api_endpoint(members))
     return UpResult(cfg.name, str(subnet), server, health, path, members, enabled, sorted(skipped))
 
 
@@ -533,6 +535,23 @@ def context_name(cluster: str) -> str:
 def default_kubeconfig_path() -> Path:
     listed = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
     return Path(listed[0]).expanduser() if listed else Path.home() / ".kube" / "config"
+
+
+async def publish_cluster_info(server: str, cluster: str, endpoint: str) -> None:
+    """kube-public/cluster-info: a kubeconfig naming the API as the cluster network reaches it."""
+    doc = kubeconfig_doc(cluster, f"http://{endpoint}:{spec.API_PORT}", f"http://{endpoint}:{spec.HTTP_PORT}")
+    cm = core.ConfigMap(api_version="v1", kind="ConfigMap")
+    cm.metadata.name, cm.metadata.namespace = "cluster-info", "kube-public"
+    cm.data["kubeconfig"] = yaml.safe_dump(doc, sort_keys=False)
+    async with Client(server, timeout=10) as client:
+        try:
+            await client.create(cm)
+        except StatusError as exc:
+            if exc.reason != "AlreadyExists":
+                raise
+            current = await client.get(core.ConfigMap, "cluster-info", "kube-public")
+            current.data["kubeconfig"] = cm.data["kubeconfig"]
+            await client.update(current)
 
 
 def kubeconfig_doc(cluster: str, server: str, rest_server: str) -> dict[str, Any]:
