@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kubelite.api.core.v1 import generated_pb2 as core_v1
 from kubelite.client.client import Client
+from kubelite.client.kubeconfig import kubeconfig_document
 from kubelite.machinery import bootstraptoken as bt
 from kubelite.machinery.errors import StatusError
 from tests.support.controller_manager import ControllerManagerProcess
@@ -134,6 +136,26 @@ def test_print_join_command_names_the_advertised_api_server(kl: Run, apiserver: 
     assert m, out
     row = next(line for line in _ok(kl("token", "list")).splitlines() if line.startswith(m.group(1)))
     assert "<forever>" in row and "<never>" in row
+
+
+async def test_print_join_command_prefers_the_cluster_info_endpoint(kl: Run, apiserver: Any, client: Client) -> None:
+    # kubeadm's kube-public/cluster-info: `kubelite cluster up` names the load balancer there.
+    info = core_v1.ConfigMap(api_version="v1", kind="ConfigMap")
+    info.metadata.name, info.metadata.namespace = "cluster-info", "kube-public"
+    info.data["kubeconfig"] = yaml.safe_dump(kubeconfig_document("http://198.51.100.7:6443", "lb",
+                                                                 rest_server="http://198.51.100.7:8080"))
+    await client.create(info)
+    try:
+        out = _ok(await asyncio.to_thread(kl, "token", "create", "--print-join-command")).strip()
+        assert out.startswith("bash install.sh join 198.51.100.7:6443 --token "), out
+        # Something that is not a kubeconfig there: the advertised API server, as without it.
+        info = await client.get(core_v1.ConfigMap, "cluster-info", "kube-public")
+        info.data["kubeconfig"] = "clusters: nonsense"
+        await client.update(info)
+        out = _ok(await asyncio.to_thread(kl, "token", "create", "--print-join-command")).strip()
+        assert out.startswith(f"bash install.sh join 192.0.2.10:{apiserver.port} --token "), out
+    finally:
+        await client.delete(core_v1.ConfigMap, "cluster-info", "kube-public")
 
 
 def test_a_duplicate_token_is_refused(kl: Run) -> None:

@@ -32,6 +32,34 @@ def test_plan_names_and_addresses_follow_kinds_scheme() -> None:
     assert spec.etcd_servers(members) == "http://172.30.7.11:2379,http://172.30.7.12:2379,http://172.30.7.13:2379"
 
 
+def test_several_control_planes_sit_behind_a_load_balancer_that_workers_use() -> None:
+    cfg = ClusterConfig(name="demo", workers=1, control_planes=3)
+    members = spec.plan(cfg, NET)
+    assert [(m.name, m.ip) for m in spec.control_planes(members)] == [
+        ("demo-control-plane", "172.30.7.10"), ("demo-control-plane2", "172.30.7.6"),
+        ("demo-control-plane3", "172.30.7.7")]
+    lb = spec.load_balancer(members)
+    assert lb is not None and (lb.name, lb.role, lb.ip, lb.is_node) == (
+        "demo-external-load-balancer", "load-balancer", "172.30.7.4", False)
+    worker = next(m for m in members if m.role == spec.ROLE_WORKER)
+    assert spec.node_config(cfg, worker, members).server == "http://172.30.7.4:6443"
+    # Every control plane talks to the same etcd members and runs its own API server.
+    assert {spec.node_config(cfg, m, members).etcd_servers for m in spec.control_planes(members)} == {
+        spec.etcd_servers(members)}
+    config = spec.load_balancer_config(members)
+    for port in (spec.API_PORT, spec.HTTP_PORT):
+        assert f"bind *:{port}" in config
+        for ip in ("172.30.7.10", "172.30.7.6", "172.30.7.7"):
+            assert f"{ip}:{port} check port {spec.HTTP_PORT} inter 1s fall 2 rise 2" in config
+    assert "http-check send meth GET uri /readyz" in config
+    args = spec.load_balancer_run_args(cfg, lb, "demo", "kubelite/load-balancer:x", members)
+    assert f"KUBELITE_LB_CONFIG={config}" in args and args[-1] == "kubelite/load-balancer:x"
+    # One control plane needs no load balancer: workers go to it directly.
+    single = spec.plan(ClusterConfig(name="demo", workers=1), NET)
+    assert spec.load_balancer(single) is None
+    assert spec.node_config(cfg, single[-1], single).server == "http://172.30.7.10:6443"
+
+
 def _nodes(workers: int = 1) -> tuple[ClusterConfig, list[spec.Member]]:
     cfg = ClusterConfig(name="demo", workers=workers)
     return cfg, spec.plan(cfg, NET)
@@ -226,6 +254,8 @@ def test_run_args_are_platforms_working_flags() -> None:
     ({"name": "Bad_Name"}, "--name"),
     ({"name": "x" * 41}, "--name"),
     ({"workers": -1}, "--workers"),
+    ({"control_planes": 0}, "--control-planes"),
+    ({"control_planes": 6}, "--control-planes"),
     ({"subnet": "172.30.1.0/16"}, "--subnet"),
     ({"subnet": "8.8.8.0/24"}, "--subnet"),
     ({"subnet": "nonsense"}, "--subnet"),

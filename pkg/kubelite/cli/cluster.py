@@ -91,6 +91,10 @@ def cluster_cmd() -> None:
 @cluster_cmd.command("up")
 @click.option("--name", default="kubelite", show_default=True, help=_NAME_HELP)
 @click.option("--workers", default=3, show_default=True, type=int, help="Worker nodes.")
+@click.option("--control-planes", default=1, show_default=True, type=int,
+              help="Control-plane nodes (1-5); more than one get a load balancer (NAME-external-load-balancer, "
+                   "Debian's haproxy) in front of their API servers, and their schedulers and controller "
+                   "managers elect leaders.")
 @click.option("--image", default="", help="Node image (default kubelite/node:<version>, built from this tree).")
 @click.option("--pause-image", default="", help="Pod sandbox image (default kubelite/pause:<version>).")
 @click.option("--subnet", default="", help="The cluster network, a private /24 (default: the first free "
@@ -106,10 +110,10 @@ def cluster_cmd() -> None:
 @click.option("--kubelet-arg", multiple=True, help="An extra flag for every kubelet.")
 @click.option("--proxy-arg", multiple=True, help="An extra flag for every kubelite-proxy.")
 @click.option("--image-cache", default="", metavar="DIR", help=_IMAGE_CACHE_HELP)
-def up_cmd(name: str, workers: int, image: str, pause_image: str, subnet: str, kubeconfig: str, retain: bool,
-           ready_timeout: float, apiserver_arg: tuple[str, ...], controller_manager_arg: tuple[str, ...],
-           scheduler_arg: tuple[str, ...], kubelet_arg: tuple[str, ...], proxy_arg: tuple[str, ...],
-           image_cache: str) -> None:
+def up_cmd(name: str, workers: int, control_planes: int, image: str, pause_image: str, subnet: str,
+           kubeconfig: str, retain: bool, ready_timeout: float, apiserver_arg: tuple[str, ...],
+           controller_manager_arg: tuple[str, ...], scheduler_arg: tuple[str, ...], kubelet_arg: tuple[str, ...],
+           proxy_arg: tuple[str, ...], image_cache: str) -> None:
     """Create a cluster: network, etcd members, control plane and workers, all under systemd, and the
     cluster's image registry (NAME-registry) that every node pulls docker.io names from.
 
@@ -119,8 +123,8 @@ def up_cmd(name: str, workers: int, image: str, pause_image: str, subnet: str, k
     extra = tuple(f"{component}:{flag}" for component, flags in (
         ("apiserver", apiserver_arg), ("controller-manager", controller_manager_arg), ("scheduler", scheduler_arg),
         ("kubelet", kubelet_arg), ("proxy", proxy_arg)) for flag in flags)
-    cfg = _config(name=name, workers=workers, image=image, pause_image=pause_image, subnet=subnet,
-                  kubeconfig=kubeconfig, retain=retain, ready_timeout=ready_timeout, extra_args=extra,
+    cfg = _config(name=name, workers=workers, control_planes=control_planes, image=image, pause_image=pause_image,
+                  subnet=subnet, kubeconfig=kubeconfig, retain=retain, ready_timeout=ready_timeout, extra_args=extra,
                   image_cache=image_cache)
 
     async def body() -> int:

@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlparse
 
+import yaml
+
 from kubelite.api.core.v1 import generated_pb2 as core_v1
 from kubelite.cli.clientset import Session
 from kubelite.cli.errors import CliError
+from kubelite.client.kubeconfig import grpc_server
 from kubelite.machinery import bootstraptoken as bt
 from kubelite.machinery.errors import StatusError
 
@@ -58,9 +61,23 @@ async def run_create(session: Session, opts: CreateOptions) -> int:
     return 0
 
 
+CLUSTER_INFO = ("kube-public", "cluster-info")
+
+
 async def control_plane_endpoint(session: Session) -> str:
-    """HOST:PORT of an API server as nodes reach it: the first address of the `kubernetes` Endpoints,
-    else the host of this client's server URL."""
+    """HOST:PORT of the API as nodes reach it: the server of the kubeconfig in the ConfigMap
+    kube-public/cluster-info when there is one (kubeadm's place for the control-plane endpoint: a
+    load balancer in front of several control planes), else the first address of the `kubernetes`
+    Endpoints, else the host of this client's server URL."""
+    try:
+        info = await session.client.get(core_v1.ConfigMap, CLUSTER_INFO[1], CLUSTER_INFO[0])
+    except StatusError as exc:
+        if exc.reason != "NotFound":
+            raise
+    else:
+        endpoint = _endpoint_of(info.data.get("kubeconfig", ""))
+        if endpoint:
+            return endpoint
     try:
         ep = await session.client.get(core_v1.Endpoints, "kubernetes", "default")
     except StatusError as exc:
@@ -120,3 +137,14 @@ async def run_delete(session: Session, ids: tuple[str, ...]) -> int:
             continue
         session.streams.out(f'bootstrap token "{token_id}" deleted')
     return 1 if failed else 0
+
+
+def _endpoint_of(kubeconfig: str) -> str:
+    """HOST:PORT of the gRPC server of a kubeconfig's first cluster, or "" when there is none to read."""
+    try:
+        doc = yaml.safe_load(kubeconfig) or {}
+        server = grpc_server(doc["clusters"][0]["cluster"])
+    except (yaml.YAMLError, KeyError, IndexError, TypeError):
+        return ""
+    url = urlparse(server if "://" in server else f"http://{server}")
+    return f"{url.hostname}:{url.port or 6443}" if url.hostname else ""

@@ -320,6 +320,8 @@ async def _up(cfg: ClusterConfig, docker: Docker, report: Reporter) -> UpResult:
         else:
             await images.ensure_pause_image(docker, report.info, tag=pause, cache=cache)
         await images.ensure_registry_image(docker, report.info, tag=registry, cache=cache)
+        if cfg.control_planes > 1:
+            await images.ensure_load_balancer_image(docker, report.info, cache=cache)
 
     async with step("network"):
         subnet = await create_network(docker, cfg)
@@ -328,14 +330,21 @@ async def _up(cfg: ClusterConfig, docker: Docker, report: Reporter) -> UpResult:
     etcd = spec.etcd_members(members)
     nodes = [m for m in members if m.is_node]
     cp = spec.control_plane(members)
+    cps = spec.control_planes(members)
+    lb = spec.load_balancer(members)
+    booted = [m for m in members if m is not lb]  # what runs the node image and boots systemd
 
     reg = spec.registry_member(cfg, subnet)
-    async with step(f"containers: {len(etcd)} etcd members, 1 control plane, {cfg.workers} workers, the registry"):
+    what = (f"{len(etcd)} etcd members, {len(cps)} control plane{'s' if len(cps) > 1 else ''}, "
+            f"{cfg.workers} workers, the registry" + (", a load balancer" if lb else ""))
+    async with step(f"containers: {what}"):
         for m in [*nodes, reg]:
             await docker.run("volume", "create", "--label", _label(cfg.name), spec.docker_volume(m))
-        await _gather(*(docker.run("run", *spec.run_args(cfg, m, cfg.name, image)) for m in members),
-                      docker.run("run", *spec.registry_run_args(cfg, reg, cfg.name, registry)))
-        await _gather(*(wait_booted(docker, m.name) for m in members),
+        await _gather(*(docker.run("run", *spec.run_args(cfg, m, cfg.name, image)) for m in booted),
+                      docker.run("run", *spec.registry_run_args(cfg, reg, cfg.name, registry)),
+                      *([docker.run("run", *spec.load_balancer_run_args(cfg, lb, cfg.name, images.load_balancer_image(),
+                                                                        members))] if lb else []))
+        await _gather(*(wait_booted(docker, m.name) for m in booted),
                       wait_registry(docker, reg.name, REGISTRY_TIMEOUT))
 
     enabled: dict[str, list[str]] = {}
@@ -367,13 +376,21 @@ async def _up(cfg: ClusterConfig, docker: Docker, report: Reporter) -> UpResult:
             await _gather(*(configure(m) for m in etcd))
             await _wait_etcd(docker, etcd[0].name, spec.etcd_servers(members))
 
-        async with step("control plane: kubelite-apiserver (and the scheduler and controller manager if installed)"):
+        title = (f"{len(cps)} control planes: kubelite-apiserver on each, its scheduler and controller manager "
+                 "electing a leader, behind the load balancer") if lb else \
+            "control plane: kubelite-apiserver (and the scheduler and controller manager if installed)"
+        async with step(title):
             step.unit = (cp.name, unit("apiserver"))
-            await configure(cp)
+            await _gather(*(configure(m) for m in cps))
             if "apiserver" not in enabled[cp.name]:
                 raise ClusterError(f"{image} has no kubelite-apiserver binary")
-            api_port = await _published_port(docker, cp.name, spec.API_PORT)
-            http_port = await _published_port(docker, cp.name, spec.HTTP_PORT)
+            for m in cps:
+                step.unit = (m.name, unit("apiserver"))
+                await wait_ready(f"http://127.0.0.1:{await _published_port(docker, m.name, spec.HTTP_PORT)}",
+                                 cfg.ready_timeout)
+            front = lb or cp  # what the host's kubeconfig talks to
+            api_port = await _published_port(docker, front.name, spec.API_PORT)
+            http_port = await _published_port(docker, front.name, spec.HTTP_PORT)
             health = f"http://127.0.0.1:{http_port}"
             await wait_ready(health, cfg.ready_timeout)
 
@@ -396,6 +413,8 @@ async def _up(cfg: ClusterConfig, docker: Docker, report: Reporter) -> UpResult:
 
         async with step("kubeconfig"):
             path = write_host_kubeconfig(cfg.name, server, health, cfg.kubeconfig)
+            # Where nodes reach the API (the load balancer, if any), for join commands, as kubeadm keeps it.
+            await publish_cluster_info(server, cfg.name, spec.api_endpoint(members))
     return UpResult(cfg.name, str(subnet), server, health, path, members, enabled, sorted(skipped))
 
 
@@ -518,6 +537,23 @@ def default_kubeconfig_path() -> Path:
     return Path(listed[0]).expanduser() if listed else Path.home() / ".kube" / "config"
 
 
+async def publish_cluster_info(server: str, cluster: str, endpoint: str) -> None:
+    """kube-public/cluster-info: a kubeconfig naming the API as the cluster network reaches it."""
+    doc = kubeconfig_doc(cluster, f"http://{endpoint}:{spec.API_PORT}", f"http://{endpoint}:{spec.HTTP_PORT}")
+    cm = core.ConfigMap(api_version="v1", kind="ConfigMap")
+    cm.metadata.name, cm.metadata.namespace = "cluster-info", "kube-public"
+    cm.data["kubeconfig"] = yaml.safe_dump(doc, sort_keys=False)
+    async with Client(server, timeout=10) as client:
+        try:
+            await client.create(cm)
+        except StatusError as exc:
+            if exc.reason != "AlreadyExists":
+                raise
+            current = await client.get(core.ConfigMap, "cluster-info", "kube-public")
+            current.data["kubeconfig"] = cm.data["kubeconfig"]
+            await client.update(current)
+
+
 def kubeconfig_doc(cluster: str, server: str, rest_server: str) -> dict[str, Any]:
     """kubelite reads the gRPC ``server`` from the extension; kubectl reads the REST one."""
     return kubeconfig_document(server, context_name(cluster), rest_server=rest_server)
@@ -573,10 +609,11 @@ def remove_from_kubeconfig(cluster: str, path: str = "") -> bool:
 async def kubeconfig(docker: Docker, name: str, internal: bool = False) -> str:
     """The kubeconfig for the host (loopback port) or, with ``internal``, for the cluster network."""
     found = await find(docker, name)
-    cps = [c for c in found.containers if _role(c) == spec.ROLE_CONTROL_PLANE]
+    cps = sorted((c for c in found.containers if _role(c) == spec.ROLE_CONTROL_PLANE), key=_cname)
     if not cps:
         raise ClusterError(f'no cluster named "{name}" (no control-plane container labelled {_label(name)})')
-    cp = cps[0]
+    # Several control planes are reached through their load balancer.
+    cp = next((c for c in found.containers if _role(c) == spec.ROLE_LOAD_BALANCER), cps[0])
     if internal:
         nets = (cp.get("NetworkSettings") or {}).get("Networks") or {}
         ip = str((nets.get(name) or {}).get("IPAddress") or "")

@@ -8,9 +8,10 @@ What each container then runs is ``node.NodeConfig``: the same configuration
 step a VM gets from ``deploy/install.sh``.
 
 Addresses are fixed offsets in the cluster's /24 (etcd members .11-.13, the
-control plane .10, workers from .21), so every file can be written before any
-container exists and ``docker ps`` plus the offsets tell an operator where
-everything is.
+control plane .10 and further ones .6-.9, the load balancer in front of
+several .4, the registry .5, workers from .21), so every file can be written
+before any container exists and ``docker ps`` plus the offsets tell an
+operator where everything is.
 """
 
 from __future__ import annotations
@@ -49,16 +50,22 @@ __all__ = [
     "REGISTRY_PORT",
     "ROLE_CONTROL_PLANE",
     "ROLE_ETCD",
+    "ROLE_LOAD_BALANCER",
     "ROLE_REGISTRY",
     "ROLE_WORKER",
     "ClusterConfig",
     "ConfigError",
     "Member",
     "NodeConfig",
+    "api_endpoint",
     "control_plane",
+    "control_planes",
     "docker_volume",
     "etcd_members",
     "etcd_servers",
+    "load_balancer",
+    "load_balancer_config",
+    "load_balancer_run_args",
     "node_config",
     "node_name",
     "parse_subnet",
@@ -78,15 +85,21 @@ ROLE_REGISTRY = "registry"
 REGISTRY_HOST = "kubelite-registry"
 REGISTRY_PORT = 5000
 REGISTRY_ADDRESS = f"{REGISTRY_HOST}:{REGISTRY_PORT}"
+# With more than one control plane: a TCP load balancer (Debian's haproxy) in front of their API
+# servers, the one address workers and the host's kubeconfig use (kind's external load balancer).
+ROLE_LOAD_BALANCER = "load-balancer"
 ETCD_MEMBERS = 3
+MAX_CONTROL_PLANES = 5
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 MAX_NAME = 40  # leaves room for "-control-plane" within a 63-character hostname
 MAX_WORKERS = 50
 
-# Host offsets inside the cluster subnet.
+# Host offsets inside the cluster subnet: the first control plane .10, the others .6-.9.
+_LOAD_BALANCER_HOST = 4
 _REGISTRY_HOST = 5
 _CONTROL_PLANE_HOST = 10
+_CONTROL_PLANE_MORE_HOST = 5  # + index: control planes 2..5 at .6-.9
 _ETCD_FIRST_HOST = 11
 _WORKER_FIRST_HOST = 21
 
@@ -116,6 +129,7 @@ class ClusterConfig:
 
     name: str = "kubelite"
     workers: int = 3
+    control_planes: int = 1
     image: str = ""          # the node image; "" means kubelite/node:<version>, built when needed
     pause_image: str = ""    # "" means kubelite/pause:<version>
     subnet: str = ""         # "" means the first free 172.30.x.0/24
@@ -138,6 +152,9 @@ class ClusterConfig:
             raise ConfigError(f"invalid --image-cache {self.image_cache!r}: exists and is not a directory")
         if not 0 <= self.workers <= MAX_WORKERS:
             raise ConfigError(f"invalid --workers {self.workers}: must be between 0 and {MAX_WORKERS}")
+        if not 1 <= self.control_planes <= MAX_CONTROL_PLANES:
+            raise ConfigError(f"invalid --control-planes {self.control_planes}: must be between 1 and "
+                              f"{MAX_CONTROL_PLANES}")
         if self.subnet:
             parse_subnet(self.subnet)
         for flag, value in (("--service-cluster-ip-range", self.service_cluster_ip_range),
@@ -175,7 +192,8 @@ def node_name(cluster: str, role: str, index: int) -> str:
 
 
 def plan(cfg: ClusterConfig, subnet: ipaddress.IPv4Network) -> list[Member]:
-    """Every container of the cluster, etcd members first, in start order."""
+    """Every container of the cluster but the registry, etcd members first, in start order (the load
+    balancer, when there is one, last)."""
     base = subnet.network_address
 
     def host(offset: int) -> str:
@@ -183,9 +201,13 @@ def plan(cfg: ClusterConfig, subnet: ipaddress.IPv4Network) -> list[Member]:
 
     members = [Member(node_name(cfg.name, ROLE_ETCD, i), ROLE_ETCD, host(_ETCD_FIRST_HOST + i))
                for i in range(ETCD_MEMBERS)]
-    members.append(Member(node_name(cfg.name, ROLE_CONTROL_PLANE, 0), ROLE_CONTROL_PLANE, host(_CONTROL_PLANE_HOST)))
+    members += [Member(node_name(cfg.name, ROLE_CONTROL_PLANE, i), ROLE_CONTROL_PLANE,
+                       host(_CONTROL_PLANE_MORE_HOST + i if i else _CONTROL_PLANE_HOST))
+                for i in range(cfg.control_planes)]
     members += [Member(node_name(cfg.name, ROLE_WORKER, i), ROLE_WORKER, host(_WORKER_FIRST_HOST + i))
                 for i in range(cfg.workers)]
+    if cfg.control_planes > 1:
+        members.append(Member(f"{cfg.name}-external-load-balancer", ROLE_LOAD_BALANCER, host(_LOAD_BALANCER_HOST)))
     return members
 
 
@@ -199,7 +221,36 @@ def etcd_members(members: Sequence[Member]) -> list[Member]:
 
 
 def control_plane(members: Sequence[Member]) -> Member:
+    """The first control plane: the one that applies the add-ons."""
     return next(m for m in members if m.role == ROLE_CONTROL_PLANE)
+
+
+def control_planes(members: Sequence[Member]) -> list[Member]:
+    return [m for m in members if m.role == ROLE_CONTROL_PLANE]
+
+
+def load_balancer(members: Sequence[Member]) -> Member | None:
+    return next((m for m in members if m.role == ROLE_LOAD_BALANCER), None)
+
+
+def api_endpoint(members: Sequence[Member]) -> str:
+    """The address every client of the cluster network uses: the load balancer's, or the one control plane's."""
+    return (load_balancer(members) or control_plane(members)).ip
+
+
+def load_balancer_config(members: Sequence[Member]) -> str:
+    """haproxy's configuration: TCP to every API server's gRPC and HTTP ports, each backend checked on its
+    /readyz every second, so a stopped control plane leaves the rotation within about two seconds and
+    returns when it is ready. Client and server timeouts are long: watches are connections that last."""
+    lines = ["global", "  log stdout format raw local0 notice", "defaults", "  mode tcp", "  log global",
+             "  timeout connect 3s", "  timeout client 1h", "  timeout server 1h"]
+    for name, port in (("grpc", API_PORT), ("http", HTTP_PORT)):
+        lines += [f"frontend {name}", f"  bind *:{port}", f"  default_backend {name}",
+                  f"backend {name}", "  option httpchk", "  http-check send meth GET uri /readyz",
+                  "  http-check expect status 200"]
+        lines += [f"  server {m.name} {m.ip}:{port} check port {HTTP_PORT} inter 1s fall 2 rise 2"
+                  for m in control_planes(members)]
+    return "\n".join(lines) + "\n"
 
 
 def etcd_servers(members: Sequence[Member]) -> str:
@@ -218,9 +269,8 @@ def node_config(cfg: ClusterConfig, member: Member, members: Sequence[Member]) -
     if member.role == ROLE_CONTROL_PLANE:
         return NodeConfig(role=ROLE_CONTROL_PLANE, node_name=member.name, node_ip=member.ip,
                           etcd_servers=etcd_servers(members), extra_args=cfg.extra_args, **common)
-    cp = control_plane(members)
     return NodeConfig(role=ROLE_WORKER, node_name=member.name, node_ip=member.ip,
-                      server=f"http://{cp.ip}:{API_PORT}", extra_args=cfg.extra_args, **common)
+                      server=f"http://{api_endpoint(members)}:{API_PORT}", extra_args=cfg.extra_args, **common)
 
 
 # PLATFORM.md: the flags that let a container run its own dockerd and systemd here
@@ -270,3 +320,13 @@ def registry_run_args(cfg: ClusterConfig, member: Member, network: str, image: s
             "--network", network, "--ip", member.ip, "--network-alias", REGISTRY_HOST,
             "--label", f"{LABEL_CLUSTER}={cfg.name}", "--label", f"{LABEL_ROLE}={member.role}",
             "-v", f"{docker_volume(member)}:/var/lib/registry", "-p", f"127.0.0.1::{REGISTRY_PORT}", image]
+
+
+def load_balancer_run_args(cfg: ClusterConfig, member: Member, network: str, image: str,
+                           members: Sequence[Member]) -> list[str]:
+    """``docker run`` arguments for the load balancer: its configuration in the environment (it is
+    written out at start), both API ports published on loopback for the host's kubeconfig."""
+    return ["-d", "--name", member.name, "--hostname", member.name, "--network", network, "--ip", member.ip,
+            "--label", f"{LABEL_CLUSTER}={cfg.name}", "--label", f"{LABEL_ROLE}={member.role}",
+            "-e", f"KUBELITE_LB_CONFIG={load_balancer_config(members)}",
+            "-p", f"127.0.0.1::{API_PORT}", "-p", f"127.0.0.1::{HTTP_PORT}", image]
