@@ -104,8 +104,10 @@ class TimedIptables:
 class TimedNft:
     inner: ExecNftRunner
     spent: list[float] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
 
     async def apply(self, text: str) -> None:
+        self.texts.append(text)
         t0 = time.perf_counter()
         try:
             await self.inner.apply(text)
@@ -149,6 +151,11 @@ class Rows(list[tuple[str, ...]]):
 
 async def rules_bench(services: int, endpoints: int, rows: list[tuple[str, ...]], modes: Sequence[str]) -> None:
     full, changed = snapshot(services, endpoints), snapshot(services, endpoints, changed=services // 2)
+    # As the proxy's SnapshotBuilder hands it over: the other ports unchanged (the same objects), and
+    # a hint naming the one that changed.
+    ports = list(full.ports)
+    ports[services // 2] = changed.ports[services // 2]
+    changed = Snapshot(tuple(ports), changed=frozenset({ports[services // 2].key}))
     label = f"{services:,} Services x {endpoints}"
     if "iptables" in modes:
         await _rules_iptables(full, changed, label, rows)
@@ -188,12 +195,12 @@ async def _rules_nftables(full: Snapshot, changed: Snapshot, label: str, rows: l
         nres = await nproxier.sync(full, full=True)
         n_total = time.perf_counter() - t0
         n_tool = sum(nrunner.spent)
+        ntext = nrunner.texts[0]  # the raw load below gets exactly what the proxier wrote
         nrunner.spent.clear()
         t0 = time.perf_counter()
         npartial = await nproxier.sync(changed, full=False)
         np_total = time.perf_counter() - t0
         np_tool = sum(nrunner.spent)
-    ntext = nftables.full_text(nftables.generate(full, NODE))
     with Netns() as ns:
         nraw = timed([*ns.prefix, "nft", "-f", "-"], ntext)
     rows.append((f"nftables full sync, {label} ({nres.rules:,} elements)", f"{n_total:.2f} s",
@@ -344,12 +351,14 @@ def main() -> None:
     parser.add_argument("--services", default="", help="comma-separated Service counts (default 1000,10000)")
     parser.add_argument("--endpoints", type=int, default=10)
     parser.add_argument("--latency-services", default="",
-                        help="comma-separated Service counts for the latency figure (default 1000,10000; quick: 1000)")
+                        help="comma-separated Service counts for the latency figure (default 1000,10000; quick: 1000; "
+                             "0: none)")
     parser.add_argument("--latency-updates", type=int, default=0)
     parser.add_argument("--modes", default="iptables,nftables", help="proxy modes to measure")
     args = parser.parse_args()
     services = [int(s) for s in args.services.split(",") if s] or ([1000] if args.quick else [1000, 10_000])
     latency = [int(s) for s in args.latency_services.split(",") if s] or ([1000] if args.quick else [1000, 10_000])
+    latency = [n for n in latency if n > 0]  # --latency-services 0: rule programming only
     updates = args.latency_updates or (10 if args.quick else 40)
     asyncio.run(bench(services, args.endpoints, latency, updates,
                       [m for m in args.modes.split(",") if m]))

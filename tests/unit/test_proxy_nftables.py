@@ -207,3 +207,18 @@ async def test_a_full_sync_writes_what_generate_says_conflicts_and_shared_hairpi
     assert text.count("192.0.2.9 . tcp . 80 : ") == 1 and "192.0.2.9 . tcp . 80 : goto dnat_n3" in text
     hairpins = [line for line in text.splitlines() if " hairpin " in line]
     assert sum(line.count(f"{ep.ip} . {ep.ip}") for line in hairpins for ep in EPS) == 3
+
+
+def test_the_straight_line_part_equals_the_general_one() -> None:
+    shapes: list[ServicePort] = []
+    for eps in ((), EPS[:1], EPS):
+        for node_port in (0, 30080):
+            for protocol in ("tcp", "udp"):
+                shapes.append(web(endpoints=eps, node_port=node_port, protocol=protocol))
+    for node in (NODE, NodeConfig("node1")):  # with and without a cluster CIDR (no masquerade set then)
+        for sp in shapes:
+            assert nftables.part(sp, node) == nftables._part_general(sp, node), (sp, node)
+    # Anything else goes the general way.
+    special = web(external_ips=("192.0.2.9",))
+    assert nftables.part(special, NODE) == nftables._part_general(special, NODE)
+    assert any(m == ("external_masq", "192.0.2.9 . tcp . 80") for m in nftables.part(special, NODE).members)

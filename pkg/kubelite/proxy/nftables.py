@@ -115,7 +115,37 @@ class Part(NamedTuple):
 
 
 def part(sp: ServicePort, node: NodeConfig) -> Part:
-    """One service port's elements, independent of every other port (a pure function)."""
+    """One service port's elements, independent of every other port (a pure function).
+
+    Most ports are a cluster IP, perhaps a node port, Cluster traffic policies and no affinity:
+    those are built here in a straight line (the general ``_part_general`` gives the same part,
+    a unit test holds them equal), because a full sync builds one part per port of 10,000
+    Services and the general path's bookkeeping was most of its cost.
+    """
+    if sp.affinity_timeout or sp.external_ips or sp.load_balancer_ips or sp.internal_policy_local \
+            or sp.external_policy_local:
+        return _part_general(sp, node)
+    eps = sp.endpoints
+    key = f"{sp.cluster_ip} . {sp.protocol} . {sp.port}"
+    nkey = f"{sp.protocol} . {sp.node_port}" if sp.node_port else ""
+    if not eps:
+        empty = (("no_endpoints", key), ("no_endpoint_nodeports", nkey)) if nkey else (("no_endpoints", key),)
+        return Part(empty, (), (), 0, ())
+    n = len(eps)
+    members = [("cluster_masq", key)] if node.cluster_cidr else []
+    balances = [_Balance("service_buckets", key, f"goto dnat_n{n}", "endpoints",
+                         tuple([f"{key} . {bucket} : {ep.ip} . {ep.port}" for bucket, ep in enumerate(eps)]))]
+    if nkey:
+        balances.append(_Balance("nodeport_buckets", nkey, f"goto nodeport_dnat_n{n}", "nodeport_endpoints",
+                                 tuple([f"{nkey} . {bucket} : {ep.ip} . {ep.port}"
+                                        for bucket, ep in enumerate(eps)])))
+        members.append(("nodeport_masq", nkey))
+    hairpin = tuple(dict.fromkeys([f"{ep.ip} . {ep.ip}" for ep in eps]))
+    return Part(tuple(members), hairpin, tuple(balances), n, ())
+
+
+def _part_general(sp: ServicePort, node: NodeConfig) -> Part:
+    """``part`` for any port: external and load-balancer IPs, Local policies, session affinity."""
     members: list[tuple[str, str]] = []
     balances: list[_Balance] = []
     affinity: dict[str, list[str]] = {}
@@ -311,12 +341,12 @@ def _elements(verb: str, name: str, items: list[str]) -> list[str]:
 
 
 def full_text(state: NftState) -> str:
-    # In no particular order: nft does not care, and sorting 250,000 elements cost a tenth of a second.
+    """The whole table in one transaction, elements sorted (nft loads them faster so; see _Applied)."""
     out = [f"add table {FAMILY} {TABLE}", f"delete table {FAMILY} {TABLE}", state.skeleton]
     for name, members in state.sets.items():
-        out += _elements("add", name, list(members))
+        out += _elements("add", name, sorted(members))
     for name, elements in state.map_elements.items():
-        out += _elements("add", name, list(elements))
+        out += _elements("add", name, sorted(elements))
     return "\n".join(out) + "\n"
 
 
@@ -380,10 +410,12 @@ class _Applied:
                     elements[bal.bucket_map].append(f"{bal.key} : {bal.verdict}")
                     elements[bal.ep_map].extend(bal.entries)
         out = [f"add table {FAMILY} {TABLE}", f"delete table {FAMILY} {TABLE}", self.skeleton]
+        # Sorted: nft 1.0.6 loaded the same 10,000 Services' elements in ~0.7x the time when they came
+        # sorted (measured here, three times each way); sorting them costs less than that.
         for set_name, items in members.items():
-            out += _elements("add", set_name, items)
+            out += _elements("add", set_name, sorted(items))
         for map_name, items in elements.items():
-            out += _elements("add", map_name, items)
+            out += _elements("add", map_name, sorted(items))
         return "\n".join(out) + "\n"
 
 
