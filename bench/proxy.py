@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -46,9 +47,9 @@ from kubelite.client.informer import Informer
 from kubelite.proxy import iptables, nftables
 from kubelite.proxy.config import ProxyConfig
 from kubelite.proxy.model import Endpoint, NodeConfig, ServicePort, Snapshot
-from kubelite.proxy.proxier import IptablesProxier, Proxier
+from kubelite.proxy.proxier import IptablesProxier, Proxier, SyncResult
 from kubelite.proxy.runner import ExecIptablesRunner, ExecNftRunner, FakeConntrack
-from kubelite.proxy.server import ProxyServer
+from kubelite.proxy.server import TRIGGER_ANNOTATION, ProxyServer, parse_trigger_time
 from tests.support.apiserver import APIServerProcess, free_port
 from tests.support.etcd import EtcdCluster
 from tests.support.netns import ensure_tools, sh
@@ -282,14 +283,44 @@ async def _latency_one(client: Client, ns: Netns, mode: str, services: int, endp
         proxier = nftables.NftablesProxier(NODE, nt, FakeConntrack())
     latencies: list[float] = []
     all_seen = asyncio.Event()
+    # Where the time goes, per change: the API write and watch delivery (trigger stamp -> the proxy's
+    # informer has the event), the wait for a sync to start (coalescing, rate limit, a sync already
+    # running), and the sync that programmed it, split into Python and the kernel tool.
+    arrivals: list[tuple[float, float]] = []  # (trigger stamp, arrival), wall clock
+    syncs: list[tuple[float, float, float]] = []  # (start, end, seconds in the kernel tool)
+    inner_sync = proxier.sync
+
+    snapshot_started: list[float] = []
+
+    async def timed_sync(snap: Snapshot, *, full: bool) -> SyncResult:
+        before = sum(tool)
+        # A sync starts with its snapshot (built from the informers before the proxier is called).
+        start = snapshot_started[-1] if snapshot_started else time.time()
+        try:
+            return await inner_sync(snap, full=full)
+        finally:
+            syncs.append((start, time.time(), sum(tool) - before))
+
+    proxier.sync = timed_sync  # type: ignore[method-assign]
+    endpoints_informer: Informer[core.Endpoints] = Informer(client, core.Endpoints)
+
+    def arrived(_old: core.Endpoints, new: core.Endpoints) -> None:
+        stamp = parse_trigger_time(new.metadata.annotations.get(TRIGGER_ANNOTATION, ""))
+        if stamp is not None:
+            arrivals.append((stamp, time.time()))
 
     def observed(seconds: float) -> None:
         latencies.append(seconds)
         if len(latencies) >= updates:
             all_seen.set()
 
-    server = ProxyServer(config, proxier, Informer(client, core.Service), Informer(client, core.Endpoints),
+    server = ProxyServer(config, proxier, Informer(client, core.Service), endpoints_informer,
                          on_programmed=observed)
+    endpoints_informer.add_handler(on_update=arrived)
+    builder = server._snapshots
+    for method in ("build", "update"):
+        if hasattr(builder, method):
+            setattr(builder, method, _stamped(getattr(builder, method), snapshot_started))
     task = asyncio.create_task(server.serve(), name=f"bench-proxy-{mode}")
     try:
         t0 = time.perf_counter()
@@ -325,6 +356,36 @@ async def _latency_one(client: Client, ns: Netns, mode: str, services: int, endp
                  f"(slowest: {slowest} ms)",
                  f"kernel tool per sync: median {statistics.median(tool) * 1000:.0f} ms" if tool else "",
                  f"first sync (list + full) {first:.1f} s"))
+    parts = _breakdown(arrivals, syncs)
+    if parts:
+        cells = {k: (statistics.median(v) * 1000, max(v) * 1000) for k, v in parts.items()}
+        rows.append((f"{mode}: where the latency goes (median / slowest, ms)",
+                     f"API write + watch delivery {cells['delivery'][0]:.0f} / {cells['delivery'][1]:.0f}; "
+                     f"wait for a sync {cells['wait'][0]:.0f} / {cells['wait'][1]:.0f}",
+                     f"sync: Python (snapshot, rules, diff) {cells['python'][0]:.0f} / {cells['python'][1]:.0f}, "
+                     f"nft {cells['tool'][0]:.0f} / {cells['tool'][1]:.0f}", f"{len(parts['wait'])} changes"))
+
+
+def _stamped(fn: Any, starts: list[float]) -> Any:
+    def call(*args: Any, **kw: Any) -> Any:
+        starts.append(time.time())
+        return fn(*args, **kw)
+    return call
+
+
+def _breakdown(arrivals: list[tuple[float, float]], syncs: list[tuple[float, float, float]]) -> dict[str, list[float]]:
+    """Each change's latency cut at its arrival and at the start of the first sync after it."""
+    out: dict[str, list[float]] = {"delivery": [], "wait": [], "python": [], "tool": []}
+    for stamp, arrival in arrivals:
+        sync = next((s for s in syncs if s[0] >= arrival), None)
+        if sync is None:
+            continue
+        start, end, tool = sync
+        out["delivery"].append(arrival - stamp)
+        out["wait"].append(start - arrival)
+        out["python"].append(end - start - tool)
+        out["tool"].append(tool)
+    return out if out["wait"] else {}
 
 
 async def bench(services: list[int], endpoints: int, latency_services: list[int], updates: int,
