@@ -162,3 +162,28 @@ def test_what_is_not_an_address_of_a_cluster_name_is_left_to_dnslib() -> None:
     with pytest.raises(struct.error):
         resolver._address_answer(no_type)
     assert resolver.answer_now(no_type, "udp") is None  # left to the parser, which says what is wrong
+
+
+async def test_an_upstream_exchange_gets_the_answer_and_a_closed_port_fails_fast() -> None:
+    import asyncio
+
+    class Upstream(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            reply = DNSRecord.parse(data).reply()
+            reply.add_answer(RR("example.test", QTYPE.A, rdata=A("192.0.2.7"), ttl=30))
+            self.transport.sendto(bytes(reply.pack()), addr)  # type: ignore[attr-defined]
+
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(Upstream, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    try:
+        raw = await server._udp_exchange("127.0.0.1", port, query("example.test", 9), 2.0)
+        assert DNSRecord.parse(raw).header.id == 9 and addresses(raw) == ["192.0.2.7"]
+    finally:
+        transport.close()
+        await asyncio.sleep(0)  # the transport closes its socket on the loop's next turn
+    with pytest.raises(ConnectionRefusedError):  # nobody listens there: the ICMP refusal ends it, not a timeout
+        await server._udp_exchange("127.0.0.1", port, query("example.test", 10), 2.0)

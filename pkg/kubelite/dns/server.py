@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 import struct
 import time
 from collections.abc import Callable, Sequence
@@ -314,6 +315,26 @@ class _UpstreamProtocol(asyncio.DatagramProtocol):
 
 
 async def _udp_exchange(host: str, port: int, data: bytes, timeout: float) -> bytes:
+    """One query to an upstream from a socket of its own (a fresh source port each time, which is
+    what makes forged answers hard to land), connected so the kernel drops anyone else's datagrams.
+
+    A bare non-blocking socket: an asyncio datagram transport per query cost ~3x the CPU of the
+    whole rest of a forwarded query here. A host that is not an address takes the transport's way,
+    which resolves it.
+    """
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return await _udp_exchange_by_name(host, port, data, timeout)
+    loop = asyncio.get_running_loop()
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        sock.connect((host, port))
+        await loop.sock_sendall(sock, data)
+        return await asyncio.wait_for(loop.sock_recv(sock, 65535), timeout)
+
+
+async def _udp_exchange_by_name(host: str, port: int, data: bytes, timeout: float) -> bytes:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[bytes] = loop.create_future()
     transport, _ = await loop.create_datagram_endpoint(lambda: _UpstreamProtocol(future),
