@@ -13,11 +13,13 @@ In throwaway network namespaces (nothing on the host is touched):
    time, each stamped with ``endpoints.kubernetes.io/last-change-trigger-time``;
    latency is from that stamp to the end of the sync that programmed it,
    exactly what the proxy's metric observes. Updates are spaced past the
-   default --iptables-min-sync-period (1 s), so each is its own sync.
+   default --iptables-min-sync-period (1 s), so each is its own sync. A
+   second row says where the time went: the API write and watch delivery,
+   the wait for a sync to start, and the sync's Python and kernel-tool shares.
 
 Nothing is asserted; a table is printed.
 
-    python -m bench.proxy [--quick] [--services 1000,10000] [--latency-services 1000,10000]
+    python -m bench.proxy [--quick] [--services 1000,10000] [--latency-services 1000,10000] [--modes nftables]
 
 Without --quick, both figures are taken at 1,000 and at 10,000 Services (several minutes:
 `make bench`); --quick measures 1,000 only.
