@@ -261,16 +261,18 @@ async def latency_bench(services: int, endpoints: int, updates: int, rows: list[
             await _gather_limited([client.update(_endpoints("bench-proxy", f"svc{s}", s * endpoints, endpoints))
                                    for s in range(services)])
             console.print(f"  created {services:,} Services and Endpoints in {time.perf_counter() - t0:.1f} s")
-            for mode in modes:
+            for i, mode in enumerate(modes):
                 with Netns() as ns:
-                    await _latency_one(client, ns, mode, services, endpoints, updates, rows)
+                    # Each mode's changes move the endpoints somewhere the previous mode's did not:
+                    # the same Endpoints again would change no rule, and measure nothing.
+                    await _latency_one(client, ns, mode, services, endpoints, updates, rows, salt=2 * i)
         finally:
             await client.close()
             api.stop()
 
 
 async def _latency_one(client: Client, ns: Netns, mode: str, services: int, endpoints: int, updates: int,
-                       rows: list[tuple[str, ...]]) -> None:
+                       rows: list[tuple[str, ...]], salt: int = 0) -> None:
     config = ProxyConfig(hostname_override="bench-node", proxy_mode=mode, cluster_cidr="10.244.0.0/16",
                          healthz_bind_address=f"127.0.0.1:{free_port()}", exec_prefix=ns.prefix)
     tool: list[float] = []
@@ -334,7 +336,7 @@ async def _latency_one(client: Client, ns: Netns, mode: str, services: int, endp
         tool.clear()
         for u in range(updates):
             s = (u * 7919) % services
-            await client.update(_endpoints("bench-proxy", f"svc{s}", s * endpoints, endpoints, shift=u % 2 + 1))
+            await client.update(_endpoints("bench-proxy", f"svc{s}", s * endpoints, endpoints, shift=u % 2 + 1 + salt))
             await asyncio.sleep(1.2)
         try:
             await asyncio.wait_for(all_seen.wait(), 120)
@@ -365,7 +367,8 @@ async def _latency_one(client: Client, ns: Netns, mode: str, services: int, endp
                      f"API write + watch delivery {cells['delivery'][0]:.0f} / {cells['delivery'][1]:.0f}; "
                      f"wait for a sync {cells['wait'][0]:.0f} / {cells['wait'][1]:.0f}",
                      f"sync: Python (snapshot, rules, diff) {cells['python'][0]:.0f} / {cells['python'][1]:.0f}, "
-                     f"nft {cells['tool'][0]:.0f} / {cells['tool'][1]:.0f}", f"{len(parts['wait'])} changes"))
+                     f"{'nft' if mode == 'nftables' else 'iptables-restore'} "
+                     f"{cells['tool'][0]:.0f} / {cells['tool'][1]:.0f}", f"{len(parts['wait'])} changes"))
 
 
 def _stamped(fn: Any, starts: list[float]) -> Any:
