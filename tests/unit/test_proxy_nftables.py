@@ -222,3 +222,28 @@ def test_the_straight_line_part_equals_the_general_one() -> None:
     special = web(external_ips=("192.0.2.9",))
     assert nftables.part(special, NODE) == nftables._part_general(special, NODE)
     assert any(m == ("external_masq", "192.0.2.9 . tcp . 80") for m in nftables.part(special, NODE).members)
+
+
+async def test_the_collector_is_paused_only_inside_the_generation() -> None:
+    import gc
+
+    seen: list[bool] = []
+
+    class Watching(FakeNftRunner):
+        async def apply(self, text: str) -> None:
+            seen.append(gc.isenabled())
+            await super().apply(text)
+
+    proxier = nftables.NftablesProxier(NODE, Watching(), FakeConntrack())
+    assert gc.isenabled()
+    with nftables._collector_paused():
+        assert not gc.isenabled()
+    await proxier.sync(Snapshot((web(),)), full=True)
+    assert seen == [True] and gc.isenabled()  # running again while nft runs, and after
+    gc.disable()
+    try:
+        with nftables._collector_paused():
+            pass
+        assert not gc.isenabled()  # someone else's choice is left alone
+    finally:
+        gc.enable()
