@@ -62,6 +62,7 @@ bench: deps
 	$(PY) -m bench.kubelet
 	$(PY) -m bench.controllers --quick
 	$(PY) -m bench.proxy
+	$(PY) -m bench.dns
 	$(PY) -m bench.cluster
 
 bench-scheduler: deps

@@ -13,11 +13,13 @@ In throwaway network namespaces (nothing on the host is touched):
    time, each stamped with ``endpoints.kubernetes.io/last-change-trigger-time``;
    latency is from that stamp to the end of the sync that programmed it,
    exactly what the proxy's metric observes. Updates are spaced past the
-   default --iptables-min-sync-period (1 s), so each is its own sync.
+   default --iptables-min-sync-period (1 s), so each is its own sync. A
+   second row says where the time went: the API write and watch delivery,
+   the wait for a sync to start, and the sync's Python and kernel-tool shares.
 
 Nothing is asserted; a table is printed.
 
-    python -m bench.proxy [--quick] [--services 1000,10000] [--latency-services 1000,10000]
+    python -m bench.proxy [--quick] [--services 1000,10000] [--latency-services 1000,10000] [--modes nftables]
 
 Without --quick, both figures are taken at 1,000 and at 10,000 Services (several minutes:
 `make bench`); --quick measures 1,000 only.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import secrets
 import statistics
 import subprocess
@@ -36,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -46,9 +50,9 @@ from kubelite.client.informer import Informer
 from kubelite.proxy import iptables, nftables
 from kubelite.proxy.config import ProxyConfig
 from kubelite.proxy.model import Endpoint, NodeConfig, ServicePort, Snapshot
-from kubelite.proxy.proxier import IptablesProxier, Proxier
+from kubelite.proxy.proxier import IptablesProxier, Proxier, SyncResult
 from kubelite.proxy.runner import ExecIptablesRunner, ExecNftRunner, FakeConntrack
-from kubelite.proxy.server import ProxyServer
+from kubelite.proxy.server import TRIGGER_ANNOTATION, ProxyServer, parse_trigger_time
 from tests.support.apiserver import APIServerProcess, free_port
 from tests.support.etcd import EtcdCluster
 from tests.support.netns import ensure_tools, sh
@@ -104,8 +108,10 @@ class TimedIptables:
 class TimedNft:
     inner: ExecNftRunner
     spent: list[float] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
 
     async def apply(self, text: str) -> None:
+        self.texts.append(text)
         t0 = time.perf_counter()
         try:
             await self.inner.apply(text)
@@ -133,6 +139,11 @@ def snapshot(services: int, endpoints: int, changed: int = -1) -> Snapshot:
     return Snapshot(tuple(ports))
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(argv: Sequence[str], text: str) -> float:
     t0 = time.perf_counter()
     subprocess.run(list(argv), input=text, text=True, check=True, capture_output=True)
@@ -149,6 +160,11 @@ class Rows(list[tuple[str, ...]]):
 
 async def rules_bench(services: int, endpoints: int, rows: list[tuple[str, ...]], modes: Sequence[str]) -> None:
     full, changed = snapshot(services, endpoints), snapshot(services, endpoints, changed=services // 2)
+    # As the proxy's SnapshotBuilder hands it over: the other ports unchanged (the same objects), and
+    # a hint naming the one that changed.
+    ports = list(full.ports)
+    ports[services // 2] = changed.ports[services // 2]
+    changed = Snapshot(tuple(ports), changed=frozenset({ports[services // 2].key}))
     label = f"{services:,} Services x {endpoints}"
     if "iptables" in modes:
         await _rules_iptables(full, changed, label, rows)
@@ -184,21 +200,26 @@ async def _rules_nftables(full: Snapshot, changed: Snapshot, label: str, rows: l
     with Netns() as ns:
         nrunner = TimedNft(ExecNftRunner(ns.prefix))
         nproxier = nftables.NftablesProxier(NODE, nrunner, FakeConntrack())
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         nres = await nproxier.sync(full, full=True)
         n_total = time.perf_counter() - t0
+        # This process's CPU time is the Python share without the waits a loaded machine adds to
+        # wall time (nft runs in a child; piping the text to it is the little that is not Python).
+        n_cpu = time.process_time() - cpu0
         n_tool = sum(nrunner.spent)
+        ntext = nrunner.texts[0]  # the raw load below gets exactly what the proxier wrote
         nrunner.spent.clear()
         t0 = time.perf_counter()
         npartial = await nproxier.sync(changed, full=False)
         np_total = time.perf_counter() - t0
         np_tool = sum(nrunner.spent)
-    ntext = nftables.full_text(nftables.generate(full, NODE))
     with Netns() as ns:
+        before = _children_cpu()
         nraw = timed([*ns.prefix, "nft", "-f", "-"], ntext)
+        raw_cpu = _children_cpu() - before
     rows.append((f"nftables full sync, {label} ({nres.rules:,} elements)", f"{n_total:.2f} s",
-                 f"{nraw:.2f} s raw nft -f", f"Python {n_total - n_tool:.2f} s = "
-                 f"{(n_total - n_tool) / nraw:.0%} of the raw load"))
+                 f"{nraw:.2f} s raw nft -f ({raw_cpu:.2f} s CPU)", f"Python {n_total - n_tool:.2f} s = "
+                 f"{(n_total - n_tool) / nraw:.0%} of the raw load; CPU {n_cpu:.2f} s = {n_cpu / raw_cpu:.0%}"))
     rows.append((f"nftables partial sync, one endpoint gone ({npartial.lines} lines)", f"{np_total:.3f} s",
                  f"{np_tool:.3f} s in nft -f", f"Python {np_total - np_tool:.3f} s"))
 
@@ -251,16 +272,18 @@ async def latency_bench(services: int, endpoints: int, updates: int, rows: list[
             await _gather_limited([client.update(_endpoints("bench-proxy", f"svc{s}", s * endpoints, endpoints))
                                    for s in range(services)])
             console.print(f"  created {services:,} Services and Endpoints in {time.perf_counter() - t0:.1f} s")
-            for mode in modes:
+            for i, mode in enumerate(modes):
                 with Netns() as ns:
-                    await _latency_one(client, ns, mode, services, endpoints, updates, rows)
+                    # Each mode's changes move the endpoints somewhere the previous mode's did not:
+                    # the same Endpoints again would change no rule, and measure nothing.
+                    await _latency_one(client, ns, mode, services, endpoints, updates, rows, salt=2 * i)
         finally:
             await client.close()
             api.stop()
 
 
 async def _latency_one(client: Client, ns: Netns, mode: str, services: int, endpoints: int, updates: int,
-                       rows: list[tuple[str, ...]]) -> None:
+                       rows: list[tuple[str, ...]], salt: int = 0) -> None:
     config = ProxyConfig(hostname_override="bench-node", proxy_mode=mode, cluster_cidr="10.244.0.0/16",
                          healthz_bind_address=f"127.0.0.1:{free_port()}", exec_prefix=ns.prefix)
     tool: list[float] = []
@@ -275,14 +298,44 @@ async def _latency_one(client: Client, ns: Netns, mode: str, services: int, endp
         proxier = nftables.NftablesProxier(NODE, nt, FakeConntrack())
     latencies: list[float] = []
     all_seen = asyncio.Event()
+    # Where the time goes, per change: the API write and watch delivery (trigger stamp -> the proxy's
+    # informer has the event), the wait for a sync to start (coalescing, rate limit, a sync already
+    # running), and the sync that programmed it, split into Python and the kernel tool.
+    arrivals: list[tuple[float, float]] = []  # (trigger stamp, arrival), wall clock
+    syncs: list[tuple[float, float, float]] = []  # (start, end, seconds in the kernel tool)
+    inner_sync = proxier.sync
+
+    snapshot_started: list[float] = []
+
+    async def timed_sync(snap: Snapshot, *, full: bool) -> SyncResult:
+        before = sum(tool)
+        # A sync starts with its snapshot (built from the informers before the proxier is called).
+        start = snapshot_started[-1] if snapshot_started else time.time()
+        try:
+            return await inner_sync(snap, full=full)
+        finally:
+            syncs.append((start, time.time(), sum(tool) - before))
+
+    proxier.sync = timed_sync  # type: ignore[method-assign]
+    endpoints_informer: Informer[core.Endpoints] = Informer(client, core.Endpoints)
+
+    def arrived(_old: core.Endpoints, new: core.Endpoints) -> None:
+        stamp = parse_trigger_time(new.metadata.annotations.get(TRIGGER_ANNOTATION, ""))
+        if stamp is not None:
+            arrivals.append((stamp, time.time()))
 
     def observed(seconds: float) -> None:
         latencies.append(seconds)
         if len(latencies) >= updates:
             all_seen.set()
 
-    server = ProxyServer(config, proxier, Informer(client, core.Service), Informer(client, core.Endpoints),
+    server = ProxyServer(config, proxier, Informer(client, core.Service), endpoints_informer,
                          on_programmed=observed)
+    endpoints_informer.add_handler(on_update=arrived)
+    builder = server._snapshots
+    for method in ("build", "update"):
+        if hasattr(builder, method):
+            setattr(builder, method, _stamped(getattr(builder, method), snapshot_started))
     task = asyncio.create_task(server.serve(), name=f"bench-proxy-{mode}")
     try:
         t0 = time.perf_counter()
@@ -294,7 +347,7 @@ async def _latency_one(client: Client, ns: Netns, mode: str, services: int, endp
         tool.clear()
         for u in range(updates):
             s = (u * 7919) % services
-            await client.update(_endpoints("bench-proxy", f"svc{s}", s * endpoints, endpoints, shift=u % 2 + 1))
+            await client.update(_endpoints("bench-proxy", f"svc{s}", s * endpoints, endpoints, shift=u % 2 + 1 + salt))
             await asyncio.sleep(1.2)
         try:
             await asyncio.wait_for(all_seen.wait(), 120)
@@ -318,6 +371,37 @@ async def _latency_one(client: Client, ns: Netns, mode: str, services: int, endp
                  f"(slowest: {slowest} ms)",
                  f"kernel tool per sync: median {statistics.median(tool) * 1000:.0f} ms" if tool else "",
                  f"first sync (list + full) {first:.1f} s"))
+    parts = _breakdown(arrivals, syncs)
+    if parts:
+        cells = {k: (statistics.median(v) * 1000, max(v) * 1000) for k, v in parts.items()}
+        rows.append((f"{mode}: where the latency goes (median / slowest, ms)",
+                     f"API write + watch delivery {cells['delivery'][0]:.0f} / {cells['delivery'][1]:.0f}; "
+                     f"wait for a sync {cells['wait'][0]:.0f} / {cells['wait'][1]:.0f}",
+                     f"sync: Python (snapshot, rules, diff) {cells['python'][0]:.0f} / {cells['python'][1]:.0f}, "
+                     f"{'nft' if mode == 'nftables' else 'iptables-restore'} "
+                     f"{cells['tool'][0]:.0f} / {cells['tool'][1]:.0f}", f"{len(parts['wait'])} changes"))
+
+
+def _stamped(fn: Any, starts: list[float]) -> Any:
+    def call(*args: Any, **kw: Any) -> Any:
+        starts.append(time.time())
+        return fn(*args, **kw)
+    return call
+
+
+def _breakdown(arrivals: list[tuple[float, float]], syncs: list[tuple[float, float, float]]) -> dict[str, list[float]]:
+    """Each change's latency cut at its arrival and at the start of the first sync after it."""
+    out: dict[str, list[float]] = {"delivery": [], "wait": [], "python": [], "tool": []}
+    for stamp, arrival in arrivals:
+        sync = next((s for s in syncs if s[0] >= arrival), None)
+        if sync is None:
+            continue
+        start, end, tool = sync
+        out["delivery"].append(arrival - stamp)
+        out["wait"].append(start - arrival)
+        out["python"].append(end - start - tool)
+        out["tool"].append(tool)
+    return out if out["wait"] else {}
 
 
 async def bench(services: list[int], endpoints: int, latency_services: list[int], updates: int,
@@ -344,12 +428,14 @@ def main() -> None:
     parser.add_argument("--services", default="", help="comma-separated Service counts (default 1000,10000)")
     parser.add_argument("--endpoints", type=int, default=10)
     parser.add_argument("--latency-services", default="",
-                        help="comma-separated Service counts for the latency figure (default 1000,10000; quick: 1000)")
+                        help="comma-separated Service counts for the latency figure (default 1000,10000; quick: 1000; "
+                             "0: none)")
     parser.add_argument("--latency-updates", type=int, default=0)
     parser.add_argument("--modes", default="iptables,nftables", help="proxy modes to measure")
     args = parser.parse_args()
     services = [int(s) for s in args.services.split(",") if s] or ([1000] if args.quick else [1000, 10_000])
     latency = [int(s) for s in args.latency_services.split(",") if s] or ([1000] if args.quick else [1000, 10_000])
+    latency = [n for n in latency if n > 0]  # --latency-services 0: rule programming only
     updates = args.latency_updates or (10 if args.quick else 40)
     asyncio.run(bench(services, args.endpoints, latency, updates,
                       [m for m in args.modes.split(",") if m]))

@@ -38,7 +38,8 @@ def _verbosity(value: str) -> int:
 @click.option("--nodeport-addresses", default="",
               help="Comma-separated CIDRs of the node addresses NodePorts open on (default: all local addresses).")
 @click.option("--cleanup", is_flag=True, help="Remove every rule and chain the proxy installed, then exit.")
-@click.option("--iptables-min-sync-period", default="1s", help="Least time between two syncs; bursts coalesce.")
+@click.option("--iptables-min-sync-period", default="1s",
+              help="Sync rate limit: two syncs may run back to back, then one per this period; bursts coalesce.")
 @click.option("--iptables-sync-period", default="30s", help="Time between full resyncs.")
 @click.option("--pod-network", default="none", type=click.Choice(POD_NETWORKS),
               help="Route other nodes' pod CIDRs via their InternalIPs (host-gw), or leave pod routing alone.")

@@ -306,6 +306,44 @@ async def test_sync_loop_coalesces_bursts_and_rate_limits() -> None:
         await asyncio.wait([task])
 
 
+async def test_sync_loop_serves_a_change_right_after_a_sync_and_limits_the_third() -> None:
+    """A token bucket of 2: a request just after a sync (the periodic resync, say) runs at once;
+    only a third sync inside min_interval waits for the bucket to refill."""
+    calls: list[bool] = []
+    ran = asyncio.Event()
+
+    async def sync(full: bool) -> None:
+        calls.append(full)
+        ran.set()
+
+    loop = SyncLoop(sync, min_interval=3.0, full_interval=3600)
+    loop.request()
+    task = asyncio.create_task(loop.run(), name="test-sync-loop")
+    try:
+        await asyncio.wait_for(ran.wait(), 5)
+        ran.clear()
+        loop.request()
+        await asyncio.wait_for(ran.wait(), 1.5)  # not held back for min_interval
+        ran.clear()
+        loop.request()
+        await asyncio.sleep(0.5)
+        assert calls == [True, False]  # the third waits for a token
+        assert loop.pending_since is not None
+        await asyncio.wait_for(ran.wait(), 5)
+        assert calls == [True, False, False]
+    finally:
+        task.cancel()
+        await asyncio.wait([task])
+
+
+def test_sync_loop_refuses_an_empty_bucket() -> None:
+    async def sync(full: bool) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="burst"):
+        SyncLoop(sync, min_interval=1.0, full_interval=30, burst=0)
+
+
 async def test_sync_loop_retries_a_failed_sync() -> None:
     calls: list[bool] = []
     ok = asyncio.Event()
@@ -427,3 +465,44 @@ def test_snapshot_builder_reuses_unchanged_services_and_sees_changes() -> None:
     changed.metadata.resource_version = "7"
     assert [e.ip for e in builder.build([svc], [changed]).ports[0].endpoints] == ["10.244.1.3"]
     assert builder.build([svc], []).ports[0].endpoints == ()
+
+
+def test_snapshot_builder_update_reads_only_the_named_services_and_hints_their_ports() -> None:
+    from kubelite.proxy.model import SnapshotBuilder
+
+    def versioned(obj: core.Service | core.Endpoints, rv: int) -> core.Service | core.Endpoints:
+        obj.metadata.resource_version = str(rv)
+        return obj
+
+    services = {f"default/{n}": versioned(service(n, cluster_ip=f"10.96.0.{i + 20}"), i + 1)
+                for i, n in enumerate(("a", "b", "c"))}
+    eps = {f"default/{n}": versioned(endpoints(n), i + 10) for i, n in enumerate(("a", "b", "c"))}
+    builder = SnapshotBuilder()
+    first = builder.build(services.values(), eps.values())
+    assert first.changed is None
+    # b's endpoints changed; a changed too, but nobody said so: update believes the keys it is given.
+    eps["default/b"] = versioned(endpoints("b", ready=("10.244.1.9",)), 20)
+    eps["default/a"] = versioned(endpoints("a", ready=("10.244.1.8",)), 21)
+    snap = builder.update(["default/b"], services.get, eps.get)
+    assert snap.changed == {"default/b:http" + "tcp"}
+    assert [p.service for p in snap.ports] == ["a", "b", "c"]
+    assert snap.ports[0] is first.ports[0] and snap.ports[2] is first.ports[2]
+    assert [e.ip for e in snap.ports[1].endpoints] == ["10.244.1.9"]
+    # A new Service and a deleted one: the ports are sorted again.
+    services["default/aa"] = versioned(service("aa", cluster_ip="10.96.0.30"), 30)
+    del services["default/c"]
+    snap = builder.update(["default/aa", "default/c", "default/nothing"], services.get, eps.get)
+    assert [p.service for p in snap.ports] == ["a", "aa", "b"]
+    assert snap.changed == {"default/aa:httptcp", "default/c:httptcp"}
+    # The periodic rebuild reads everything, a's missed change included.
+    full = builder.build(services.values(), eps.values())
+    assert [e.ip for e in full.ports[0].endpoints] == ["10.244.1.8"] and full.changed is None
+
+
+def test_stale_flows_look_only_at_the_hinted_ports() -> None:
+    old = Snapshot((web(protocol="udp", service="a"), web(protocol="udp", service="b", cluster_ip="10.96.0.11")))
+    gone_both = (web(protocol="udp", service="a", endpoints=EPS[:1]),
+                 web(protocol="udp", service="b", cluster_ip="10.96.0.11", endpoints=EPS[:1]))
+    hinted = Snapshot(gone_both, changed=frozenset({gone_both[1].key}))
+    assert {f[3] for f in stale_udp_flows(old, hinted)} == {"10.96.0.11"}
+    assert {f[3] for f in stale_udp_flows(old, Snapshot(gone_both))} == {"10.96.0.10", "10.96.0.11"}

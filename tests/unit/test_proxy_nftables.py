@@ -163,3 +163,87 @@ async def test_two_services_claiming_one_destination_fall_back_to_the_whole_diff
     await proxier.sync(snap, full=False)
     assert _replay(runner.applied) == _expected(snap)
     assert nftables.generate(snap, NODE).maps["service_buckets"]["192.0.2.9 . tcp . 80"] == "goto dnat_n1"
+
+
+async def test_a_hinted_snapshot_patches_the_applied_parts_and_matches_a_full_generate() -> None:
+    ports = [web(service=f"s{i:02d}", cluster_ip=f"10.96.1.{i}", endpoints=EPS[: i % 3 + 1]) for i in range(40)]
+    runner = FakeNftRunner()
+    proxier = nftables.NftablesProxier(NODE, runner, FakeConntrack())
+    await proxier.sync(Snapshot(tuple(ports)), full=False)
+    # s05 changes; the hint names it and s06, which did not change (a hint may name more than changed).
+    ports[5] = web(service="s05", cluster_ip="10.96.1.5", endpoints=EPS[1:])
+    snap = Snapshot(tuple(ports), changed=frozenset({ports[5].key, ports[6].key}))
+    result = await proxier.sync(snap, full=False)
+    assert not result.full
+    assert runner.applied[-1].count("\n") == 4  # s05's two endpoint entries out and in again, hairpin
+    assert _replay(runner.applied) == _expected(snap)
+    # The hint is believed: a port it leaves out is not even compared (what makes the path cheap).
+    unhinted = list(ports)
+    unhinted[7] = web(service="s07", cluster_ip="10.96.1.7", endpoints=EPS[:1])
+    before = len(runner.applied)
+    await proxier.sync(Snapshot(tuple(unhinted), changed=frozenset({ports[6].key})), full=False)
+    assert len(runner.applied) == before
+    # A hint with a port that is new goes the whole way round, and still ends where generate says.
+    ports.append(web(service="s99", cluster_ip="10.96.1.99"))
+    snap = Snapshot(tuple(ports), changed=frozenset({ports[-1].key}))
+    await proxier.sync(snap, full=False)
+    assert _replay(runner.applied) == _expected(snap)
+
+
+async def test_a_full_sync_writes_what_generate_says_conflicts_and_shared_hairpins_included() -> None:
+    # a and b claim one external IP (a, first, wins); b and c share pods (one hairpin pair each, once).
+    a = web(service="a", external_ips=("192.0.2.9",), node_port=30001)
+    b = web(service="b", cluster_ip="10.96.0.20", external_ips=("192.0.2.9",), endpoints=EPS[:1])
+    c = web(service="c", cluster_ip="10.96.0.21", endpoints=EPS[:2], internal_policy_local=True)
+    empty = web(service="d", cluster_ip="10.96.0.22", endpoints=())
+    snap = Snapshot((a, b, c, empty))
+    runner = FakeNftRunner()
+    proxier = nftables.NftablesProxier(NODE, runner, FakeConntrack())
+    result = await proxier.sync(snap, full=True)
+    assert result.full
+    assert _replay(runner.applied) == _expected(snap)
+    assert result.rules == nftables.generate(snap, NODE).element_count()
+    text = runner.applied[-1]
+    assert text.count("192.0.2.9 . tcp . 80 : ") == 1 and "192.0.2.9 . tcp . 80 : goto dnat_n3" in text
+    hairpins = [line for line in text.splitlines() if " hairpin " in line]
+    assert sum(line.count(f"{ep.ip} . {ep.ip}") for line in hairpins for ep in EPS) == 3
+
+
+def test_the_straight_line_part_equals_the_general_one() -> None:
+    shapes: list[ServicePort] = []
+    for eps in ((), EPS[:1], EPS):
+        for node_port in (0, 30080):
+            for protocol in ("tcp", "udp"):
+                shapes.append(web(endpoints=eps, node_port=node_port, protocol=protocol))
+    for node in (NODE, NodeConfig("node1")):  # with and without a cluster CIDR (no masquerade set then)
+        for sp in shapes:
+            assert nftables.part(sp, node) == nftables._part_general(sp, node), (sp, node)
+    # Anything else goes the general way.
+    special = web(external_ips=("192.0.2.9",))
+    assert nftables.part(special, NODE) == nftables._part_general(special, NODE)
+    assert any(m == ("external_masq", "192.0.2.9 . tcp . 80") for m in nftables.part(special, NODE).members)
+
+
+async def test_the_collector_is_paused_only_inside_the_generation() -> None:
+    import gc
+
+    seen: list[bool] = []
+
+    class Watching(FakeNftRunner):
+        async def apply(self, text: str) -> None:
+            seen.append(gc.isenabled())
+            await super().apply(text)
+
+    proxier = nftables.NftablesProxier(NODE, Watching(), FakeConntrack())
+    assert gc.isenabled()
+    with nftables._collector_paused():
+        assert not gc.isenabled()
+    await proxier.sync(Snapshot((web(),)), full=True)
+    assert seen == [True] and gc.isenabled()  # running again while nft runs, and after
+    gc.disable()
+    try:
+        with nftables._collector_paused():
+            pass
+        assert not gc.isenabled()  # someone else's choice is left alone
+    finally:
+        gc.enable()

@@ -98,3 +98,52 @@ async def test_endpoints_change_reaches_the_proxier_and_the_latency_metric() -> 
     finally:
         task.cancel()
         await asyncio.wait([task])
+
+
+class FailingOnceProxier(RecordingProxier):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_next = False
+
+    async def sync(self, snapshot: Snapshot, *, full: bool) -> SyncResult:
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("nft -f failed")
+        return await super().sync(snapshot, full=full)
+
+
+async def test_syncs_after_the_first_read_the_changed_services_and_hint_them() -> None:
+    other = _service()
+    other.metadata.name = "db"
+    other.spec.cluster_ip = "10.96.0.11"
+    svc_lw, ep_lw = FakeLW([_service(), other]), FakeLW([_endpoints("10.244.1.2", "1")])
+    proxier = FailingOnceProxier()
+    config = ProxyConfig(min_sync_period=0.01, sync_period=3600, healthz_bind_address="127.0.0.1:0")
+    server = ProxyServer(config, proxier, Informer(svc_lw, core.Service), Informer(ep_lw, core.Endpoints))
+    task = asyncio.create_task(server.serve(), name="test-proxy-server")
+
+    async def next_snapshot() -> Snapshot:
+        await asyncio.wait_for(proxier.synced.wait(), 5)
+        proxier.synced.clear()
+        return proxier.snapshots[-1]
+
+    try:
+        first = await next_snapshot()
+        assert [p.service for p in first.ports] == ["db", "web"] and first.changed is None
+        await ep_lw.events.put(WatchEvent("MODIFIED", _endpoints("10.244.1.3", "2")))
+        snap = await next_snapshot()
+        assert snap.changed == {"default/web:httptcp"}
+        assert [ep.ip for ep in snap.ports[1].endpoints] == ["10.244.1.3"]
+        assert snap.ports[0] is first.ports[0]  # db was not read again
+        deleted = other.__deepcopy__()
+        await svc_lw.events.put(WatchEvent("DELETED", deleted))
+        snap = await next_snapshot()
+        assert [p.service for p in snap.ports] == ["web"] and snap.changed == {"default/db:httptcp"}
+        # A failed sync: the next one reads everything and gives no hint (the kernel's state is unknown).
+        proxier.fail_next = True
+        await ep_lw.events.put(WatchEvent("MODIFIED", _endpoints("10.244.1.4", "3")))
+        snap = await next_snapshot()
+        assert snap.changed is None and [ep.ip for ep in snap.ports[0].endpoints] == ["10.244.1.4"]
+    finally:
+        task.cancel()
+        await asyncio.wait([task])

@@ -75,6 +75,8 @@ class ClusterRecords:
         self._by_service: dict[tuple[str, str], _ServiceRecords] = {}
         self._answers: dict[tuple[str, str], list[Record]] = defaultdict(list)
         self._names: dict[str, int] = defaultdict(int)
+        # Moves whenever an answer may have changed: the server's cache of packed answers keys on it.
+        self.generation = 0
 
     def in_domain(self, qname: str) -> bool:
         name = _fqdn(qname)
@@ -86,7 +88,14 @@ class ClusterRecords:
                endpoints: core_v1.Endpoints | None) -> None:
         """Replaces what one Service contributes (None: the Service is gone)."""
         key = (namespace, name)
-        old = self._by_service.pop(key, None)
+        new = self._build(namespace, name, svc, endpoints) if svc is not None else None
+        old = self._by_service.get(key)
+        if new is not None and old is not None and new == old:
+            # Most events change nothing here (an Endpoints update of a Service with a cluster IP):
+            # the answers, and the packed answers cached from them, stay valid.
+            return
+        self.generation += 1
+        self._by_service.pop(key, None)
         if old is not None:
             for rec in old.records:
                 self._answers[(rec.name, rec.type)].remove(rec)
@@ -96,9 +105,8 @@ class ClusterRecords:
                 self._names[n] -= 1
                 if not self._names[n]:
                     del self._names[n]
-        if svc is None:
+        if new is None:
             return
-        new = self._build(namespace, name, svc, endpoints)
         self._by_service[key] = new
         for rec in new.records:
             self._answers[(rec.name, rec.type)].append(rec)

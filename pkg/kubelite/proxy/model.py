@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from kubelite.api.core.v1 import generated_pb2 as core
@@ -102,11 +102,23 @@ class NodeConfig:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Every service port the node must program, in a stable order."""
+    """Every service port the node must program, in a stable order.
+
+    ``changed`` is a hint from whoever built it: the keys of the ports that
+    may differ from the previous snapshot of the same builder (added,
+    changed or gone); None means "unknown, compare everything". A proxier
+    may use it to skip the unchanged ports, and must behave the same without it.
+    """
 
     ports: tuple[ServicePort, ...] = field(default_factory=tuple)
+    changed: frozenset[str] | None = field(default=None, compare=False)
 
     def by_key(self) -> dict[str, ServicePort]:
+        """The ports by key; computed once per snapshot (read-only, like the snapshot)."""
+        return self._by_key
+
+    @functools.cached_property
+    def _by_key(self) -> dict[str, ServicePort]:
         return {p.key: p for p in self.ports}
 
 
@@ -187,35 +199,81 @@ def build_snapshot(services: Iterable[core.Service], endpoints: Iterable[core.En
     return Snapshot(tuple(ports))
 
 
+_Flat = tuple[str, str, list[ServicePort]]  # (Service RV, Endpoints RV, its ports)
+
+
 class SnapshotBuilder:
     """build_snapshot with memory: a Service whose object and Endpoints kept their resourceVersions
-    reuses the ServicePorts of the previous sync.
+    reuses the ServicePorts of the previous sync, and ``update`` looks at the changed Services only.
 
     Flattening 10,000 Services from protobuf took ~0.7 s, most of a sync that
     changes one of them; objects from the informer are immutable versions, so
     (Service RV, Endpoints RV) identifies the result exactly. Objects without
-    a resourceVersion (hand-made in tests) are never cached.
+    a resourceVersion (hand-made in tests) are never cached. Even with every
+    Service cached, walking 20,000 protobuf objects to find that out took
+    ~80 ms a sync at 10,000 Services: ``update`` takes the keys the event
+    handlers saw instead, and patches the previous snapshot's ports in place.
     """
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[str, str], tuple[str, str, list[ServicePort]]] = {}
+        self._cache: dict[str, _Flat] = {}
+        self._ports: list[ServicePort] = []
+        self._index: dict[str, int] = {}  # port key -> its place in _ports
 
     def build(self, services: Iterable[core.Service], endpoints: Iterable[core.Endpoints]) -> Snapshot:
+        """From every object (the first sync and the periodic resync: whatever an event missed)."""
         eps = {(e.metadata.namespace, e.metadata.name): e for e in endpoints}
-        fresh: dict[tuple[str, str], tuple[str, str, list[ServicePort]]] = {}
-        ports: list[ServicePort] = []
+        fresh: dict[str, _Flat] = {}
         for svc in services:
-            key = (svc.metadata.namespace, svc.metadata.name)
-            ep = eps.get(key)
-            svc_rv = svc.metadata.resource_version
-            ep_rv = ep.metadata.resource_version if ep is not None else "-"
-            hit = self._cache.get(key)
-            if hit is not None and svc_rv and ep_rv and hit[0] == svc_rv and hit[1] == ep_rv:
-                flat = hit[2]
-            else:
-                flat = service_ports(svc, ep)
-            fresh[key] = (svc_rv, ep_rv, flat)
-            ports.extend(flat)
+            ep = eps.get((svc.metadata.namespace, svc.metadata.name))
+            key = f"{svc.metadata.namespace}/{svc.metadata.name}"
+            fresh[key] = self._flat(self._cache.get(key), svc, ep)
         self._cache = fresh
+        return self._sorted(None)
+
+    def update(self, keys: Iterable[str], service: Callable[[str], core.Service | None],
+               endpoints: Callable[[str], core.Endpoints | None]) -> Snapshot:
+        """The previous snapshot with the Services of these ``namespace/name`` keys read again."""
+        changed: set[str] = set()
+        in_place = True
+        for key in keys:
+            old = self._cache.get(key)
+            svc = service(key)
+            if svc is None:
+                if old is None:
+                    continue
+                del self._cache[key]
+                changed.update(p.key for p in old[2])
+                in_place = False
+                continue
+            new = self._flat(old, svc, endpoints(key))
+            if old is not None and new[2] is old[2]:
+                self._cache[key] = new
+                continue
+            self._cache[key] = new
+            old_keys = [p.key for p in old[2]] if old is not None else []
+            new_keys = [p.key for p in new[2]]
+            changed.update(old_keys, new_keys)
+            if old_keys != new_keys:
+                in_place = False
+            else:
+                for p in new[2]:
+                    self._ports[self._index[p.key]] = p
+        if not in_place:
+            return self._sorted(frozenset(changed))
+        return Snapshot(tuple(self._ports), frozenset(changed))
+
+    @staticmethod
+    def _flat(hit: _Flat | None, svc: core.Service, ep: core.Endpoints | None) -> _Flat:
+        svc_rv = svc.metadata.resource_version
+        ep_rv = ep.metadata.resource_version if ep is not None else "-"
+        if hit is not None and svc_rv and ep_rv and hit[0] == svc_rv and hit[1] == ep_rv:
+            return hit
+        return svc_rv, ep_rv, service_ports(svc, ep)
+
+    def _sorted(self, changed: frozenset[str] | None) -> Snapshot:
+        ports = [p for _, _, flat in self._cache.values() for p in flat]
         ports.sort(key=lambda p: p.key)
-        return Snapshot(tuple(ports))
+        self._ports = ports
+        self._index = {p.key: i for i, p in enumerate(ports)}
+        return Snapshot(tuple(ports), changed)

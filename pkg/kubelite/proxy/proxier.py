@@ -80,6 +80,10 @@ def stale_udp_flows(old: Snapshot | None, new: Snapshot) -> list[list[str]]:
     flows: list[list[str]] = []
     new_ports = new.by_key()
     old_ports = old.by_key()
+    if new.changed is not None:
+        # The builder's hint: only these ports can differ from the previous snapshot.
+        old_ports = {k: old_ports[k] for k in new.changed if k in old_ports}
+        new_ports = {k: new_ports[k] for k in new.changed if k in new_ports}
     for key, before in old_ports.items():
         if before.protocol != "udp":
             continue

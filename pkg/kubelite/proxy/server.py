@@ -1,9 +1,11 @@
 """kubelite-proxy's process: informers -> snapshot -> proxier, with /healthz and /metrics on 10256.
 
-Event handlers only ask the SyncLoop for a sync (and note when the change
-happened, for the network programming latency); every sync reads the whole
-informer state, so the proxy is level-triggered: whatever events were
-coalesced or lost, the next sync converges on what the API says now.
+Event handlers only ask the SyncLoop for a sync (and note which Service
+changed and when, for the network programming latency). A sync reads the
+current informer state of the Services whose events arrived since the
+last one, and the periodic resync reads all of it, so the proxy stays
+level-triggered: whatever events were coalesced, the next sync converges
+on what the API says now, and even a lost event lasts one resync period.
 
 The informers come from ``informer_source`` when one is given: that is the
 seam for the shared informer factory (one Services informer per process,
@@ -135,6 +137,9 @@ class ProxyServer:
         self.loop = SyncLoop(self._sync, min_interval=config.min_sync_period, full_interval=config.sync_period)
         self.tracker = ProgrammingTracker()
         self._snapshots = SnapshotBuilder()
+        # namespace/name of the Services whose Service or Endpoints changed since the last sync;
+        # None until a first sync read everything.
+        self._dirty: set[str] | None = None
         self.last_sync: float | None = None  # wall-clock time of the last successful sync
         self.syncs = 0
         # kube-proxy's rule: unhealthy when wanted work waited longer than twice the resync period.
@@ -146,28 +151,37 @@ class ProxyServer:
 
     # -- handlers: note and ask, never sync ------------------------------------------
 
-    def _service_changed(self, _: core.Service) -> None:
+    def _touch(self, obj: Any) -> None:
+        if self._dirty is not None:
+            self._dirty.add(meta_namespace_key(deleted_object(obj)))  # a relist's tombstone names it too
         self.loop.request()
+
+    def _service_changed(self, svc: Any) -> None:
+        self._touch(svc)
 
     def _service_updated(self, old: core.Service, new: core.Service) -> None:
         if old is not new:  # a resync re-delivers the same object: nothing changed
-            self.loop.request()
+            self._touch(new)
 
     def _endpoints_changed(self, ep: Any) -> None:
         # The initial list is the proxy starting up, not a change to program: no latency for it.
         if self.endpoints.has_synced:
             self.tracker.record(deleted_object(ep))  # a relist's tombstone carries the last state
-        self.loop.request()
+        self._touch(ep)
 
     def _endpoints_updated(self, old: core.Endpoints, new: core.Endpoints) -> None:
         if old is not new:
             self.tracker.record(new)
-            self.loop.request()
+            self._touch(new)
 
     # -- sync ----------------------------------------------------------------------
 
     async def _sync(self, full: bool) -> None:
-        snapshot = self._snapshots.build(self.services.store.list(), self.endpoints.store.list())
+        dirty, self._dirty = self._dirty, set()
+        if full or dirty is None:
+            snapshot = self._snapshots.build(self.services.store.list(), self.endpoints.store.list())
+        else:
+            snapshot = self._snapshots.update(dirty, self.services.store.get, self.endpoints.store.get)
         stamps = self.tracker.take()
         t0 = time.perf_counter()
         try:
@@ -175,6 +189,9 @@ class ProxyServer:
         except Exception:
             metrics.SYNC_FAILURES.inc()
             self.tracker.give_back(stamps)
+            # The next snapshot's "changed" hint would be relative to this one, which the kernel may
+            # not hold: the next sync reads everything again and gives no hint.
+            self._dirty = None
             raise
         elapsed = time.perf_counter() - t0
         now = time.time()
