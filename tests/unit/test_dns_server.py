@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import struct
-
 import pytest
-from dnslib import EDNS0, QTYPE, RR, A, DNSRecord
+from dnslib import QTYPE, RR, A, DNSRecord
 
 from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.dns import server
@@ -108,60 +106,6 @@ def test_udp_answers_that_fit_512_bytes_pass_unparsed_and_longer_ones_are_trunca
         reply.add_answer(RR(NAME, QTYPE.A, rdata=A(f"10.244.0.{i}"), ttl=5))
     cut = DNSRecord.parse(truncate_for_udp(bytes(request.pack()), bytes(reply.pack())))
     assert cut.header.tc == 1 and not cut.rr
-
-
-def headless() -> core.Service:
-    obj = codec.decode_into({"metadata": {"name": "db", "namespace": "ns"}, "spec": {"clusterIP": "None"}},
-                            core.Service)
-    assert isinstance(obj, core.Service)
-    return obj
-
-
-def db_endpoints() -> core.Endpoints:
-    obj = codec.decode_into({"metadata": {"name": "db", "namespace": "ns"},
-                             "subsets": [{"addresses": [{"ip": "10.244.1.7"}, {"ip": "10.244.2.8"}]}]},
-                            core.Endpoints)
-    assert isinstance(obj, core.Endpoints)
-    return obj
-
-
-def test_hand_packed_addresses_say_what_dnslib_would() -> None:
-    records = ClusterRecords()
-    records.update("ns", "web", svc("10.96.0.5"), None)
-    records.update("ns", "db", headless(), db_endpoints())
-    resolver = Resolver(records, [])
-    with_edns = DNSRecord.question("db.ns.svc.cluster.local")
-    with_edns.add_ar(EDNS0(udp_len=1232))
-    with_edns.header.id = 77
-    for data in (query(NAME, 1), query("WEB.Ns.svc.cluster.local", 2), query("db.ns.svc.cluster.local", 3),
-                 query("10-244-1-5.ns.pod.cluster.local", 4), bytes(with_edns.pack())):
-        fast = resolver._address_answer(data)
-        assert fast is not None, data
-        request = DNSRecord.parse(data)
-        slow = resolver._cluster_answer(request, str(request.q.qname), "A")
-        got, want = DNSRecord.parse(fast), DNSRecord.parse(bytes(slow.pack()))
-        assert got.header.bitmap == want.header.bitmap and got.header.id == want.header.id
-        assert got.questions == want.questions  # as asked, letter case included
-        assert sorted((str(r.rname).lower(), r.rtype, r.ttl, str(r.rdata)) for r in got.rr) == \
-            sorted((str(r.rname).lower(), r.rtype, r.ttl, str(r.rdata)) for r in want.rr)
-        assert not got.auth and not got.ar
-
-
-def test_what_is_not_an_address_of_a_cluster_name_is_left_to_dnslib() -> None:
-    records = ClusterRecords()
-    records.update("ns", "web", svc("10.96.0.5"), None)
-    resolver = Resolver(records, [])
-    assert resolver._address_answer(query(NAME, 1, "AAAA")) is None  # no data: dnslib adds the SOA
-    assert resolver._address_answer(query("nope.ns.svc.cluster.local", 1)) is None  # NXDOMAIN
-    assert resolver._address_answer(query("_http._tcp." + NAME, 1, "SRV")) is None
-    assert resolver._address_answer(query("example.test", 1)) is None  # forwarded
-    reply = DNSRecord.parse(query(NAME, 5)).reply()
-    assert resolver._address_answer(bytes(reply.pack())) is None  # a response, not a query
-    assert resolver._address_answer(query(NAME, 1)[:20]) is None  # cut inside the name
-    no_type = query(NAME, 1)[:-4]
-    with pytest.raises(struct.error):
-        resolver._address_answer(no_type)
-    assert resolver.answer_now(no_type, "udp") is None  # left to the parser, which says what is wrong
 
 
 async def test_an_upstream_exchange_gets_the_answer_and_a_closed_port_fails_fast() -> None:

@@ -14,10 +14,7 @@ without even a task. Parsing, building and packing with dnslib were ~3/4
 of a cluster name's cost (one client's queries per second went up ~2x
 with 10,000 Services). A cluster answer is kept until ``ClusterRecords``
 moves its generation (a Service's answers changed), a forwarded one
-until its cache entry expires; the table is bounded like the cache. A
-query for an address (A, AAAA) of a cluster name that has one is packed by
-hand even the first time (``Resolver._address_answer``), so a first query
-costs little more than a repeated one; everything else goes through dnslib.
+until its cache entry expires; the table is bounded like the cache.
 """
 
 from __future__ import annotations
@@ -51,7 +48,6 @@ CLUSTER_TTL = 5
 MAX_CACHE_TTL = 30
 NEGATIVE_TTL = 5
 UDP_DEFAULT_SIZE = 512
-_ADDRESS_TYPES = {1: "A", 28: "AAAA"}
 UPSTREAM_TIMEOUT = 2.0
 CACHE_ENTRIES = 10_000
 
@@ -107,65 +103,8 @@ class Resolver:
             self._packed.clear()  # bounded; whatever is asked again is packed again on its next miss
         self._packed[data[2:]] = _Packed(answer[2:], zone, expires)
 
-    def answer_now(self, data: bytes, transport: str) -> bytes | None:
-        """The answer when it takes no parsing library and no waiting (a packed one, or an address of a
-        cluster name), else None: the UDP listener answers these without a task."""
-        fast = self.packed(data, transport)
-        if fast is not None:
-            return fast
-        try:
-            fast = self._address_answer(data)
-        except (IndexError, struct.error):
-            return None  # short or odd: dnslib's parse says what is wrong with it
-        if fast is not None:
-            metrics.QUERIES.labels(transport, "cluster").inc()
-            self._keep(data, fast, "cluster", float("inf"))
-        return fast
-
-    def _address_answer(self, data: bytes) -> bytes | None:
-        """A or AAAA of a cluster name that has such records, packed by hand; None for anything else.
-
-        Every query for one of the names of 10,000 Services is a first one after
-        a Service changed (the packed answers go then): dnslib's parse, reply and
-        pack were ~3/4 of such a query's time, and most are for addresses. The
-        answer is what dnslib would send (the request's flags with QR, AA and RA
-        set, the question as asked), except that each answer names its owner by
-        a pointer to the question, as most servers do.
-        """
-        ident, flags, qdcount, ancount, nscount, arcount = struct.unpack_from("!6H", data)
-        if flags & 0xF800 or qdcount != 1 or ancount or nscount or arcount > 1:
-            return None  # a response, not a QUERY, or an odd shape
-        pos, labels = 12, []
-        while (size := data[pos]) != 0:
-            if size > 63 or pos > 12 + 255:
-                return None  # a compression pointer or a reserved label type, or too long
-            label = data[pos + 1:pos + 1 + size]
-            if len(label) != size or b"." in label:
-                return None
-            labels.append(label)
-            pos += 1 + size
-        qtype, qclass = struct.unpack_from("!HH", data, pos + 1)
-        end = pos + 5
-        if qclass != 1 or qtype not in _ADDRESS_TYPES:
-            return None
-        try:
-            name = b".".join(labels).decode("ascii").lower() + "."
-        except UnicodeDecodeError:
-            return None
-        if not self.records.in_domain(name):
-            return None
-        kind = _ADDRESS_TYPES[qtype]
-        answers, _ = self.records.lookup(name, kind)
-        if not answers or any(rec.type != kind for rec in answers):
-            return None  # no data, NXDOMAIN or a CNAME: dnslib builds those (with their SOA)
-        out = [struct.pack("!6H", ident, flags | 0x8480, 1, len(answers), 0, 0), data[12:end]]
-        for rec in answers:
-            rdata = ipaddress.ip_address(str(rec.value)).packed
-            out.append(struct.pack("!HHHIH", 0xC00C, qtype, 1, CLUSTER_TTL, len(rdata)) + rdata)
-        return b"".join(out)
-
     async def answer(self, data: bytes, transport: str) -> bytes | None:
-        fast = self.answer_now(data, transport)
+        fast = self.packed(data, transport)
         if fast is not None:
             return fast
         try:
@@ -367,7 +306,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        fast = self.resolver.answer_now(data, "udp")
+        fast = self.resolver.packed(data, "udp")
         if fast is not None:
             if self.transport is not None:
                 self.transport.sendto(truncate_for_udp(data, fast), addr)
