@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kubelite.machinery.process import collections_paused
 from kubelite.proxy import nftables
 from kubelite.proxy.model import Endpoint, NodeConfig, ServicePort, Snapshot
 from kubelite.proxy.runner import FakeConntrack, FakeNftRunner
@@ -236,13 +237,13 @@ async def test_the_collector_is_paused_only_inside_the_generation() -> None:
 
     proxier = nftables.NftablesProxier(NODE, Watching(), FakeConntrack())
     assert gc.isenabled()
-    with nftables._collector_paused():
+    with collections_paused():
         assert not gc.isenabled()
     await proxier.sync(Snapshot((web(),)), full=True)
     assert seen == [True] and gc.isenabled()  # running again while nft runs, and after
     gc.disable()
     try:
-        with nftables._collector_paused():
+        with collections_paused():
             pass
         assert not gc.isenabled()  # someone else's choice is left alone
     finally:

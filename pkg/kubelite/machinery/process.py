@@ -29,12 +29,14 @@ def pause_gc() -> None:
 
 @contextlib.contextmanager
 def collections_paused() -> Iterator[None]:
-    """No automatic cyclic collection during a burst of short-lived, acyclic objects.
+    """No automatic cyclic collection during a burst of allocations that make no cycles.
 
-    A Table of 10,000 pods builds a few hundred thousand dicts and lists that
-    reference counting frees; the collections their allocation triggers would
-    walk the whole heap many times over and find nothing (measured: about a
-    fifth of the response's time). Only for synchronous sections.
+    A Table of 10,000 pods builds a few hundred thousand dicts and lists, a
+    full nftables sync of 10,000 Services ~700,000 objects; the collections
+    that many allocations trigger each walk the whole growing heap and find
+    nothing (measured: about a fifth of the Table's time, ~30% of the sync's
+    CPU). Only for synchronous sections (no await inside), so nothing else
+    runs meanwhile; the collector runs as usual after it.
     """
     was_enabled = gc.isenabled()
     gc.disable()

@@ -43,14 +43,13 @@ pods reaching a NodePort also stay on the node's own endpoints.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import NamedTuple
 
+from kubelite.machinery.process import collections_paused
 from kubelite.proxy.model import Endpoint, NodeConfig, ServicePort, Snapshot, port_hash
 from kubelite.proxy.proxier import FullSyncPolicy, SyncResult, flush_conntrack, stale_udp_flows
 from kubelite.proxy.runner import Conntrack, NftRunner
@@ -421,22 +420,6 @@ class _Applied:
         return "\n".join(out) + "\n"
 
 
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """No cyclic garbage collection inside: a full sync of 10,000 Services allocates ~700,000 objects
-    that mostly live on (the parts, the elements), and the collections that many allocations trigger,
-    each scanning the whole growing heap, were ~30% of its CPU time. The block is synchronous (no
-    await), so nothing else runs meanwhile; the collector runs again as usual after it."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
 class NftablesProxier:
     def __init__(self, node: NodeConfig, runner: NftRunner, conntrack: Conntrack) -> None:
         self._node = node
@@ -559,10 +542,10 @@ class NftablesProxier:
 
     async def sync(self, snapshot: Snapshot, *, full: bool) -> SyncResult:
         applied = self._applied
-        with _collector_paused():
+        with collections_paused():
             ports, changed = self._parts(snapshot)
         full = await self._policy.needs_full(full, applied is not None)
-        with _collector_paused():
+        with collections_paused():
             step = None if full or applied is None else self._incremental(applied, ports, changed)
             if step is not None:
                 text, result = step
