@@ -483,22 +483,28 @@ async def _published_port(docker: Docker, node: str, port: int) -> int:
     raise ClusterError(f"{node}: port {port} is not published on loopback ({' '.join(out) or 'nothing'})")
 
 
-async def wait_ready(health: str, timeout: float) -> None:
-    """Until the API server's /readyz says ok (it checks etcd itself)."""
+async def _until_ok(url: str, timeout: float, interval: float) -> str:
+    """Polls ``url`` until it answers 200; "" then, else why not (the last answer or error) at the deadline."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     last = "no answer"
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
         while loop.time() < deadline:
             try:
-                async with session.get(f"{health}/readyz") as resp:
+                async with session.get(url) as resp:
                     if resp.status == 200:
-                        return
+                        return ""
                     last = f"HTTP {resp.status}: {(await resp.text()).strip()[:300]}"
             except (aiohttp.ClientError, TimeoutError) as exc:
                 last = str(exc) or type(exc).__name__
-            await asyncio.sleep(0.3)
-    raise ClusterError(f"the API server was not ready within {timeout:.0f}s ({health}/readyz: {last})")
+            await asyncio.sleep(interval)
+    return last
+
+
+async def wait_ready(health: str, timeout: float) -> None:
+    """Until the API server's /readyz says ok (it checks etcd itself)."""
+    if last := await _until_ok(f"{health}/readyz", timeout, 0.3):
+        raise ClusterError(f"the API server was not ready within {timeout:.0f}s ({health}/readyz: {last})")
 
 
 async def wait_nodes_ready(server: str, names: Sequence[str], timeout: float) -> None:
@@ -669,20 +675,8 @@ async def registry_port(docker: Docker, container: str) -> int:
 async def wait_registry(docker: Docker, container: str, timeout: float) -> None:
     """Until the registry answers its API's base endpoint (``GET /v2/`` is 200 when it serves)."""
     url = f"http://127.0.0.1:{await registry_port(docker, container)}/v2/"
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last = "no answer"
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
-        while loop.time() < deadline:
-            try:
-                async with session.get(url) as resp:
-                    if resp.status == 200:
-                        return
-                    last = f"HTTP {resp.status}"
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                last = str(exc) or type(exc).__name__
-            await asyncio.sleep(0.2)
-    raise ClusterError(f"the registry {container} did not answer within {timeout:.0f}s ({url}: {last})")
+    if last := await _until_ok(url, timeout, 0.2):
+        raise ClusterError(f"the registry {container} did not answer within {timeout:.0f}s ({url}: {last})")
 
 
 def _reference(image: str) -> Reference:
