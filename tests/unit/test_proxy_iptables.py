@@ -9,7 +9,16 @@ import pytest
 
 from kubelite.api.core.v1 import generated_pb2 as core
 from kubelite.proxy import iptables
-from kubelite.proxy.iptables import JUMPS, generate, parse_save, restore_text, sep_chain, svc_chain
+from kubelite.proxy.iptables import (
+    JUMPS,
+    ZERO_ABOVE_CHAINS,
+    SavedTables,
+    generate,
+    parse_save,
+    restore_text,
+    sep_chain,
+    svc_chain,
+)
 from kubelite.proxy.model import (
     DEFAULT_AFFINITY_TIMEOUT,
     Endpoint,
@@ -223,6 +232,21 @@ def test_partial_restore_writes_only_changed_chains_and_deletes_removed() -> Non
     assert svc_chain(other) not in text  # untouched
     assert "*filter" not in text
     assert restore_text(new, new) == ""
+
+
+def test_only_a_transaction_past_the_chain_threshold_starts_with_zero() -> None:
+    # nft-backed iptables walks a list of every chain a transaction names for each line unless a
+    # chainless command (-Z) comes first; small syncs keep the counters.
+    small = generate(Snapshot((web(),)), NODE)
+    assert "-Z" not in restore_text(small, None, SavedTables()).splitlines()
+    many = tuple(web(service=f"s{i}", cluster_ip=f"10.96.1.{i}") for i in range(ZERO_ABOVE_CHAINS // 4 + 1))
+    large = generate(Snapshot(many), NODE)
+    assert len(large.chains("nat")) > ZERO_ABOVE_CHAINS
+    text = restore_text(large, None, SavedTables())
+    assert text.startswith("*filter\n:KUBE-SERVICES")  # the filter table names a few chains: no -Z
+    assert text.count("\n-Z\n") == 1 and "*nat\n-Z\n" in text
+    # A partial sync naming few chains of the large table has none.
+    assert "-Z" not in restore_text(generate(Snapshot(many[:-1]), NODE), large).splitlines()
 
 
 def test_cleanup_text_removes_our_chains_and_jumps_only() -> None:
