@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 from multidict import MultiDict
 
@@ -61,7 +63,7 @@ def test_table_rows_carry_the_cli_columns_and_partial_metadata() -> None:
            "status": {"phase": "Running", "podIP": "10.0.0.5",
                       "containerStatuses": [{"name": "c", "ready": True, "restartCount": 2,
                                              "state": {"running": {}}}]}}
-    doc = tables.table("", "Pod", [pod], {"resourceVersion": "7"}, "Metadata")
+    doc = table("", "Pod", [pod], {"resourceVersion": "7"}, "Metadata")
     names = [(c["name"], c["priority"]) for c in doc["columnDefinitions"]]
     assert names[:5] == [("Name", 0), ("Ready", 0), ("Status", 0), ("Restarts", 0), ("Age", 0)]
     assert ("IP", 1) in names and ("Node", 1) in names and ("Nominated Node", 1) in names
@@ -71,15 +73,45 @@ def test_table_rows_carry_the_cli_columns_and_partial_metadata() -> None:
     assert row["cells"][5:7] == ["10.0.0.5", "n1"]
     assert row["object"] == {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
                              "metadata": pod["metadata"]}
-    assert "object" not in tables.table("", "Pod", [pod], {}, "None")["rows"][0]
-    assert tables.table("", "Pod", [pod], {}, "Object")["rows"][0]["object"] is pod
-    assert "columnDefinitions" not in tables.table("", "Pod", [pod], {}, "Metadata", with_columns=False)
+    assert "object" not in table("", "Pod", [pod], {}, "None")["rows"][0]
+    assert table("", "Pod", [pod], {}, "Object")["rows"][0]["object"] == pod
+    assert "columnDefinitions" not in table("", "Pod", [pod], {}, "Metadata", with_columns=False)
     # A kind without its own columns gets NAME and AGE, as kubectl prints it.
-    generic = tables.table("apps", "NoSuchKind", [{"metadata": {"name": "x"}}], {}, "None")
+    generic = table("apps", "NoSuchKind", [{"metadata": {"name": "x"}}], {}, "None")
     assert [c["name"] for c in generic["columnDefinitions"]] == ["Name", "Age"]
-    pdb = tables.table("policy", "PodDisruptionBudget", [{"metadata": {"name": "x"}, "spec": {"minAvailable": 2},
-                                                          "status": {"disruptionsAllowed": 1}}], {}, "None")
+    pdb = table("policy", "PodDisruptionBudget", [{"metadata": {"name": "x"}, "spec": {"minAvailable": 2},
+                                                   "status": {"disruptionsAllowed": 1}}], {}, "None")
     assert pdb["rows"][0]["cells"][:4] == ["x", "2", "N/A", "1"]
+
+
+def table(group: str, kind: str, objs: list[dict[str, Any]], meta: dict[str, Any], include: str,
+          with_columns: bool = True) -> dict[str, Any]:
+    """A Table as the client receives it (the rows' objects are pre-serialized JSON on the server)."""
+    doc = tables.table_of(group, kind, objs, meta, include, with_columns)
+    parsed: dict[str, Any] = orjson.loads(orjson.dumps(doc))
+    return parsed
+
+
+def test_cached_rows_format_their_durations_at_each_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    pod = {"metadata": {"name": "p", "creationTimestamp": "2026-01-01T00:00:00Z", "resourceVersion": "9"},
+           "status": {"containerStatuses": [{"name": "c", "restartCount": 3, "state": {"running": {}},
+                                             "lastState": {"terminated": {"finishedAt": "2026-01-01T00:00:30Z"}}}]}}
+    calls: list[bytes] = []
+
+    def json_of(_store: object, wire: bytes) -> bytes:
+        calls.append(wire)
+        return orjson.dumps(pod)
+
+    cache = tables.RowCache(json_of)
+    spec = tables.spec_for("", "Pod")
+    row = cache.get(None, spec, b"state-1")
+    assert cache.get(None, spec, b"state-1") is row and calls == [b"state-1"]  # built once per state
+    assert row.resource_version == "9"
+    for elapsed, restarts, age in ((90, "3 (60s ago)", "90s"), (3 * 3600, "3 (179m ago)", "3h")):
+        monkeypatch.setattr(tables.time, "time", lambda e=elapsed: created.timestamp() + e)
+        cells = orjson.loads(orjson.dumps(tables.table(spec, [row], None, {}, "None")))["rows"][0]["cells"]
+        assert cells[3:5] == [restarts, age]
 
 
 def q(**params: Any) -> Query:

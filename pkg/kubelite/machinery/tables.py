@@ -73,11 +73,34 @@ def parse_time(value: Any) -> datetime | None:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
+# Passed as ``now``, it makes every duration cell a mark (``since``) that ``resolve_times`` formats
+# later: a row is then a function of the object alone, which the API server caches per object state.
+DEFERRED = datetime.min.replace(tzinfo=UTC)
+_MARK = "\x00"
+
+
+def since(ts: datetime, now: datetime) -> str:
+    """How long ago ``ts`` was, as kubectl prints it; with now=DEFERRED a mark for resolve_times."""
+    if now is DEFERRED:
+        return f"{_MARK}{ts.timestamp()!r}{_MARK}"
+    return human_duration((now - ts).total_seconds())
+
+
+def resolve_times(cell: str, now: float) -> str:
+    """A cell computed with DEFERRED, its durations formatted for ``now`` (a POSIX timestamp)."""
+    if _MARK not in cell:
+        return cell
+    parts = cell.split(_MARK)  # text, stamp, text, stamp, ..., text
+    for i in range(1, len(parts), 2):
+        parts[i] = human_duration(now - float(parts[i]))
+    return "".join(parts)
+
+
 def age(value: Any, now: datetime) -> str:
     ts = parse_time(value)
     if ts is None:
         return "<unknown>"
-    return human_duration((now - ts).total_seconds())
+    return since(ts, now)
 
 
 # --- field helpers ----------------------------------------------------------------------------------------
@@ -266,7 +289,7 @@ def _pod_row(pod: Obj, now: datetime) -> list[str]:
     reason, ready, total, restarts, last = _pod_status(pod)
     restart_text = str(restarts)
     if restarts and last is not None:
-        restart_text = f"{restarts} ({human_duration((now - last).total_seconds())} ago)"
+        restart_text = f"{restarts} ({since(last, now)} ago)"
     return [f"{ready}/{total}", reason, restart_text, age(dig(pod, "metadata", "creationTimestamp"), now)]
 
 

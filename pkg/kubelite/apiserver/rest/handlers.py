@@ -189,6 +189,7 @@ class RestAPI:
         self.server_version = server_version
         self.openapi = openapi.OpenAPI(registry)
         self.json_cache = JSONCache()
+        self.row_cache = tables.RowCache(self.json_cache.get)
         # Watches and log streams in progress: a stopping server ends them, or aiohttp would wait for them.
         self._streams: set[asyncio.Task[Any]] = set()
         # pods/proxy and services/proxy: one connection pool, made on first use; which endpoint answers.
@@ -441,12 +442,17 @@ class RestAPI:
         data = codec.encode(obj)
         if tables.wants_table(request.headers.get("Accept", "")) and type(obj) is store.rt.message:
             meta = {"resourceVersion": data.get("metadata", {}).get("resourceVersion", "")}
-            doc = tables.table(store.rt.group, store.rt.kind, [data], meta, query.include_object)
+            doc = tables.table_of(store.rt.group, store.rt.kind, [data], meta, query.include_object)
             return json_response(doc, status, warnings=warnings)
         return json_response(data, status, warnings=warnings)
 
-    def _encode_wire(self, store: ResourceStore, wire: bytes) -> dict[str, Any]:
-        return dict(orjson.loads(self.json_cache.get(store, wire)))
+    def _table(self, store: ResourceStore, wires: list[bytes], meta: dict[str, Any], include: str,
+               with_columns: bool = True) -> dict[str, Any]:
+        """A Table of stored object states, from their cached rows (and cached JSON for includeObject=Object)."""
+        spec = tables.spec_for(store.rt.group, store.rt.kind)
+        rows = [self.row_cache.get(store, spec, w) for w in wires]
+        objects = [self.json_cache.get(store, w) for w in wires] if include == "Object" else None
+        return tables.table(spec, rows, objects, meta, include, with_columns)
 
     # --- verbs ---------------------------------------------------------------------------------------
 
@@ -470,9 +476,10 @@ class RestAPI:
         if page.remaining_item_count is not None:
             meta["remainingItemCount"] = page.remaining_item_count
         if tables.wants_table(request.headers.get("Accept", "")):
+            # Serialized before the collector resumes: its first pass would walk every row still alive.
             with collections_paused():
-                objs = [self._encode_wire(store, wire) for wire in items]
-                return json_response(tables.table(store.rt.group, store.rt.kind, objs, meta, query.include_object))
+                body = orjson.dumps(self._table(store, items, meta, query.include_object))
+            return web.Response(body=body, headers={"Content-Type": "application/json"})
         # The body is assembled from each object's cached JSON, not serialized again as one document.
         head = orjson.dumps({"kind": f"{store.rt.kind}List", "apiVersion": store.rt.api_version, "metadata": meta})
         with collections_paused():
@@ -697,13 +704,16 @@ class RestAPI:
         first_table = True
 
         def line(event_type: str, obj: dict[str, Any]) -> bytes:
-            nonlocal first_table
-            if as_table and event_type not in ("ERROR", "BOOKMARK"):
-                meta = {"resourceVersion": obj.get("metadata", {}).get("resourceVersion", "")}
-                obj = tables.table(store.rt.group, store.rt.kind, [obj], meta, query.include_object,
-                                   with_columns=first_table)
-                first_table = False
             return orjson.dumps({"type": event_type, "object": obj}) + b"\n"
+
+        def table_line(event_type: str, wire: bytes) -> bytes:
+            # Each event is a one-row Table; only the first carries the column definitions.
+            nonlocal first_table
+            row = self.row_cache.get(store, tables.spec_for(store.rt.group, store.rt.kind), wire)
+            doc = self._table(store, [wire], {"resourceVersion": row.resource_version}, query.include_object,
+                              with_columns=first_table)
+            first_table = False
+            return orjson.dumps({"type": event_type, "object": doc}) + b"\n"
 
         def bookmark(revision: int, initial_end: bool = False) -> bytes:
             meta: dict[str, Any] = {"resourceVersion": str(revision)}
@@ -713,8 +723,8 @@ class RestAPI:
 
         try:
             with self._stream():
-                await self._stream_events(resp, store, attrs.namespace, query, field_selector, line, bookmark,
-                                          as_table)
+                await self._stream_events(resp, store, attrs.namespace, query, field_selector, bookmark,
+                                          table_line if as_table else None)
         except errors.StatusError as exc:
             with contextlib.suppress(ConnectionResetError):
                 await resp.write(line("ERROR", status_body(exc)))
@@ -727,16 +737,16 @@ class RestAPI:
         return resp
 
     async def _stream_events(self, resp: web.StreamResponse, store: ResourceStore, namespace: str, query: Query,
-                             field_selector: str, line: Callable[[str, dict[str, Any]], bytes],
-                             bookmark: Callable[..., bytes], as_table: bool) -> None:
+                             field_selector: str, bookmark: Callable[..., bytes],
+                             table_line: Callable[[str, bytes], bytes] | None) -> None:
         async with asyncio.timeout(query.timeout_seconds if query.timeout_seconds else None):
             async for chunk in self._events(store, namespace, query, field_selector):
                 if isinstance(chunk, _InitialEnd):
                     await resp.write(bookmark(chunk.revision, initial_end=True))
                 elif isinstance(chunk, int):
                     await resp.write(bookmark(chunk))
-                elif as_table:
-                    await resp.write(b"".join(line(t, self._encode_wire(store, wire)) for t, wire in chunk))
+                elif table_line is not None:
+                    await resp.write(b"".join(table_line(t, wire) for t, wire in chunk))
                 else:  # each event from the object's cached JSON: encoded once for every watcher
                     await resp.write(b"".join(b'{"type":"%s","object":%s}\n' % (t.encode(),
                                                                                 self.json_cache.get(store, wire))
