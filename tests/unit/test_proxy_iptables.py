@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import re
 
 import pytest
@@ -115,6 +117,9 @@ def test_chain_names_are_kube_proxys_hash() -> None:
     assert svc_chain(sp) == "KUBE-SVC-" + port_hash("default/web:httptcp")
     assert len(svc_chain(sp)) <= 28 and len(sep_chain(sp, EPS[0])) <= 28
     assert re.fullmatch(r"KUBE-SEP-[A-Z2-7]{16}", sep_chain(sp, EPS[0]))
+    # kube-proxy's recipe: standard base32 of sha256, first 16 characters.
+    for text in ("default/web:httptcp", "bench/svc7:httptcp10.244.0.7:8080", ""):
+        assert port_hash(text) == base64.b32encode(hashlib.sha256(text.encode()).digest())[:16].decode()
 
 
 # -- generator -------------------------------------------------------------------

@@ -135,7 +135,8 @@ def _match(sp: ServicePort, dest: str, port: int) -> str:
     return f"-d {dest}/32 -p {sp.protocol} -m {sp.protocol} --dport {port}"
 
 
-def generate(snapshot: Snapshot, node: NodeConfig, cache: dict[ServicePort, PortRules] | None = None) -> Ruleset:
+def generate(snapshot: Snapshot, node: NodeConfig,
+             cache: dict[str, tuple[ServicePort, PortRules]] | None = None) -> Ruleset:
     """The complete desired state of the nat and filter tables for a snapshot; a pure function.
 
     ``cache`` (owned by the caller, kept between syncs) memoises each service
@@ -172,12 +173,15 @@ def generate(snapshot: Snapshot, node: NodeConfig, cache: dict[ServicePort, Port
     f_services = filt[KUBE_SERVICES]
     f_external = filt[KUBE_EXTERNAL_SERVICES]
     nodeport_dests = _nodeport_dests(node)
-    fresh: dict[ServicePort, PortRules] = {}
+    fresh: dict[str, tuple[ServicePort, PortRules]] = {}
     for sp in snapshot.ports:
-        pr = cache.get(sp) if cache is not None else None
-        if pr is None:
+        # By key, compared on a hit: hashing a ServicePort hashes every endpoint, on every sync.
+        hit = cache.get(sp.key) if cache is not None else None
+        if hit is not None and (hit[0] is sp or hit[0] == sp):
+            pr = hit[1]
+        else:
             pr = port_rules(sp, node, nodeport_dests)
-        fresh[sp] = pr
+        fresh[sp.key] = (sp, pr)
         services += pr.services
         nodeports += pr.nodeports
         f_services += pr.filter_services

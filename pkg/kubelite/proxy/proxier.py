@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from kubelite.machinery.process import collections_paused
 from kubelite.proxy import iptables
 from kubelite.proxy.model import NodeConfig, ServicePort, Snapshot
 from kubelite.proxy.runner import CommandError, Conntrack, IptablesRunner
@@ -129,17 +130,20 @@ class IptablesProxier:
         self._conntrack = conntrack
         self._applied: iptables.Ruleset | None = None
         self._snapshot: Snapshot | None = None
-        self._cache: dict[ServicePort, iptables.PortRules] = {}
+        self._cache: dict[str, tuple[ServicePort, iptables.PortRules]] = {}
         self._policy = FullSyncPolicy(lambda: runner.has_chain("nat", iptables.KUBE_PROXY_CANARY))
 
     async def sync(self, snapshot: Snapshot, *, full: bool) -> SyncResult:
-        desired = iptables.generate(snapshot, self._node, self._cache)
         full = await self._policy.needs_full(full, self._applied is not None)
-        if full:
-            saved = iptables.parse_save(await self._runner.save(iptables.TABLES))
-            text = iptables.restore_text(desired, None, saved)
-        else:
-            text = iptables.restore_text(desired, self._applied)
+        save = await self._runner.save(iptables.TABLES) if full else ""
+        # Hundreds of thousands of strings and lists, no cycles: collections would only walk them
+        # (10,000 Services: 0.92 s of Python with them, 0.39 s without).
+        with collections_paused():
+            desired = iptables.generate(snapshot, self._node, self._cache)
+            if full:
+                text = iptables.restore_text(desired, None, iptables.parse_save(save))
+            else:
+                text = iptables.restore_text(desired, self._applied)
         if text:
             try:
                 await self._runner.restore(text)
