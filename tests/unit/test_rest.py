@@ -283,3 +283,11 @@ def test_the_proxy_never_goes_to_loopback_or_link_local(ip: str) -> None:
     with pytest.raises(StatusError, match="address not allowed"):
         proxy.check_destination(ip)
     proxy.check_destination("10.244.1.5")
+
+
+def test_event_tables_are_sorted_by_last_seen_with_objects_kept_in_step() -> None:
+    events = [{"metadata": {"name": name}, "lastTimestamp": ts, "reason": name}
+              for name, ts in (("late", "2026-01-01T00:05:00Z"), ("early", "2026-01-01T00:01:00Z"))]
+    doc = table("", "Event", events, {}, "Object")
+    assert [r["object"]["metadata"]["name"] for r in doc["rows"]] == ["early", "late"]
+    assert [r["object"]["reason"] for r in doc["rows"]] == ["early", "late"]

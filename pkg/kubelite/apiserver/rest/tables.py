@@ -89,9 +89,9 @@ def table(spec: TableSpec, rows: list[Row], objects: list[bytes] | None, list_me
           with_columns: bool = True) -> dict[str, Any]:
     """The Table document (``objects``: each row's object in JSON, needed for includeObject=Object)."""
     now = time.time()
-    order = range(len(rows))
+    order: list[int] | range = range(len(rows))
     if spec.sort_key is not None:
-        order = sorted(order, key=lambda i: rows[i].sort_key)  # type: ignore[assignment]
+        order = sorted(order, key=lambda i: rows[i].sort_key)
     out: dict[str, Any] = {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta}
     if with_columns:
         out["columnDefinitions"] = column_definitions(spec)
