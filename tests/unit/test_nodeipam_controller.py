@@ -62,8 +62,7 @@ async def test_blocks_read_back_at_start_are_never_given_again() -> None:
     await sync(ctl, "c")
     ((_, name, patch),) = writer.patches
     assert name == "c"
-    assert patch == {"metadata": {"resourceVersion": "3"}, "spec": {"podCIDR": "10.244.1.0/24",
-                                                                    "podCIDRs": ["10.244.1.0/24"]}}
+    assert patch == {"spec": {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24"]}}
     await sync(ctl, "c")  # the cache still shows no podCIDR: no second block
     assert len(writer.patches) == 1
 

@@ -149,8 +149,10 @@ class NodeIPAMController:
             self.recorder.event(node, WARNING, "CIDRNotAvailable",
                                 f"Node {key} status is now: CIDRNotAvailable ({exc})")
             raise
-        patch = {"metadata": {"resourceVersion": node.metadata.resource_version},
-                 "spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}
+        # No resourceVersion precondition, as Kubernetes' allocator patches: the kubelet's status
+        # writes to a joining node made it conflict (and warn) on nearly every node, while the API
+        # server's rule that a set podCIDR never changes already refuses a second block.
+        patch = {"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}
         try:
             await self.client.patch(core.Node, key, "", patch)
         except Exception as exc:
