@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 from collections.abc import Callable
 
@@ -37,9 +38,30 @@ def resolve_port(port: str, c: core.Container) -> int:
     raise ValueError(f"port {port!r} is not a number nor a named port of container {c.name}")
 
 
+def probe_url(host: str, port: int, path: str, scheme: str = "HTTP") -> str:
+    return f"{scheme.lower()}://{host}:{port}{path if path.startswith('/') else '/' + path}"
+
+
+def dial_error(host: str, port: int, exc: BaseException) -> str:
+    """A failed connection in the words of Go's net package, which kubelet probe events carry.
+
+    People search for "connect: connection refused" and "i/o timeout"; the
+    Python exceptions' own texts say the same thing differently.
+    """
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        exc = exc.os_error
+    if isinstance(exc, TimeoutError):
+        return f"dial tcp {host}:{port}: i/o timeout"
+    reason = {errno.ECONNREFUSED: "connection refused", errno.EHOSTUNREACH: "no route to host",
+              errno.ENETUNREACH: "network is unreachable", errno.ECONNRESET: "connection reset by peer"}
+    if isinstance(exc, OSError) and exc.errno in reason:
+        return f"dial tcp {host}:{port}: connect: {reason[exc.errno]}"
+    return f"dial tcp {host}:{port}: {exc}"
+
+
 async def http_get(host: str, port: int, path: str, timeout: float, scheme: str = "HTTP",
                    headers: list[tuple[str, str]] | None = None) -> int:
-    url = f"{scheme.lower()}://{host}:{port}{path if path.startswith('/') else '/' + path}"
+    url = probe_url(host, port, path, scheme)
     client_timeout = aiohttp.ClientTimeout(total=timeout)
     async with aiohttp.ClientSession(timeout=client_timeout) as session, \
             session.get(url, headers=dict(headers or []), ssl=False, allow_redirects=False) as resp:
@@ -55,7 +77,7 @@ async def tcp_check(host: str, port: int, timeout: float) -> tuple[bool, str]:
             await writer.wait_closed()
         return True, ""
     except (OSError, TimeoutError) as exc:
-        return False, f"dial tcp {host}:{port}: {exc or 'timeout'}"
+        return False, dial_error(host, port, exc)
 
 
 class ProbeManager:
@@ -114,11 +136,17 @@ class ProbeManager:
             host = (await self.runtime.pod_sandbox_status(sandboxes[0].id)).network.ip
         if probe.HasField("http_get"):
             h = probe.http_get
+            target, port = h.host or host, resolve_port(h.port, c)
+            url = probe_url(target, port, h.path or "/", h.scheme or "HTTP")
             try:
-                code = await http_get(h.host or host, resolve_port(h.port, c), h.path or "/", timeout,
-                                      h.scheme or "HTTP", [(x.name, x.value) for x in h.http_headers])
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                return False, f'Get "http://{host}:{h.port}{h.path}": {exc or "timeout"}'
+                code = await http_get(target, port, h.path or "/", timeout, h.scheme or "HTTP",
+                                      [(x.name, x.value) for x in h.http_headers])
+            except TimeoutError:
+                return False, f'Get "{url}": context deadline exceeded (Client.Timeout exceeded while awaiting headers)'
+            except (aiohttp.ClientConnectorError, OSError) as exc:
+                return False, f'Get "{url}": {dial_error(target, port, exc)}'
+            except aiohttp.ClientError as exc:
+                return False, f'Get "{url}": {exc}'
             return 200 <= code < 400, f"HTTP probe failed with statuscode: {code}"
         if probe.HasField("tcp_socket"):
             t = probe.tcp_socket
