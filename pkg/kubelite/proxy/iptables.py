@@ -28,8 +28,8 @@ so they are stable across restarts, which is what makes partial restores
 possible: after one full restore, a sync writes only the chains whose rules
 changed (``iptables-restore --noflush``; declaring a chain in the input
 flushes just that chain) and deletes chains that are gone. On the nft-backed
-iptables of Debian 12 that turns a 33 s full restore of 10,000 Services into
-~0.07 s (PLATFORM.md).
+iptables of Debian 12 that turns a full restore of 10,000 Services (10-14 s
+here, 33 s in PLATFORM.md's measurement) into a partial one of 0.2-0.3 s.
 
 A full sync keeps ``--noflush`` too (a flushing restore would wipe Docker's
 rules in the same tables), which on nft-backed iptables needs the ``-Z``
