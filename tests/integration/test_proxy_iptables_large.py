@@ -107,7 +107,8 @@ async def test_a_large_full_sync_lands_exactly_and_spares_other_rules(netns: str
     # a fresh full sync of that state would leave.
     await proxier.sync(snapshot(SERVICES, drop_last_endpoint_of=7), full=False)
     partial = save(netns)
-    gone = iptables.sep_chain(snapshot(SERVICES).ports[7], snapshot(SERVICES).ports[7].endpoints[-1])
+    seventh = snapshot(SERVICES).ports[7]
+    gone = iptables.sep_chain(seventh, seventh.endpoints[-1])
     assert gone not in partial
     restarted = IptablesProxier(NODE, runner, FakeConntrack())
     await restarted.sync(snapshot(SERVICES, drop_last_endpoint_of=7), full=True)

@@ -6,19 +6,12 @@ The connections are real, to a loopback port nobody listens on.
 from __future__ import annotations
 
 import errno
-import socket
 
 import aiohttp
 import pytest
 
 from kubelite.kubelet.probes import dial_error, http_get, tcp_check
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
+from tests.support.apiserver import free_port as closed_port  # bound, then released: nobody listens
 
 
 async def test_a_refused_tcp_probe_says_connection_refused() -> None:
